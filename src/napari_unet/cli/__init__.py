@@ -1,0 +1,37 @@
+"""The ``napari-unet`` shell front end: arguments in, one core call, progress out."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from napari_unet.cli import _commands
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The top-level parser with one sub-command per job."""
+    parser = argparse.ArgumentParser(
+        prog="napari-unet", description="U-Net segmentation of microscopy images."
+    )
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    subcommands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for register in _commands.REGISTRY:
+        register(subcommands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; bad input exits non-zero with a one-line error unless ``--debug``."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.run(args) or 0)
+    except KeyboardInterrupt:
+        print("napari-unet: interrupted", file=sys.stderr)
+        return 130
+    except Exception as error:
+        if args.debug:
+            raise
+        print(f"napari-unet {args.command}: error: {error}", file=sys.stderr)
+        return 1

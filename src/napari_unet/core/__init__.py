@@ -1,0 +1,1 @@
+"""The GUI-free engine: imports neither napari nor Qt."""

@@ -1,0 +1,210 @@
+"""Model files (safetensors weights + a JSON card) and the registry of built-in and user models.
+
+A model is a folder holding ``weights.safetensors`` and ``model.json``. Loading never
+unpickles anything: weights are plain tensors and the card is JSON, so a model file is data,
+never code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Literal
+
+from safetensors.torch import load_file, save_file
+
+from napari_unet.core.network import UNet, UNetConfig
+
+FORMAT_VERSION = 1
+WEIGHTS_FILE = "weights.safetensors"
+CARD_FILE = "model.json"
+BUILTIN_DIR = Path(__file__).resolve().parent.parent / "models"
+USER_MODELS_ENV = "NAPARI_UNET_MODELS_DIR"
+
+OutputKind = Literal["semantic", "instances"]
+
+
+@dataclass
+class ModelDescription:
+    """The model card: what the network expects, what it outputs, and where it came from.
+
+    ``output_kind="instances"`` means the network outputs three classes
+    (background, interior, boundary) that post-processing turns into one label per object.
+    ``normalization`` is e.g. ``{"kind": "percentile", "low": 1.0, "high": 99.8}``.
+    ``postprocess`` holds tuned thresholds so every front end uses the same ones.
+    """
+
+    name: str
+    architecture: UNetConfig
+    output_kind: OutputKind = "semantic"
+    class_names: list[str] = field(default_factory=lambda: ["background", "foreground"])
+    normalization: dict[str, Any] = field(
+        default_factory=lambda: {"kind": "percentile", "low": 1.0, "high": 99.8}
+    )
+    postprocess: dict[str, Any] = field(default_factory=dict)
+    pixel_size_um: float | None = None
+    description: str = ""
+    provenance: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    format_version: int = FORMAT_VERSION
+
+    def __post_init__(self) -> None:
+        if self.output_kind not in ("semantic", "instances"):
+            raise ValueError(f"output_kind must be 'semantic' or 'instances', not {self.output_kind!r}")
+        if len(self.class_names) != self.architecture.out_channels:
+            raise ValueError(
+                f"model {self.name!r} names {len(self.class_names)} classes but its network "
+                f"outputs {self.architecture.out_channels} channels"
+            )
+        if self.output_kind == "instances" and self.architecture.out_channels != 3:
+            raise ValueError("an 'instances' model must output 3 channels: background, interior, boundary")
+
+    @property
+    def spatial_dims(self) -> int:
+        """2 for a 2D model, 3 for a 3D model."""
+        return self.architecture.spatial_dims
+
+    @property
+    def in_channels(self) -> int:
+        """Number of image channels the network expects."""
+        return self.architecture.in_channels
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-ready dict."""
+        values = asdict(self)
+        values["architecture"] = self.architecture.to_dict()
+        return values
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> ModelDescription:
+        """Build from a parsed ``model.json``."""
+        version = values.get("format_version", FORMAT_VERSION)
+        if version > FORMAT_VERSION:
+            raise ValueError(
+                f"model format version {version} is newer than this napari-unet supports "
+                f"({FORMAT_VERSION}); upgrade napari-unet"
+            )
+        known = {f.name for f in fields(cls)}
+        kwargs = {key: value for key, value in values.items() if key in known}
+        kwargs["architecture"] = UNetConfig.from_dict(values["architecture"])
+        return cls(**kwargs)
+
+
+@dataclass
+class Model:
+    """A network together with its card; what ``load_model`` returns."""
+
+    description: ModelDescription
+    network: UNet
+
+    @property
+    def name(self) -> str:
+        """The model's name as shown in model lists."""
+        return self.description.name
+
+    @classmethod
+    def create(cls, description: ModelDescription) -> Model:
+        """A freshly initialised network for ``description`` (for training from scratch)."""
+        return cls(description, UNet(description.architecture))
+
+
+def user_models_dir() -> Path:
+    """Where models trained by the user are saved and listed (``$NAPARI_UNET_MODELS_DIR``)."""
+    configured = os.environ.get(USER_MODELS_ENV)
+    if configured:
+        return Path(configured).expanduser()
+    return Path.home() / ".local" / "share" / "napari-unet" / "models"
+
+
+def _model_dirs(root: Path) -> dict[str, Path]:
+    if not root.is_dir():
+        return {}
+    return {
+        child.name: child
+        for child in sorted(root.iterdir())
+        if (child / CARD_FILE).is_file() and (child / WEIGHTS_FILE).is_file()
+    }
+
+
+def list_models(include_user: bool = True) -> list[str]:
+    """Names of the built-in models, then those the user trained and saved."""
+    names = list(_model_dirs(BUILTIN_DIR))
+    if include_user:
+        names += [name for name in _model_dirs(user_models_dir()) if name not in names]
+    return names
+
+
+def resolve_model_path(name_or_path: str | os.PathLike[str]) -> Path:
+    """Find a model folder by name (built-in first, then user) or by path."""
+    path = Path(name_or_path).expanduser()
+    if path.name == CARD_FILE or path.name == WEIGHTS_FILE:
+        path = path.parent
+    if (path / CARD_FILE).is_file():
+        return path
+    for registry in (_model_dirs(BUILTIN_DIR), _model_dirs(user_models_dir())):
+        if str(name_or_path) in registry:
+            return registry[str(name_or_path)]
+    available = ", ".join(list_models()) or "none"
+    raise FileNotFoundError(
+        f"no model named or found at {str(name_or_path)!r}; built-in and saved models: {available}"
+    )
+
+
+def load_model(name_or_path: str | os.PathLike[str] | Model, device: str = "cpu") -> Model:
+    """Load a model by built-in name, user-model name, or folder path, without unpickling."""
+    if isinstance(name_or_path, Model):
+        return name_or_path
+    folder = resolve_model_path(name_or_path)
+    try:
+        card = json.loads((folder / CARD_FILE).read_text(encoding="utf-8"))
+        description = ModelDescription.from_dict(card)
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
+        raise ValueError(f"model card {folder / CARD_FILE} is invalid: {error}") from error
+    network = UNet(description.architecture)
+    try:
+        state = load_file(folder / WEIGHTS_FILE, device=device)
+        network.load_state_dict(state)
+    except Exception as error:  # safetensors raises its own types for corrupt files
+        raise ValueError(
+            f"weights {folder / WEIGHTS_FILE} do not match the model card or are corrupt: {error}"
+        ) from error
+    network.eval()
+    return Model(description, network)
+
+
+def save_model(model: Model, folder: str | os.PathLike[str], overwrite: bool = False) -> Path:
+    """Write ``model`` to ``folder`` atomically; refuses to replace an existing model unless asked."""
+    folder = Path(folder).expanduser()
+    if (folder / CARD_FILE).exists() and not overwrite:
+        raise FileExistsError(f"a model already exists at {folder}; pass overwrite=True to replace it")
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {key: value.detach().to("cpu").contiguous() for key, value in model.network.state_dict().items()}
+    metadata = {"format_version": str(FORMAT_VERSION), "name": model.name}
+    _atomic_write(folder / WEIGHTS_FILE, lambda tmp: save_file(state, tmp, metadata=metadata))
+    card = json.dumps(model.description.to_dict(), indent=2)
+    _atomic_write(folder / CARD_FILE, lambda tmp: Path(tmp).write_text(card + "\n", encoding="utf-8"))
+    return folder
+
+
+def _atomic_write(target: Path, write: Any) -> None:
+    handle, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    os.close(handle)
+    try:
+        write(tmp)
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def describe_models() -> list[tuple[str, ModelDescription]]:
+    """Each available model's name and card, for listings (CLI ``models``, widget pickers)."""
+    described = []
+    for name in list_models():
+        card = json.loads((resolve_model_path(name) / CARD_FILE).read_text(encoding="utf-8"))
+        described.append((name, ModelDescription.from_dict(card)))
+    return described
+
