@@ -1,0 +1,295 @@
+"""napari layer data to and from the core engine, without Qt.
+
+The readers, the Segment widget and scripted sessions share this module.
+
+:func:`segment_layer` is the documented scripted-session entry point: it segments an Image
+layer with :func:`napari_unet.core.predict.segment` and returns a napari ``LayerDataTuple``
+placed exactly over the image (same scale, translate and affine), so
+``viewer._add_layer_from_data(*segment_layer(layer))`` or a magicgui function returning
+``napari.types.LayerDataTuple`` shows it where it belongs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+
+from napari_unet.core.progress import CancelToken, ProgressCallback
+
+if TYPE_CHECKING:
+    from napari.layers import Image
+
+    from napari_unet.core.io import ImageFile
+    from napari_unet.core.models import Model
+
+LayerDataTuple = tuple[Any, dict[str, Any], str]
+Output = Literal["labels", "instances", "semantic", "probabilities"]
+Mode = Literal["2D", "3D"]
+
+DEFAULT_MODEL = "nuclei"
+SPATIAL_AXES = "TZYX"
+"""Axis letters a napari layer can carry (channels are split off or kept as RGB)."""
+
+_last_model: list[str | Path] = []
+
+
+def remember_model(model: str | Path) -> None:
+    """Record the Segment widget's model, for the *open and segment* reader."""
+    _last_model[:] = [model]
+
+
+def chosen_model() -> str | Path:
+    """Return the model last chosen in the Segment widget, else ``nuclei``, else the first one."""
+    from napari_unet.core.models import list_models
+
+    if _last_model:
+        return _last_model[0]
+    available = list_models()
+    if DEFAULT_MODEL in available or not available:
+        return DEFAULT_MODEL
+    return available[0]
+
+
+def model_label(model: str | Path | Model) -> str:
+    """Name a model in layer names: its name, or its folder's name for a path."""
+    if not isinstance(model, str | Path):
+        return model.name
+    return Path(model).name if Path(model).suffix == "" else Path(model).parent.name
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where a layer sits in the world: napari's data-to-world transform, plus axis names.
+
+    Results copy their image's placement, so a segmentation lies exactly over its image.
+    """
+
+    scale: tuple[float, ...]
+    translate: tuple[float, ...]
+    affine: np.ndarray
+    axis_labels: tuple[str, ...]
+    units: tuple[str, ...]
+
+    def meta(self) -> dict[str, Any]:
+        """Return the layer keyword arguments for this placement."""
+        return {
+            "scale": self.scale,
+            "translate": self.translate,
+            "affine": self.affine,
+            "axis_labels": self.axis_labels,
+            "units": self.units,
+        }
+
+    def with_leading_axis(self, label: str) -> Placement:
+        """Place a result that has one extra, unscaled axis in front (the classes)."""
+        affine = np.eye(self.affine.shape[0] + 1)
+        affine[1:, 1:] = self.affine
+        return Placement(
+            (1.0, *self.scale),
+            (0.0, *self.translate),
+            affine,
+            (label, *self.axis_labels),
+            ("pixel", *self.units),
+        )
+
+
+def file_placement(image: ImageFile) -> Placement:
+    """Place a file: its pixel sizes (micrometres) as scale, its axes as axis labels."""
+    axes = image.axes.upper().replace("C", "")
+    sizes = image.pixel_size_um
+    return Placement(
+        scale=tuple(float(sizes.get(axis, 1.0)) for axis in axes),
+        translate=(0.0,) * len(axes),
+        affine=np.eye(len(axes) + 1),
+        axis_labels=tuple(axis.lower() for axis in axes),
+        units=tuple("micrometer" if axis in sizes else "pixel" for axis in axes),
+    )
+
+
+def file_layer_name(path: str | Path) -> str:
+    """Name a layer after its file, without ``.tif``, ``.ome.tif`` or ``.zarr``."""
+    name = Path(path).name
+    for suffix in (".ome.tiff", ".ome.tif", ".tiff", ".tif", ".ome.zarr", ".zarr"):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def image_file_layer(image: ImageFile) -> LayerDataTuple:
+    """Make an Image layer (channels split, or RGB) or, for our label files, a Labels layer."""
+    meta = {"name": file_layer_name(image.path), **file_placement(image).meta()}
+    axes = image.axes.upper()
+    if image.is_labels:
+        return image.data, meta, "labels"
+    if "C" in axes:
+        channels = image.data.shape[axes.index("C")]
+        if axes.endswith("C") and channels in (3, 4) and image.data.dtype == np.uint8:
+            meta["rgb"] = True
+        else:
+            meta["channel_axis"] = axes.index("C")
+    return image.data, meta, "image"
+
+
+def segment_image_file(image: ImageFile, model: str | Path | Model) -> LayerDataTuple:
+    """Segment a whole file with ``model``; the result carries the file's pixel size."""
+    from napari_unet.core.predict import segment
+
+    labels = segment(image.data, model, axes=image.axes)
+    name = f"{file_layer_name(image.path)} ({model_label(model)})"
+    return result_layer(labels, "labels", name, file_placement(image))
+
+
+def result_layer(
+    result: np.ndarray, output: Output, name: str, placement: Placement
+) -> LayerDataTuple:
+    """Show labels as a Labels layer, probabilities as an Image layer with a leading class axis."""
+    if output == "probabilities":
+        meta = {"name": name, **placement.with_leading_axis("class").meta()}
+        return result, {**meta, "colormap": "magma", "contrast_limits": (0.0, 1.0)}, "image"
+    return result, {"name": name, **placement.meta()}, "labels"
+
+
+def axes_from_labels(axis_labels: Sequence[str], ndim: int) -> str:
+    """Axis letters from a layer's axis labels when they are ours (``z``, ``y``, ``x``...).
+
+    Other labels (napari's default ``-2``, ``-1``) give Y and X last with Z, then T, before.
+    """
+    letters = "".join(str(label).upper() for label in axis_labels)
+    if len(letters) == ndim and len(set(letters)) == ndim and set(letters) <= set(SPATIAL_AXES):
+        if letters.endswith("YX"):
+            return letters
+    if ndim > len(SPATIAL_AXES):
+        raise ValueError(f"data with {ndim} axes is not supported; at most 4 (TZYX)")
+    return SPATIAL_AXES[-ndim:]
+
+
+def layer_axes(layer: Image, mode: Mode | None = None) -> str:
+    """Axis letters of a layer's data for the engine, e.g. ``"ZYX"`` or ``"TYXC"``.
+
+    ``mode="2D"`` turns Z into T so that every
+    plane is segmented on its own; ``mode="3D"`` makes the axis before Y a Z axis.
+    """
+    letters = axes_from_labels(layer.axis_labels, layer.ndim)
+    if mode == "2D" and "Z" in letters and "T" not in letters:
+        letters = letters.replace("Z", "T")
+    elif mode == "3D" and layer.ndim >= 3 and "Z" not in letters:
+        letters = letters[:-3] + "ZYX"
+    return letters + ("C" if layer.rgb else "")
+
+
+def segment_layer(
+    layer: Image,
+    model: str | Path | Model = DEFAULT_MODEL,
+    *,
+    output: Output = "labels",
+    mode: Mode | None = None,
+    channel: int | None = None,
+    level: int = 0,
+    position: Sequence[float] | None = None,
+    device: str = "auto",
+    tile_shape: Sequence[int] | None = None,
+    overlap: int | Sequence[int] | None = None,
+    progress: ProgressCallback | None = None,
+    cancel: CancelToken | None = None,
+) -> LayerDataTuple:
+    """Segment a napari Image layer and return the result as a ``LayerDataTuple``.
+
+    Scripted sessions and the Segment widget both call this, so a script reproduces exactly
+    what the widget shows. The result is named ``"<image> (<model>)"`` and placed over the
+    image: same scale, translate and affine (times the level's downsampling for multiscale).
+
+    Parameters
+    ----------
+    layer
+        An Image layer; numpy, dask or zarr data are all read lazily by the engine, tile by tile.
+    model
+        A built-in or saved model name, a model folder, or a loaded :class:`Model`.
+    output
+        ``"labels"`` (the model's own kind), ``"instances"``, ``"semantic"``, or
+        ``"probabilities"`` (an Image layer with a leading class axis).
+    mode
+        ``"2D"`` segments each plane on its own; ``"3D"`` treats the axis before Y as Z, so
+        objects keep one label across slices. ``None`` follows the layer's axis labels.
+    channel
+        For an RGB layer, segment only this channel (for one-channel models).
+    level
+        For a multiscale layer, which level to segment (0 = full resolution).
+    position
+        A world position (e.g. ``viewer.dims.point``): segment only the plane (2D) or volume
+        (3D) through it, as a quick preview on big stacks. ``None`` segments everything.
+    device, tile_shape, overlap, progress, cancel
+        Passed to :func:`napari_unet.core.predict.segment`.
+    """
+    from napari_unet.core.predict import segment
+
+    data = layer.data[level] if layer.multiscale else layer.data
+    axes = layer_axes(layer, mode)
+    if channel is not None:
+        if "C" not in axes:
+            raise ValueError(f"layer {layer.name!r} has no channels to choose from")
+        data, axes = data[..., channel], axes[:-1]
+    placement = _layer_placement(layer, level)
+    if position is not None:
+        data, placement = _plane_through(layer, data, axes, placement, level, position)
+    result = segment(
+        data,
+        model,
+        axes=axes,
+        tile_shape=tile_shape,
+        overlap=overlap,
+        device=device,
+        output=output,
+        progress=progress,
+        cancel=cancel,
+    )
+    name = f"{layer.name} ({model_label(model)})"
+    if output == "probabilities":
+        name += " probabilities"
+    return result_layer(result, output, name, placement)
+
+
+def _level_factors(layer: Image, level: int) -> np.ndarray:
+    """How many full-resolution pixels one pixel of ``level`` spans, per axis."""
+    if not layer.multiscale:
+        return np.ones(layer.ndim)
+    full, coarse = layer.data[0].shape, layer.data[level].shape
+    return np.array([f / c for f, c in zip(full[: layer.ndim], coarse[: layer.ndim], strict=True)])
+
+
+def _layer_placement(layer: Image, level: int) -> Placement:
+    return Placement(
+        scale=tuple(np.asarray(layer.scale) * _level_factors(layer, level)),
+        translate=tuple(float(t) for t in layer.translate),
+        affine=np.asarray(layer.affine.affine_matrix),
+        axis_labels=tuple(layer.axis_labels),
+        units=tuple(str(unit) for unit in layer.units),
+    )
+
+
+def _plane_through(
+    layer: Image,
+    data: Any,
+    axes: str,
+    placement: Placement,
+    level: int,
+    position: Sequence[float],
+) -> tuple[Any, Placement]:
+    """Keep one index along each axis the model does not see, and shift the placement there.
+
+    The kept axes stay (with length 1) so the result still has the image's dimensions and
+    lands on the right slice.
+    """
+    factors = _level_factors(layer, level)
+    full_index = np.asarray(layer.world_to_data(position))
+    index = [slice(None)] * data.ndim
+    translate = list(placement.translate)
+    for axis, letter in enumerate(axes.replace("C", "")):
+        if letter == "T":
+            at = int(np.clip(round(full_index[axis] / factors[axis]), 0, data.shape[axis] - 1))
+            index[axis] = slice(at, at + 1)
+            translate[axis] += at * placement.scale[axis]
+    return data[tuple(index)], replace(placement, translate=tuple(translate))

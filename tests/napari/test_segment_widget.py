@@ -1,0 +1,99 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_unet._napari.segment_widget import SegmentWidget
+
+from .conftest import TINY
+
+
+@pytest.fixture
+def viewer_and_widget(make_napari_viewer, models_dir):
+    viewer = make_napari_viewer()
+    _, widget = viewer.window.add_plugin_dock_widget("napari-unet", "Segment")
+    assert isinstance(widget, SegmentWidget)
+    widget.model.value = TINY
+    return viewer, widget
+
+
+def run(widget: SegmentWidget, qtbot) -> None:
+    widget.run_button.clicked.emit()
+    qtbot.waitUntil(lambda: widget._worker is None, timeout=60_000)
+
+
+def test_run_adds_labels_layer_over_the_image(viewer_and_widget, blobs, qtbot) -> None:
+    viewer, widget = viewer_and_widget
+    viewer.add_image(blobs, name="blobs", scale=(0.5, 0.25), translate=(10, 20))
+    run(widget, qtbot)
+    labels = viewer.layers[f"blobs ({TINY})"]
+    assert labels._type_string == "labels"
+    assert labels.data.shape == blobs.shape
+    assert np.issubdtype(labels.data.dtype, np.integer)
+    np.testing.assert_allclose(labels.scale, (0.5, 0.25))
+    np.testing.assert_allclose(labels.translate, (10, 20))
+    assert widget.run_button.text == "Run"
+
+
+def test_running_again_updates_the_layer(viewer_and_widget, blobs, qtbot) -> None:
+    viewer, widget = viewer_and_widget
+    viewer.add_image(blobs, name="blobs")
+    run(widget, qtbot)
+    first = viewer.layers[f"blobs ({TINY})"]
+    run(widget, qtbot)
+    assert len(viewer.layers) == 2
+    assert viewer.layers[f"blobs ({TINY})"] is first
+
+
+def test_cancel_leaves_no_layer(viewer_and_widget, blobs, qtbot) -> None:
+    viewer, widget = viewer_and_widget
+    viewer.add_image(np.tile(blobs, (4, 4)), name="big")
+    widget.advanced.value = True
+    widget.tile_size.value = 32
+    widget.run_button.clicked.emit()
+    assert widget.run_button.text == "Cancel"
+    widget.run_button.clicked.emit()
+    qtbot.waitUntil(lambda: widget._worker is None, timeout=60_000)
+    assert [layer.name for layer in viewer.layers] == ["big"]
+    assert widget.status.value == "cancelled"
+
+
+def test_image_picker_follows_layers(viewer_and_widget, blobs) -> None:
+    viewer, widget = viewer_and_widget
+    viewer.add_image(blobs, name="a")
+    viewer.add_image(blobs, name="b")
+    assert [layer.name for layer in widget.image.choices] == ["a", "b"]
+    viewer.layers.remove("a")
+    assert [layer.name for layer in widget.image.choices] == ["b"]
+
+
+def test_errors_become_notifications(viewer_and_widget, qtbot, monkeypatch) -> None:
+    viewer, widget = viewer_and_widget
+    viewer.add_image(np.zeros((2, 3, 4, 5, 6), np.uint8), name="5d")
+    shown = []
+    monkeypatch.setattr("napari_unet._napari.segment_widget.show_error", shown.append)
+    run(widget, qtbot)
+    assert "segmentation failed" in shown[0]
+    assert widget.status.value == "failed"
+
+
+def test_current_slice_only_segments_the_shown_plane(viewer_and_widget, blobs, qtbot) -> None:
+    viewer, widget = viewer_and_widget
+    viewer.add_image(np.stack([blobs] * 5), name="stack", scale=(3.0, 1.0, 1.0))
+    viewer.dims.set_current_step(0, 2)
+    widget.current_slice.value = True
+    run(widget, qtbot)
+    preview = viewer.layers[f"stack ({TINY})"]
+    assert preview.data.shape == (1, *blobs.shape)
+    np.testing.assert_allclose(preview.translate, (6.0, 0, 0))
+
+
+def test_probabilities_output_is_an_image_with_a_class_axis(viewer_and_widget, blobs, qtbot) -> None:
+    viewer, widget = viewer_and_widget
+    viewer.add_image(blobs, name="blobs", scale=(0.5, 0.5))
+    widget.output.value = "probabilities"
+    run(widget, qtbot)
+    probabilities = viewer.layers[f"blobs ({TINY}) probabilities"]
+    assert probabilities._type_string == "image"
+    assert probabilities.data.shape == (3, *blobs.shape)
+    np.testing.assert_allclose(probabilities.scale, (1.0, 0.5, 0.5))
