@@ -1,0 +1,143 @@
+"""Reproduce the two built-in models from ../shared/data (resumable; run from the repo root).
+
+    python scripts/train_builtin_models.py train em-membranes   # checkpoints in runs/em-membranes
+    python scripts/train_builtin_models.py train nuclei
+    python scripts/train_builtin_models.py export nuclei        # tune, evaluate, write the package copy
+
+``train`` resumes from ``runs/<name>/last.pt`` when it exists. ``export`` takes the best
+checkpoint, tunes the post-processing thresholds on the validation split, measures the
+validation metrics and writes ``src/napari_unet/models/<name>/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import tifffile
+import torch
+
+from napari_unet.core.models import load_model, save_model
+from napari_unet.core.train import BEST_DIR, TrainingProgress, train
+
+REPO = Path(__file__).resolve().parent.parent
+DATA = REPO.parent / "shared" / "data"
+RUNS = REPO / "runs"
+PACKAGE_MODELS = REPO / "src" / "napari_unet" / "models"
+ARCHITECTURE = {"depth": 4, "base_channels": 16, "padding": "same", "norm": "batch"}
+
+
+def isbi_split(split: str) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """ISBI 2012 slices 0-24 (train) or 25-29 (val); labels 0 = membrane, 1 = interior."""
+    volume = tifffile.imread(DATA / "isbi2012" / "train-volume.tif")
+    labels = (tifffile.imread(DATA / "isbi2012" / "train-labels.tif") > 127).astype(np.uint8)
+    slices = range(25) if split == "train" else range(25, 30)
+    return [volume[z] for z in slices], [labels[z] for z in slices]
+
+
+def dsb_split(split: str) -> tuple[list[np.ndarray], list[np.ndarray], list[str]]:
+    """DSB 2018 images, instance masks and modality names of one split."""
+    with open(DATA / "dsb2018" / "index.csv", newline="") as handle:
+        rows = [row for row in csv.DictReader(handle) if row["split"] == split]
+    folder = DATA / "dsb2018" / split
+    images = [tifffile.imread(folder / "images" / f"{row['id']}.tif") for row in rows]
+    masks = [tifffile.imread(folder / "masks" / f"{row['id']}.tif") for row in rows]
+    return images, masks, [row["modality"] for row in rows]
+
+
+RECIPES = {
+    "em-membranes": {
+        "data": lambda: (isbi_split("train"), isbi_split("val")),
+        "train": {
+            "target": "semantic",
+            "class_names": ["membrane", "interior"],
+            "weight_map": True,
+            "epochs": 28,
+            "steps_per_epoch": 40,
+            "batch_size": 8,
+            "patch_shape": 256,
+            "learning_rate": 2e-3,
+        },
+    },
+    "nuclei": {
+        "data": lambda: (dsb_split("train")[:2], dsb_split("val")[:2]),
+        "train": {
+            "target": "instances",
+            "weight_map": True,
+            "epochs": 18,
+            "steps_per_epoch": 80,
+            "batch_size": 8,
+            "patch_shape": 256,
+            "learning_rate": 2e-3,
+        },
+    },
+}
+
+
+def run_training(name: str, threads: int) -> None:
+    torch.set_num_threads(threads)
+    recipe = RECIPES[name]
+    (images, masks), validation = recipe["data"]()
+    started = time.monotonic()
+
+    def report(update: TrainingProgress) -> None:
+        if update.val_metrics or update.step % 10 == 0:
+            minutes = (time.monotonic() - started) / 60
+            print(
+                f"[{minutes:6.1f} min] epoch {update.epoch}/{update.epochs} step "
+                f"{update.step}/{update.steps_per_epoch} loss {update.train_loss:.4f} "
+                f"{json.dumps(update.val_metrics) if update.val_metrics else ''}",
+                flush=True,
+            )
+
+    train(
+        images,
+        masks,
+        validation=validation,
+        architecture=ARCHITECTURE,
+        name=name,
+        checkpoint_dir=RUNS / name,
+        resume=True,
+        progress=report,
+        **recipe["train"],
+    )
+
+
+def run_export(name: str, threads: int) -> None:
+    from napari_unet.core.evaluate import evaluate, tune_instance_postprocess
+
+    torch.set_num_threads(threads)
+    model = load_model(RUNS / name / BEST_DIR)
+    if name == "nuclei":
+        images, masks, modalities = dsb_split("val")
+        model.description.postprocess = tune_instance_postprocess(model, images, masks)
+        metrics = evaluate(model, images, masks, groups=modalities)
+    else:
+        images, masks = isbi_split("val")
+        metrics = evaluate(model, images, masks)
+    model.description.metrics = {"validation": metrics}
+    model.description.provenance = {
+        **model.description.provenance,
+        "reproduce": f"python scripts/train_builtin_models.py train {name} && "
+        f"python scripts/train_builtin_models.py export {name}",
+        "recipe": {k: v for k, v in RECIPES[name]["train"].items()},
+    }
+    save_model(model, PACKAGE_MODELS / name, overwrite=True)
+    print(json.dumps(metrics, indent=2))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("action", choices=["train", "export"])
+    parser.add_argument("model", choices=sorted(RECIPES))
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    (run_training if args.action == "train" else run_export)(args.model, args.threads)
+
+
+if __name__ == "__main__":
+    main()

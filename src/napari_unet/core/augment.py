@@ -1,0 +1,104 @@
+"""Data augmentation applied identically to an image patch, its target and its loss weights.
+
+U-Net learns from few images because augmentation teaches it the invariances of the data:
+orientation (flips and 90-degree rotations), tissue deformation (the paper's elastic
+deformation) and acquisition (intensity scale, shift, gamma and noise).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage as ndi
+
+Sample = tuple[np.ndarray, np.ndarray, np.ndarray | None]
+"""``(image (C, *spatial), target (*spatial), weights (*spatial) or None)``."""
+
+
+@dataclass(frozen=True)
+class Augmenter:
+    """Random transforms with the probabilities and ranges used for training.
+
+    Parameters
+    ----------
+    elastic_probability
+        Chance per patch of the elastic deformation (the costliest transform).
+    elastic_grid, elastic_sigma
+        Coarse grid points per axis and the std of their displacements in pixels (paper: 3, 10).
+    """
+
+    flips: bool = True
+    elastic_probability: float = 0.5
+    elastic_grid: int = 3
+    elastic_sigma: float = 10.0
+    intensity: bool = True
+    noise_probability: float = 0.3
+
+    def __call__(self, sample: Sample, rng: np.random.Generator) -> Sample:
+        """Return an augmented copy of ``sample``."""
+        if self.flips:
+            sample = random_flip_rotate(sample, rng)
+        if rng.random() < self.elastic_probability:
+            sample = elastic_deform(sample, rng, self.elastic_grid, self.elastic_sigma)
+        image, target, weights = sample
+        if self.intensity:
+            image = random_intensity(image, rng, self.noise_probability)
+        return np.ascontiguousarray(image), np.ascontiguousarray(target), weights
+
+
+def random_flip_rotate(sample: Sample, rng: np.random.Generator) -> Sample:
+    """Flip every spatial axis with probability 1/2 and rotate the last two by k * 90 degrees."""
+    image, target, weights = sample
+    spatial = target.ndim
+    flips = [axis for axis in range(spatial) if rng.random() < 0.5]
+    square = target.shape[-1] == target.shape[-2]
+    turns = int(rng.integers(4)) if square else 2 * int(rng.integers(2))
+
+    def apply(array: np.ndarray) -> np.ndarray:
+        offset = array.ndim - spatial
+        array = np.flip(array, [offset + axis for axis in flips]) if flips else array
+        return np.rot90(array, turns, axes=(array.ndim - 2, array.ndim - 1))
+
+    return apply(image), apply(target), None if weights is None else apply(weights)
+
+
+def elastic_deform(
+    sample: Sample, rng: np.random.Generator, grid: int = 3, sigma: float = 10.0
+) -> Sample:
+    """Warp smoothly as the paper does: random displacements on a coarse grid, interpolated.
+
+    Displacement vectors are drawn from ``N(0, sigma^2)`` on a ``grid``-per-axis grid and
+    upsampled to every pixel with cubic splines; the image is resampled with cubic splines,
+    the weights linearly and the labels by nearest neighbour, so labels stay crisp and aligned.
+    """
+    image, target, weights = sample
+    shape = target.shape
+    coordinates = list(np.meshgrid(*[np.arange(n, dtype=np.float32) for n in shape], indexing="ij"))
+    for axis in range(len(shape)):
+        coarse = rng.normal(0.0, sigma, size=(grid,) * len(shape))
+        field = ndi.zoom(coarse, [n / grid for n in shape], order=3, mode="nearest")
+        coordinates[axis] += field
+
+    def warp(array: np.ndarray, order: int) -> np.ndarray:
+        return ndi.map_coordinates(array, coordinates, order=order, mode="mirror").astype(
+            array.dtype
+        )
+
+    image = np.stack([warp(channel, 3) for channel in image])
+    target = warp(target, 0)
+    return image, target, None if weights is None else warp(weights, 1)
+
+
+def random_intensity(
+    image: np.ndarray, rng: np.random.Generator, noise_probability: float = 0.3
+) -> np.ndarray:
+    """Random gamma, contrast scale, brightness shift and Gaussian noise on a normalised image."""
+    low, high = float(image.min()), float(image.max())
+    if high > low:
+        unit = (image - low) / (high - low)
+        image = low + (high - low) * unit ** np.exp(rng.uniform(-0.3, 0.3))
+    image = image * rng.uniform(0.8, 1.2) + rng.uniform(-0.1, 0.1)
+    if rng.random() < noise_probability:
+        image = image + rng.normal(0.0, rng.uniform(0.0, 0.05), size=image.shape)
+    return image.astype(np.float32)
