@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import itertools
+import os
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
-from napari_unet.core.datasets import LabelledImage
-from napari_unet.core.metrics import class_scores, confusion_matrix, instance_scores
-from napari_unet.core.models import Model
+from napari_unet.core.datasets import LabelledImage, prepare_image, read_pairs
+from napari_unet.core.metrics import (
+    cells_from_interior,
+    class_scores,
+    confusion_matrix,
+    instance_scores,
+    membrane_scores,
+)
+from napari_unet.core.models import Model, load_model
 from napari_unet.core.postprocess import instance_labels
 
 
@@ -65,3 +74,95 @@ def validation_metrics(model: Model, items: Sequence[LabelledImage]) -> dict[str
     }
     metrics["score"] = float(np.nanmean(iou))
     return metrics
+
+
+def evaluate(
+    model: str | os.PathLike[str] | Model,
+    images: str | os.PathLike[str] | Sequence[np.ndarray],
+    masks: str | os.PathLike[str] | Sequence[np.ndarray],
+    groups: Sequence[str] | None = None,
+) -> dict[str, Any]:
+    """Score ``model`` on labelled images; per group (e.g. modality) too when ``groups`` is given.
+
+    Instance models get the DSB 2018 scores (AP at IoU 0.5 and mAP over 0.5:0.95, averaged over
+    images, plus precision, recall and F1 at 0.5). Semantic models get pixel error, per-class
+    IoU and Dice, and the adapted Rand error and variation of information of the regions of
+    non-first classes (the cells between membranes, for an EM membrane model).
+    """
+    model = load_model(model)
+    images, masks = read_pairs(images, masks)
+    probabilities = [_probabilities(model, image) for image in images]
+    score = _instance_summary if model.description.output_kind == "instances" else _semantic_summary
+    results = {"overall": score(model, probabilities, masks)}
+    if groups is not None:
+        for group in sorted(set(groups)):
+            chosen = [i for i, name in enumerate(groups) if name == group]
+            results[group] = score(
+                model, [probabilities[i] for i in chosen], [masks[i] for i in chosen]
+            )
+    return results
+
+
+def tune_instance_postprocess(
+    model: Model, images: Sequence[np.ndarray], masks: Sequence[np.ndarray]
+) -> dict[str, Any]:
+    """Pick the instance thresholds with the best mean AP@0.5 (then mAP) on labelled images."""
+    probabilities = [_probabilities(model, image) for image in images]
+    grid = itertools.product((0.4, 0.5, 0.6), (0.5, 0.6, 0.7, 0.8, 0.9), (8, 16, 32))
+    best: tuple[float, float] = (-1.0, -1.0)
+    chosen: dict[str, Any] = {}
+    for foreground, seed, min_size in grid:
+        params = {"foreground_threshold": foreground, "seed_threshold": seed, "min_size": min_size}
+        summary = _instance_summary(
+            Model(_with_postprocess(model, params), model.network), probabilities, masks
+        )
+        if (summary["ap50"], summary["map"]) > best:
+            best, chosen = (summary["ap50"], summary["map"]), params
+    return chosen
+
+
+def _with_postprocess(model: Model, params: dict[str, Any]) -> Any:
+    card = type(model.description).from_dict(model.description.to_dict())
+    card.postprocess = dict(params)
+    return card
+
+
+def _probabilities(model: Model, image: np.ndarray) -> np.ndarray:
+    card = model.description
+    return predict_probabilities(
+        model, prepare_image(image, card.spatial_dims, card.in_channels, card.normalization)
+    )
+
+
+def _instance_summary(
+    model: Model, probabilities: list[np.ndarray], masks: list[np.ndarray]
+) -> dict[str, float]:
+    scores = [
+        instance_scores(mask, instance_labels(probs, **model.description.postprocess))
+        for probs, mask in zip(probabilities, masks, strict=True)
+    ]
+    summary = {key: float(np.mean([s[key] for s in scores])) for key in scores[0]}
+    summary["n_images"] = len(scores)
+    return summary
+
+
+def _semantic_summary(
+    model: Model, probabilities: list[np.ndarray], masks: list[np.ndarray]
+) -> dict[str, float]:
+    names = model.description.class_names
+    confusion = np.zeros((len(names), len(names)), dtype=np.int64)
+    membrane = []
+    for probs, mask in zip(probabilities, masks, strict=True):
+        predicted = probs.argmax(axis=0)
+        confusion += confusion_matrix(mask, predicted, len(names))
+        membrane.append(
+            membrane_scores(cells_from_interior(mask > 0), cells_from_interior(predicted > 0))
+        )
+    per_class = class_scores(confusion)
+    summary = {"pixel_error": float(1 - np.trace(confusion) / confusion.sum())}
+    for name, iou, dice in zip(names, per_class["iou"], per_class["dice"], strict=True):
+        summary[f"iou_{name}"], summary[f"dice_{name}"] = float(iou), float(dice)
+    for key in membrane[0]:
+        summary[key] = float(np.mean([m[key] for m in membrane]))
+    summary["n_images"] = len(probabilities)
+    return summary

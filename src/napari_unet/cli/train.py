@@ -1,0 +1,116 @@
+"""The ``train`` and ``evaluate`` sub-commands: arguments in, one core call, progress out."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from napari_unet.core.losses import LOSSES
+
+
+def register_train(subparsers: Any) -> None:
+    """Add ``napari-unet train``."""
+    parser = subparsers.add_parser(
+        "train",
+        help="train or fine-tune a U-Net on folders of image/mask TIFF pairs",
+        description="Train a U-Net on image/mask TIFF pairs with the same file names.",
+    )
+    parser.add_argument("--images", required=True, type=Path, help="folder of image TIFFs")
+    parser.add_argument("--masks", required=True, type=Path, help="folder of mask TIFFs")
+    parser.add_argument("--out", required=True, type=Path, help="folder to save the model in")
+    parser.add_argument("--from", dest="base_model", help="fine-tune this model (name or folder)")
+    parser.add_argument("--target", choices=["instances", "semantic"], default="instances")
+    parser.add_argument("--epochs", type=int, default=50)
+    parser.add_argument("--steps-per-epoch", type=int, default=None)
+    parser.add_argument("--patch", type=int, default=None, help="patch size in pixels per axis")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--val-fraction", type=float, default=0.2)
+    parser.add_argument("--learning-rate", type=float, default=1e-3)
+    parser.add_argument("--loss", choices=LOSSES, default="ce+dice")
+    parser.add_argument("--weight-map", action="store_true", help="the paper's border weights")
+    parser.add_argument("--sparse", action="store_true", help="mask value 0 = not annotated")
+    parser.add_argument("--no-augment", dest="augment", action="store_false")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--checkpoint-dir", type=Path, help="checkpoints (default OUT/checkpoints)")
+    parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    parser.add_argument("--name", help="model name (default: the name of OUT)")
+    parser.add_argument("--overwrite", action="store_true", help="replace a model at OUT")
+    parser.set_defaults(run=run_train)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    """Train, printing one line per epoch, and save the best model to ``--out``."""
+    from napari_unet.core.models import save_model
+    from napari_unet.core.train import TrainingProgress, train
+
+    if (args.out / "model.json").exists() and not args.overwrite:
+        raise FileExistsError(f"a model already exists at {args.out}; pass --overwrite")
+
+    def report(update: TrainingProgress) -> None:
+        if update.val_metrics:
+            scores = " ".join(f"{key} {value:.4f}" for key, value in update.val_metrics.items())
+            print(f"epoch {update.epoch}/{update.epochs} {scores}", file=sys.stderr, flush=True)
+
+    model = train(
+        args.images,
+        args.masks,
+        target=args.target,
+        base_model=args.base_model,
+        epochs=args.epochs,
+        steps_per_epoch=args.steps_per_epoch,
+        patch_shape=args.patch,
+        batch_size=args.batch_size,
+        val_fraction=args.val_fraction,
+        learning_rate=args.learning_rate,
+        loss=args.loss,
+        weight_map=args.weight_map,
+        sparse=args.sparse,
+        augment=args.augment,
+        seed=args.seed,
+        device=args.device,
+        checkpoint_dir=args.checkpoint_dir or args.out / "checkpoints",
+        resume=args.resume,
+        name=args.name or args.out.name,
+        progress=report,
+    )
+    save_model(model, args.out, overwrite=True)
+    print(f"saved model {model.name!r} to {args.out}")
+    return 0
+
+
+def register_evaluate(subparsers: Any) -> None:
+    """Add ``napari-unet evaluate``."""
+    parser = subparsers.add_parser(
+        "evaluate",
+        help="measure a model on labelled images",
+        description="Score a model on image/mask TIFF pairs with the same file names.",
+    )
+    parser.add_argument("--model", required=True, help="model name or folder")
+    parser.add_argument("--images", required=True, type=Path, help="folder of image TIFFs")
+    parser.add_argument("--masks", required=True, type=Path, help="folder of mask TIFFs")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.set_defaults(run=run_evaluate)
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    """Print the metrics as a table (or JSON)."""
+    from napari_unet.core.evaluate import evaluate
+
+    results = evaluate(args.model, args.images, args.masks)
+    if args.json:
+        print(json.dumps(results, indent=2))
+        return 0
+    for group, metrics in results.items():
+        print(group)
+        width = max(len(key) for key in metrics)
+        for key, value in metrics.items():
+            print(
+                f"  {key:<{width}}  {value:.4f}"
+                if isinstance(value, float)
+                else f"  {key:<{width}}  {value}"
+            )
+    return 0

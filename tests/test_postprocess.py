@@ -1,0 +1,33 @@
+import numpy as np
+
+from napari_unet.core.postprocess import instance_labels, semantic_labels
+
+
+def probabilities_of_two_touching_discs() -> np.ndarray:
+    yy, xx = np.mgrid[:40, :60]
+    left = (yy - 20) ** 2 + (xx - 20) ** 2 < 12**2
+    right = (yy - 20) ** 2 + (xx - 41) ** 2 < 12**2
+    rim = (np.abs(xx - 30.5) < 1.5) & (left | right)
+    interior = (left | right) & ~rim
+    probs = np.stack([~(left | right), interior, rim]).astype(np.float32)
+    return 0.05 + 0.9 * probs
+
+
+def test_touching_objects_split_along_their_boundary():
+    labels = instance_labels(probabilities_of_two_touching_discs(), min_size=16)
+    assert labels.max() == 2
+    assert labels[20, 15] != labels[20, 45]
+    assert labels[0, 0] == 0
+
+
+def test_objects_smaller_than_min_size_are_dropped():
+    probs = np.zeros((3, 20, 20), dtype=np.float32)
+    probs[0] = 1
+    probs[:, 5:7, 5:7] = [[[0]], [[1]], [[0]]]
+    assert instance_labels(probs, min_size=5).max() == 0
+    assert instance_labels(probs, min_size=4).max() == 1
+
+
+def test_semantic_labels_pick_the_most_likely_class():
+    probs = np.array([[[0.2, 0.7]], [[0.5, 0.1]], [[0.3, 0.2]]])
+    assert semantic_labels(probs).tolist() == [[1, 0]]
