@@ -11,10 +11,7 @@ def test_manifest_is_registered_and_every_contribution_imports(npe2pm) -> None:
         manifest: PluginManifest = plugin.manifest
         manifest.validate_imports()
         contributions = manifest.contributions
-        assert [r.command for r in contributions.readers] == [
-            "napari-unet.get_reader",
-            "napari-unet.get_segmenting_reader",
-        ]
+        assert [r.command for r in contributions.readers] == ["napari-unet.get_reader"]
         assert {w.display_name for w in contributions.widgets} >= {"Segment"}
         assert {s.key for s in contributions.sample_data} == {"nuclei", "em"}
         assert contributions.writers[0].layer_types == ["labels"]
@@ -25,5 +22,7 @@ def test_importing_the_package_imports_neither_napari_nor_qt_nor_torch() -> None
         "import sys, napari_unet; "
         "print(sorted({'napari', 'qtpy', 'PyQt6', 'torch'} & set(sys.modules)))"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
     assert result.stdout.strip() == "[]"

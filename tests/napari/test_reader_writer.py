@@ -1,15 +1,11 @@
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import tifffile
-
-from napari_unet._napari import layer_data
-from napari_unet._napari.reader import get_reader, get_segmenting_reader
+from napari.layers import Labels
 from napari_unet.core.io import write_labels
 
-from .conftest import TINY
+from napari_unet._napari.reader import get_reader
 
 
 def test_labels_layer_round_trips_through_writer_and_reader(make_napari_viewer, tmp_path) -> None:
@@ -20,7 +16,7 @@ def test_labels_layer_round_trips_through_writer_and_reader(make_napari_viewer, 
     written = layer.save(str(tmp_path / "cells.tif"), plugin="napari-unet")
 
     [back] = viewer.open(written[0], plugin="napari-unet")
-    assert back._type_string == "labels"
+    assert isinstance(back, Labels)
     np.testing.assert_array_equal(back.data, labels)
     np.testing.assert_allclose(back.scale, (2.0, 0.5, 0.25))
     assert back.axis_labels == ("z", "y", "x")
@@ -30,7 +26,11 @@ def test_image_keeps_its_pixel_size_and_splits_channels(make_napari_viewer, tmp_
     path = tmp_path / "two-channels.tif"
     data = np.arange(2 * 5 * 30 * 40, dtype=np.uint16).reshape(5, 2, 30, 40)
     tifffile.imwrite(
-        path, data, imagej=True, resolution=(1 / 0.2, 1 / 0.2), metadata={"axes": "ZCYX", "spacing": 1.5}
+        path,
+        data,
+        imagej=True,
+        resolution=(1 / 0.2, 1 / 0.2),
+        metadata={"axes": "ZCYX", "spacing": 1.5},
     )
     layers = make_napari_viewer().open(str(path), plugin="napari-unet")
     assert [layer.name for layer in layers] == ["two-channels", "two-channels [1]"]
@@ -43,24 +43,10 @@ def test_reader_declines_files_it_cannot_read(tmp_path) -> None:
     (tmp_path / "notes.txt").write_text("hello")
     assert get_reader(str(tmp_path / "notes.txt")) is None
     assert get_reader(str(tmp_path / "missing.tif")) is None
-    assert get_segmenting_reader(str(tmp_path / "notes.txt")) is None
-
-
-def test_open_and_segment_reader_adds_image_and_labels(
-    make_napari_viewer, models_dir, blobs, tmp_path: Path, monkeypatch
-) -> None:
-    path = tmp_path / "blobs.tif"
-    tifffile.imwrite(path, blobs)
-    monkeypatch.setattr(layer_data, "_last_model", [TINY])
-    image, labels = make_napari_viewer().open(str(path), plugin="napari-unet.get_segmenting_reader")
-    assert image.name == "blobs"
-    assert labels.name == f"blobs ({TINY})"
-    assert labels._type_string == "labels"
-    assert labels.data.shape == blobs.shape
 
 
 def test_label_files_open_as_labels_layers(make_napari_viewer, tmp_path) -> None:
     labels = np.array([[0, 1], [2, 2]], np.uint8).repeat(8, 0).repeat(8, 1)
     path = write_labels(tmp_path / "l.tif", labels, "YX")
     [layer] = make_napari_viewer().open(str(path), plugin="napari-unet")
-    assert layer._type_string == "labels"
+    assert isinstance(layer, Labels)

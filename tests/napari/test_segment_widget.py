@@ -2,8 +2,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import tifffile
+from napari.layers import Image, Labels
 
-from napari_unet._napari.segment_widget import SegmentWidget
+from napari_unet._napari import segment_widget
+from napari_unet._napari.segment_widget import SegmentWidget, open_and_segment
 
 from .conftest import TINY
 
@@ -19,7 +22,7 @@ def viewer_and_widget(make_napari_viewer, models_dir):
 
 def run(widget: SegmentWidget, qtbot) -> None:
     widget.run_button.clicked.emit()
-    qtbot.waitUntil(lambda: widget._worker is None, timeout=60_000)
+    qtbot.waitUntil(lambda: not widget.running, timeout=60_000)
 
 
 def test_run_adds_labels_layer_over_the_image(viewer_and_widget, blobs, qtbot) -> None:
@@ -27,7 +30,7 @@ def test_run_adds_labels_layer_over_the_image(viewer_and_widget, blobs, qtbot) -
     viewer.add_image(blobs, name="blobs", scale=(0.5, 0.25), translate=(10, 20))
     run(widget, qtbot)
     labels = viewer.layers[f"blobs ({TINY})"]
-    assert labels._type_string == "labels"
+    assert isinstance(labels, Labels)
     assert labels.data.shape == blobs.shape
     assert np.issubdtype(labels.data.dtype, np.integer)
     np.testing.assert_allclose(labels.scale, (0.5, 0.25))
@@ -53,7 +56,7 @@ def test_cancel_leaves_no_layer(viewer_and_widget, blobs, qtbot) -> None:
     widget.run_button.clicked.emit()
     assert widget.run_button.text == "Cancel"
     widget.run_button.clicked.emit()
-    qtbot.waitUntil(lambda: widget._worker is None, timeout=60_000)
+    qtbot.waitUntil(lambda: not widget.running, timeout=60_000)
     assert [layer.name for layer in viewer.layers] == ["big"]
     assert widget.status.value == "cancelled"
 
@@ -71,7 +74,7 @@ def test_errors_become_notifications(viewer_and_widget, qtbot, monkeypatch) -> N
     viewer, widget = viewer_and_widget
     viewer.add_image(np.zeros((2, 3, 4, 5, 6), np.uint8), name="5d")
     shown = []
-    monkeypatch.setattr("napari_unet._napari.segment_widget.show_error", shown.append)
+    monkeypatch.setattr("napari_unet._napari.job_widget.show_error", shown.append)
     run(widget, qtbot)
     assert "segmentation failed" in shown[0]
     assert widget.status.value == "failed"
@@ -88,12 +91,27 @@ def test_current_slice_only_segments_the_shown_plane(viewer_and_widget, blobs, q
     np.testing.assert_allclose(preview.translate, (6.0, 0, 0))
 
 
-def test_probabilities_output_is_an_image_with_a_class_axis(viewer_and_widget, blobs, qtbot) -> None:
+def test_probabilities_output_is_an_image_with_a_class_axis(
+    viewer_and_widget, blobs, qtbot
+) -> None:
     viewer, widget = viewer_and_widget
     viewer.add_image(blobs, name="blobs", scale=(0.5, 0.5))
     widget.output.value = "probabilities"
     run(widget, qtbot)
     probabilities = viewer.layers[f"blobs ({TINY}) probabilities"]
-    assert probabilities._type_string == "image"
+    assert isinstance(probabilities, Image)
     assert probabilities.data.shape == (3, *blobs.shape)
     np.testing.assert_allclose(probabilities.scale, (1.0, 0.5, 0.5))
+
+
+def test_open_and_segment_adds_image_and_labels(
+    make_napari_viewer, models_dir, blobs, tmp_path, qtbot, monkeypatch
+) -> None:
+    viewer = make_napari_viewer()
+    _, widget = viewer.window.add_plugin_dock_widget("napari-unet", "Segment")
+    widget.model.value = TINY
+    tifffile.imwrite(tmp_path / "blobs.tif", blobs)
+    monkeypatch.setattr(segment_widget, "ask_image_file", lambda: str(tmp_path / "blobs.tif"))
+    open_and_segment(viewer)
+    qtbot.waitUntil(lambda: not widget.running, timeout=60_000)
+    assert [layer.name for layer in viewer.layers] == ["blobs", f"blobs ({TINY})"]

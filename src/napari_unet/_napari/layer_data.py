@@ -18,10 +18,11 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from napari_unet._napari.model_choices import DEFAULT_MODEL, model_label
 from napari_unet.core.progress import CancelToken, ProgressCallback
 
 if TYPE_CHECKING:
-    from napari.layers import Image
+    from napari.layers import Image, Labels
 
     from napari_unet.core.io import ImageFile
     from napari_unet.core.models import Model
@@ -30,35 +31,8 @@ LayerDataTuple = tuple[Any, dict[str, Any], str]
 Output = Literal["labels", "instances", "semantic", "probabilities"]
 Mode = Literal["2D", "3D"]
 
-DEFAULT_MODEL = "nuclei"
 SPATIAL_AXES = "TZYX"
 """Axis letters a napari layer can carry (channels are split off or kept as RGB)."""
-
-_last_model: list[str | Path] = []
-
-
-def remember_model(model: str | Path) -> None:
-    """Record the Segment widget's model, for the *open and segment* reader."""
-    _last_model[:] = [model]
-
-
-def chosen_model() -> str | Path:
-    """Return the model last chosen in the Segment widget, else ``nuclei``, else the first one."""
-    from napari_unet.core.models import list_models
-
-    if _last_model:
-        return _last_model[0]
-    available = list_models()
-    if DEFAULT_MODEL in available or not available:
-        return DEFAULT_MODEL
-    return available[0]
-
-
-def model_label(model: str | Path | Model) -> str:
-    """Name a model in layer names: its name, or its folder's name for a path."""
-    if not isinstance(model, str | Path):
-        return model.name
-    return Path(model).name if Path(model).suffix == "" else Path(model).parent.name
 
 
 @dataclass(frozen=True)
@@ -132,15 +106,6 @@ def image_file_layer(image: ImageFile) -> LayerDataTuple:
         else:
             meta["channel_axis"] = axes.index("C")
     return image.data, meta, "image"
-
-
-def segment_image_file(image: ImageFile, model: str | Path | Model) -> LayerDataTuple:
-    """Segment a whole file with ``model``; the result carries the file's pixel size."""
-    from napari_unet.core.predict import segment
-
-    labels = segment(image.data, model, axes=image.axes)
-    name = f"{file_layer_name(image.path)} ({model_label(model)})"
-    return result_layer(labels, "labels", name, file_placement(image))
 
 
 def result_layer(
@@ -293,3 +258,55 @@ def _plane_through(
             index[axis] = slice(at, at + 1)
             translate[axis] += at * placement.scale[axis]
     return data[tuple(index)], replace(placement, translate=tuple(translate))
+
+
+def training_pairs(
+    image: Image, labels: Labels, spatial_dims: int = 2
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Cut an image layer and its painted Labels layer into the planes (or volumes) to train on.
+
+    Only planes with at least one painted pixel are kept: on a stack the user annotates a few
+    slices, and an unpainted slice means "not done yet", not "all background".
+    """
+    image_data, label_data = np.asarray(image.data), np.asarray(labels.data)
+    if image_data.shape[: label_data.ndim] != label_data.shape:
+        raise ValueError(
+            f"labels {labels.name!r} {label_data.shape} do not match image {image.name!r} "
+            f"{image_data.shape[: label_data.ndim]}: paint on a Labels layer of the image's shape"
+        )
+    if label_data.ndim < spatial_dims:
+        raise ValueError(f"a {spatial_dims}D model needs {spatial_dims}D images")
+    planes = label_data.shape[-spatial_dims:]
+    channels = image_data.shape[label_data.ndim :]
+    images = image_data.reshape(-1, *planes, *channels)
+    masks = label_data.reshape(-1, *planes)
+    painted = [index for index, mask in enumerate(masks) if mask.any()]
+    if not painted:
+        raise ValueError(f"labels {labels.name!r} are empty: paint a few objects first")
+    return [images[i] for i in painted], [masks[i] for i in painted]
+
+
+def train_on_layers(
+    image: Image,
+    labels: Labels,
+    *,
+    name: str,
+    base_model: str | Path | Model | None = None,
+    **options: Any,
+) -> Path:
+    """Train a model on painted labels and save it as a user model; return its folder.
+
+    The saved model appears in :func:`napari_unet.core.models.list_models` at once, hence
+    in the Segment widget. ``options`` go to :func:`napari_unet.core.train.train` (``target``,
+    ``epochs``, ``sparse``, ``progress``, ``cancel``...).
+    """
+    from napari_unet.core.models import list_models, load_model, save_model, user_models_dir
+    from napari_unet.core.train import train
+
+    if name in list_models(include_user=False):
+        raise ValueError(f"{name!r} is a built-in model; save under another name")
+    start = load_model(base_model) if base_model is not None else None
+    spatial_dims = start.description.spatial_dims if start is not None else 2
+    images, masks = training_pairs(image, labels, spatial_dims)
+    model = train(images, masks, base_model=start, name=name, **options)
+    return save_model(model, user_models_dir() / name, overwrite=True)

@@ -1,7 +1,7 @@
-"""napari readers: TIFF / OME-Zarr files as layers that keep their pixel size.
+"""napari reader: TIFF / OME-Zarr files as layers that keep their pixel size.
 
-Both readers go through :func:`napari_unet.core.io.read_image`, so napari, the CLI and the
-Python API read a file the same way.
+It goes through :func:`napari_unet.core.io.read_image`, so napari, the CLI and the Python API
+read a file the same way.
 """
 
 from __future__ import annotations
@@ -9,12 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from napari_unet._napari.layer_data import (
-    LayerDataTuple,
-    chosen_model,
-    image_file_layer,
-    segment_image_file,
-)
+from napari_unet._napari.layer_data import LayerDataTuple, image_file_layer
 from napari_unet.core.io import read_image
 
 PathOrPaths = str | list[str]
@@ -28,28 +23,9 @@ def get_reader(path: PathOrPaths) -> ReaderFunction | None:
     return read_layers if _readable(path) else None
 
 
-def get_segmenting_reader(path: PathOrPaths) -> ReaderFunction | None:
-    """Return the *open and segment* reader: the image plus its segmentation, in one drop."""
-    return read_and_segment if _readable(path) else None
-
-
 def read_layers(path: PathOrPaths) -> list[LayerDataTuple]:
     """One layer per file: an Image layer, or a Labels layer for files our writer made."""
     return [image_file_layer(read_image(one)) for one in _as_list(path)]
-
-
-def read_and_segment(path: PathOrPaths) -> list[LayerDataTuple]:
-    """Each file's layer followed by its segmentation with the Segment widget's last model.
-
-    Label files (written by our writer) come back alone: segmenting labels means nothing.
-    """
-    layers = []
-    for one in _as_list(path):
-        image = read_image(one)
-        layers.append(image_file_layer(image))
-        if not image.is_labels:
-            layers.append(segment_image_file(image, chosen_model()))
-    return layers
 
 
 def _as_list(path: PathOrPaths) -> list[str]:

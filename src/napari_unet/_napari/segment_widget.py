@@ -1,50 +1,47 @@
-"""The Segment dock widget: choices in, one :func:`segment_layer` call in a worker, a layer out.
+"""The Segment dock widget: its fields become one :func:`segment_layer` call in a worker.
 
-The widget only translates its fields into arguments; the work runs in a napari
-``thread_worker`` so the viewer keeps answering, reports progress through the engine's
-callback, and stops at the next tile batch when the token is cancelled.
+The result lands as a Labels layer named after the image and the model, placed over the image;
+running again updates that layer.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from magicgui.widgets import CheckBox, ComboBox, Container, Label, ProgressBar, PushButton, SpinBox
-from napari.layers import Image
-from napari.qt.threading import create_worker
-from napari.utils.notifications import show_error, show_info
-from superqt.utils import ensure_main_thread
+from magicgui.widgets import CheckBox, ComboBox, SpinBox
+from napari.layers import Image, Labels
+from napari.utils.notifications import show_info
+from napari.viewer import Viewer
 
-from napari_unet._napari.layer_data import (
-    LayerDataTuple,
-    chosen_model,
+from napari_unet._napari.job_widget import JobWidget
+from napari_unet._napari.layer_data import LayerDataTuple, segment_layer
+from napari_unet._napari.model_choices import (
+    default_model,
     model_label,
-    remember_model,
-    segment_layer,
+    models_changed,
+    saved_models,
 )
 from napari_unet.core.models import ModelDescription, describe_models, load_model
-from napari_unet.core.progress import Cancelled, CancelToken
-
-if TYPE_CHECKING:
-    import napari
 
 LOAD_FROM_FILE = "load from file..."
 OUTPUTS = ("instances", "semantic", "probabilities")
+PLACEMENT = ("scale", "translate", "affine", "axis_labels", "units")
+LAYER_TYPES = {"image": Image, "labels": Labels}
 
 
-class SegmentWidget(Container):
+class SegmentWidget(JobWidget):
     """Segment the chosen image layer with a U-Net into a Labels layer over it."""
 
-    def __init__(self, napari_viewer: napari.Viewer) -> None:
-        self._viewer = napari_viewer
+    job_name = "segmentation"
+
+    def __init__(self, napari_viewer: Viewer) -> None:
+        super().__init__(napari_viewer)
         self._loaded: list[str] = []
-        self._worker: Any = None
-        self._cancel = CancelToken()
-        self.image = ComboBox(label="image", choices=self._image_choices, nullable=True)
+        self.image = ComboBox(label="image", choices=self.layer_choices(Image))
         self.model = ComboBox(label="model", choices=self._model_choices)
         self.mode = ComboBox(label="mode", choices=[("2D slice by slice", "2D"), ("3D", "3D")])
-        self.channel = ComboBox(label="channel", choices=self._channel_choices, nullable=True)
+        self.channel = ComboBox(label="channel", choices=self._channel_choices)
         self.level = SpinBox(label="resolution level", min=0)
         self.output = ComboBox(label="output", choices=OUTPUTS)
         self.device = ComboBox(label="device", choices=_device_choices())
@@ -52,11 +49,8 @@ class SegmentWidget(Container):
         self.advanced = CheckBox(text="advanced")
         self.tile_size = SpinBox(label="tile size (0 = auto)", min=0, max=4096, step=16)
         self.overlap = SpinBox(label="overlap (0 = auto)", min=0, max=1024)
-        self.run_button = PushButton(text="Run")
-        self.progress = ProgressBar(label="progress", value=0)
-        self.status = Label(value="")
-        super().__init__(
-            widgets=[
+        self.add_fields(
+            [
                 self.image,
                 self.model,
                 self.mode,
@@ -68,39 +62,28 @@ class SegmentWidget(Container):
                 self.advanced,
                 self.tile_size,
                 self.overlap,
-                self.run_button,
-                self.progress,
-                self.status,
-            ]
+            ],
         )
         self.image.changed.connect(self._follow_image)
         self.model.changed.connect(self._follow_model)
         self.advanced.changed.connect(self._show_advanced)
-        self.run_button.changed.connect(self._run_or_cancel)
-        for event in (napari_viewer.layers.events.inserted, napari_viewer.layers.events.removed):
-            event.connect(self.reset_choices)
+        models_changed.connect(self.model.reset_choices)
         self.reset_choices()
-        if chosen_model() in self.model.choices:
-            self.model.value = chosen_model()
+        if default_model() in self.model.choices:
+            self.model.value = default_model()
         self._show_advanced(False)
+        self._follow_image(self.image.value)
         self._follow_model(self.model.value)
 
-    # choices ------------------------------------------------------------------------------
-    def _image_choices(self, _: Any) -> list[tuple[str, Image]]:
-        return [(layer.name, layer) for layer in self._viewer.layers if isinstance(layer, Image)]
-
     def _model_choices(self, _: Any) -> list[tuple[str, str]]:
-        names = [(name, name) for name, _ in describe_models()]
         loaded = [(f"{Path(path).name} ({path})", path) for path in self._loaded]
-        return [*names, *loaded, (LOAD_FROM_FILE, LOAD_FROM_FILE)]
+        return [*saved_models(), *loaded, (LOAD_FROM_FILE, LOAD_FROM_FILE)]
 
     def _channel_choices(self, _: Any) -> list[tuple[str, int | None]]:
         layer = self.image.value
-        if layer is None or not layer.rgb:
-            return [("all", None)]
-        return [("all", None), *((str(c), c) for c in range(layer.data.shape[-1]))]
+        channels = layer.data.shape[-1] if layer is not None and layer.rgb else 0
+        return [("all", None), *((str(c), c) for c in range(channels))]
 
-    # following the user's choices ---------------------------------------------------------
     def _follow_image(self, layer: Image | None) -> None:
         self.channel.reset_choices()
         self.channel.visible = layer is not None and layer.rgb
@@ -112,15 +95,12 @@ class SegmentWidget(Container):
     def _follow_model(self, model: str | None) -> None:
         if model == LOAD_FROM_FILE:
             self._load_from_file()
-            return
-        if model is None:
-            return
-        description = self._description(model)
-        self.output.value = description.output_kind
-        self._default_mode()
+        elif model is not None:
+            self.output.value = self._description(model).output_kind
+            self._default_mode()
 
     def _default_mode(self) -> None:
-        """3D for a 3D model on a stack; otherwise each plane on its own."""
+        """Use 3D for a 3D model on a stack; otherwise segment each plane on its own."""
         layer, model = self.image.value, self.model.value
         stack = layer is not None and layer.ndim >= 3
         self.mode.visible = stack
@@ -141,34 +121,20 @@ class SegmentWidget(Container):
     def _show_advanced(self, shown: bool) -> None:
         self.tile_size.visible = self.overlap.visible = shown
 
-    # running ------------------------------------------------------------------------------
-    def _run_or_cancel(self) -> None:
-        if self._worker is not None:
-            self._cancel.cancel()
-            self.status.value = "cancelling..."
-            return
-        layer = self.image.value
+    def start(self) -> None:
+        """Segment the chosen layer with the chosen model in a worker."""
+        layer, model = self.image.value, self.model.value
         if layer is None:
             show_info("napari-unet: add or open an image layer to segment first")
             return
-        remember_model(self.model.value)
-        self._cancel = CancelToken()
-        self._worker = create_worker(
+        self.launch(
             segment_layer,
             layer,
-            self.model.value,
+            model,
             **self.options(),
-            progress=ensure_main_thread(self._show_progress),
-            cancel=self._cancel,
-            _ignore_errors=True,
+            done=self._show_result,
+            message=f"segmenting {layer.name} with {model_label(model)}...",
         )
-        self._worker.returned.connect(self._show_result)
-        self._worker.errored.connect(self._show_error)
-        self._worker.finished.connect(self._finished)
-        self.run_button.text = "Cancel"
-        self.status.value = f"segmenting {layer.name} with {model_label(self.model.value)}..."
-        self.progress.value = 0
-        self._worker.start()
 
     def options(self) -> dict[str, Any]:
         """Translate the fields into :func:`segment_layer` keyword arguments."""
@@ -184,18 +150,18 @@ class SegmentWidget(Container):
             "overlap": self.overlap.value or None,
         }
 
-    def _show_progress(self, done: int, total: int) -> None:
-        self.progress.max = max(total, 1)
-        self.progress.value = done
-
     def _show_result(self, layer_data: LayerDataTuple) -> None:
-        """Update the layer of an earlier run in place (keeping the user's display settings)."""
+        """Update the layer of an earlier run in place, keeping the user's display settings."""
         data, meta, kind = layer_data
         name = meta["name"]
         existing = self._viewer.layers[name] if name in self._viewer.layers else None
-        if existing is not None and existing._type_string == kind and existing.ndim == data.ndim:
+        if (
+            existing is not None
+            and isinstance(existing, LAYER_TYPES[kind])
+            and existing.ndim == data.ndim
+        ):
             existing.data = data
-            for key in ("scale", "translate", "affine", "axis_labels", "units"):
+            for key in PLACEMENT:
                 setattr(existing, key, meta[key])
         else:
             if existing is not None:
@@ -203,20 +169,9 @@ class SegmentWidget(Container):
             getattr(self._viewer, f"add_{kind}")(data, **meta)
         self.status.value = f"{name}: done"
 
-    def _show_error(self, error: Exception) -> None:
-        if isinstance(error, Cancelled):
-            self.status.value = "cancelled"
-            return
-        self.status.value = "failed"
-        show_error(f"napari-unet: segmentation failed: {error}")
-
-    def _finished(self) -> None:
-        self._worker = None
-        self.run_button.text = "Run"
-
 
 def _device_choices() -> list[tuple[str, str]]:
-    """Devices torch can use here; ``auto`` is labelled with what it resolves to."""
+    """List the devices torch can use here, ``auto`` labelled with what it resolves to."""
     from napari_unet.core.predict import available_devices, resolve_device
 
     return [(f"auto ({resolve_device('auto')})", "auto"), *((d, d) for d in available_devices())]
@@ -227,3 +182,33 @@ def ask_model_folder() -> str:
     from qtpy.QtWidgets import QFileDialog
 
     return QFileDialog.getExistingDirectory(caption="Choose a napari-unet model folder")
+
+
+def open_and_segment(viewer: Viewer) -> None:
+    """Open an image file and segment it at once with the Segment widget's model and options.
+
+    A menu command rather than a second reader: npe2 tries one plugin's readers for the same
+    pattern in no fixed order, so a second ``*.tif`` reader would sometimes win a plain open.
+    """
+    path = ask_image_file()
+    if not path:
+        return
+    images = [
+        layer for layer in viewer.open(path, plugin="napari-unet") if isinstance(layer, Image)
+    ]
+    if not images:
+        show_info(f"napari-unet: {Path(path).name} holds labels, not an image to segment")
+        return
+    _, widget = viewer.window.add_plugin_dock_widget("napari-unet", "Segment")
+    widget.image.value = images[0]
+    widget.start()
+
+
+def ask_image_file() -> str:
+    """Ask for an image file to open; ``""`` if cancelled."""
+    from qtpy.QtWidgets import QFileDialog
+
+    path, _ = QFileDialog.getOpenFileName(
+        caption="Open and segment", filter="Images (*.tif *.tiff *.ome.tif)"
+    )
+    return path
