@@ -25,11 +25,13 @@ _API = {
     "Predictor": "napari_unet.core.predict",
     "read_image": "napari_unet.core.io",
     "write_labels": "napari_unet.core.io",
+    "segment_layer": "napari_unet._napari.layer_data",
 }
 
 __all__ = sorted(_API)
 
 if TYPE_CHECKING:
+    from napari_unet._napari.layer_data import segment_layer
     from napari_unet.core.io import read_image, write_labels
     from napari_unet.core.models import (
         Model,

@@ -14,8 +14,8 @@ TINY = "tiny-nuclei"
 
 
 @pytest.fixture
-def models_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A user-model folder holding one tiny untrained 2D instance model named ``tiny-nuclei``."""
+def tiny_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Save a tiny untrained 2D instance model as the only user model; return its name."""
     folder = tmp_path / "models"
     monkeypatch.setenv(USER_MODELS_ENV, str(folder))
     architecture = UNetConfig(
@@ -28,7 +28,7 @@ def models_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         class_names=["background", "interior", "boundary"],
     )
     save_model(Model.create(description), folder / TINY)
-    return folder
+    return TINY
 
 
 @pytest.fixture

@@ -8,15 +8,13 @@ from napari.layers import Image, Labels
 from napari_unet._napari import segment_widget
 from napari_unet._napari.segment_widget import SegmentWidget, open_and_segment
 
-from .conftest import TINY
-
 
 @pytest.fixture
-def viewer_and_widget(make_napari_viewer, models_dir):
+def viewer_and_widget(make_napari_viewer, tiny_model):
     viewer = make_napari_viewer()
     _, widget = viewer.window.add_plugin_dock_widget("napari-unet", "Segment")
     assert isinstance(widget, SegmentWidget)
-    widget.model.value = TINY
+    widget.model.value = tiny_model
     return viewer, widget
 
 
@@ -25,11 +23,11 @@ def run(widget: SegmentWidget, qtbot) -> None:
     qtbot.waitUntil(lambda: not widget.running, timeout=60_000)
 
 
-def test_run_adds_labels_layer_over_the_image(viewer_and_widget, blobs, qtbot) -> None:
+def test_run_adds_labels_layer_over_the_image(viewer_and_widget, tiny_model, blobs, qtbot) -> None:
     viewer, widget = viewer_and_widget
     viewer.add_image(blobs, name="blobs", scale=(0.5, 0.25), translate=(10, 20))
     run(widget, qtbot)
-    labels = viewer.layers[f"blobs ({TINY})"]
+    labels = viewer.layers[f"blobs ({tiny_model})"]
     assert isinstance(labels, Labels)
     assert labels.data.shape == blobs.shape
     assert np.issubdtype(labels.data.dtype, np.integer)
@@ -38,14 +36,14 @@ def test_run_adds_labels_layer_over_the_image(viewer_and_widget, blobs, qtbot) -
     assert widget.run_button.text == "Run"
 
 
-def test_running_again_updates_the_layer(viewer_and_widget, blobs, qtbot) -> None:
+def test_running_again_updates_the_layer(viewer_and_widget, tiny_model, blobs, qtbot) -> None:
     viewer, widget = viewer_and_widget
     viewer.add_image(blobs, name="blobs")
     run(widget, qtbot)
-    first = viewer.layers[f"blobs ({TINY})"]
+    first = viewer.layers[f"blobs ({tiny_model})"]
     run(widget, qtbot)
     assert len(viewer.layers) == 2
-    assert viewer.layers[f"blobs ({TINY})"] is first
+    assert viewer.layers[f"blobs ({tiny_model})"] is first
 
 
 def test_cancel_leaves_no_layer(viewer_and_widget, blobs, qtbot) -> None:
@@ -80,38 +78,40 @@ def test_errors_become_notifications(viewer_and_widget, qtbot, monkeypatch) -> N
     assert widget.status.value == "failed"
 
 
-def test_current_slice_only_segments_the_shown_plane(viewer_and_widget, blobs, qtbot) -> None:
+def test_current_slice_only_segments_the_shown_plane(
+    viewer_and_widget, tiny_model, blobs, qtbot
+) -> None:
     viewer, widget = viewer_and_widget
     viewer.add_image(np.stack([blobs] * 5), name="stack", scale=(3.0, 1.0, 1.0))
     viewer.dims.set_current_step(0, 2)
     widget.current_slice.value = True
     run(widget, qtbot)
-    preview = viewer.layers[f"stack ({TINY})"]
+    preview = viewer.layers[f"stack ({tiny_model})"]
     assert preview.data.shape == (1, *blobs.shape)
     np.testing.assert_allclose(preview.translate, (6.0, 0, 0))
 
 
 def test_probabilities_output_is_an_image_with_a_class_axis(
-    viewer_and_widget, blobs, qtbot
+    tiny_model, viewer_and_widget, blobs, qtbot
 ) -> None:
     viewer, widget = viewer_and_widget
     viewer.add_image(blobs, name="blobs", scale=(0.5, 0.5))
     widget.output.value = "probabilities"
     run(widget, qtbot)
-    probabilities = viewer.layers[f"blobs ({TINY}) probabilities"]
+    probabilities = viewer.layers[f"blobs ({tiny_model}) probabilities"]
     assert isinstance(probabilities, Image)
     assert probabilities.data.shape == (3, *blobs.shape)
     np.testing.assert_allclose(probabilities.scale, (1.0, 0.5, 0.5))
 
 
 def test_open_and_segment_adds_image_and_labels(
-    make_napari_viewer, models_dir, blobs, tmp_path, qtbot, monkeypatch
+    make_napari_viewer, tiny_model, blobs, tmp_path, qtbot, monkeypatch
 ) -> None:
     viewer = make_napari_viewer()
     _, widget = viewer.window.add_plugin_dock_widget("napari-unet", "Segment")
-    widget.model.value = TINY
+    widget.model.value = tiny_model
     tifffile.imwrite(tmp_path / "blobs.tif", blobs)
     monkeypatch.setattr(segment_widget, "ask_image_file", lambda: str(tmp_path / "blobs.tif"))
     open_and_segment(viewer)
     qtbot.waitUntil(lambda: not widget.running, timeout=60_000)
-    assert [layer.name for layer in viewer.layers] == ["blobs", f"blobs ({TINY})"]
+    assert [layer.name for layer in viewer.layers] == ["blobs", f"blobs ({tiny_model})"]

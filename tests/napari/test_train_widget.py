@@ -8,11 +8,9 @@ from napari_unet._napari.layer_data import training_pairs
 from napari_unet._napari.train_widget import TrainWidget
 from napari_unet.core.models import list_models
 
-from .conftest import TINY
-
 
 @pytest.fixture
-def painted(make_napari_viewer, models_dir, blobs):
+def painted(make_napari_viewer, tiny_model, blobs):
     """A viewer with the blobs image, a few painted objects, and both docks."""
     viewer = make_napari_viewer()
     viewer.add_image(blobs, name="blobs")
@@ -23,7 +21,7 @@ def painted(make_napari_viewer, models_dir, blobs):
     _, segment = viewer.window.add_plugin_dock_widget("napari-unet", "Segment")
     _, train = viewer.window.add_plugin_dock_widget("napari-unet", "Train")
     assert isinstance(train, TrainWidget)
-    train.base_model.value = TINY
+    train.base_model.value = tiny_model
     train.epochs.value = 2
     train.sparse.value = True
     train.model_name.value = "painted-model"

@@ -14,6 +14,7 @@ from magicgui.widgets import Container, Label, ProgressBar, PushButton, Widget
 from napari.layers import Layer
 from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error
+from psygnal import SignalInstance
 from superqt.utils import ensure_main_thread
 
 from napari_unet.core.progress import Cancelled, CancelToken
@@ -49,6 +50,11 @@ class JobWidget(Container):
         """Put the widgets of a subclass above the Run button."""
         for index, field in enumerate(fields):
             self.insert(index, field)
+
+    def follow(self, signal: SignalInstance, slot: Callable[..., Any]) -> None:
+        """Connect ``slot`` to a module-level signal for as long as this widget's Qt side lives."""
+        signal.connect(slot)
+        self.native.destroyed.connect(lambda: signal.disconnect(slot))
 
     def layer_choices(self, kind: type[Layer]) -> Callable[[Any], list[tuple[str, Layer]]]:
         """Return a ``choices`` callable listing the viewer's layers of one kind, by name."""

@@ -67,7 +67,7 @@ class SegmentWidget(JobWidget):
         self.image.changed.connect(self._follow_image)
         self.model.changed.connect(self._follow_model)
         self.advanced.changed.connect(self._show_advanced)
-        models_changed.connect(self.model.reset_choices)
+        self.follow(models_changed, self.model.reset_choices)
         self.reset_choices()
         if default_model() in self.model.choices:
             self.model.value = default_model()

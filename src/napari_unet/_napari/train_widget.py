@@ -50,7 +50,7 @@ class TrainWidget(JobWidget):
             ],
         )
         self.native.layout().addWidget(self.plot)
-        models_changed.connect(self.base_model.reset_choices)
+        self.follow(models_changed, self.base_model.reset_choices)
         self.reset_choices()
 
     def _start_choices(self, _: Any) -> list[tuple[str, str | None]]:
