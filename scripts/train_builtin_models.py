@@ -58,7 +58,7 @@ RECIPES = {
             "weight_map": True,
             "epochs": 17,
             "steps_per_epoch": 40,
-            "batch_size": 8,
+            "batch_size": 4,
             "patch_shape": 256,
             "learning_rate": 2e-3,
         },

@@ -109,6 +109,7 @@ def train(
         Called with a :class:`TrainingProgress` after each step and epoch; checked every step,
         raising :class:`~napari_unet.core.progress.Cancelled` (checkpoints stay on disk).
     """
+    torch.manual_seed(seed)  # first, so that a new network's initial weights are reproducible
     train_images, train_masks = read_pairs(images, masks)
     if validation is not None:
         val_images, val_masks = read_pairs(*validation)
@@ -150,7 +151,6 @@ def train(
         steps_per_epoch = max(1, math.ceil(pixels / (math.prod(patch) * batch_size)))
 
     torch_device = _resolve_device(device)
-    torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     channels_last = torch.channels_last if network.spatial_dims == 2 else torch.contiguous_format
     network.to(torch_device, memory_format=channels_last)

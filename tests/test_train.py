@@ -1,0 +1,176 @@
+import numpy as np
+import pytest
+import torch
+
+from napari_unet.core.datasets import prepare_image
+from napari_unet.core.evaluate import predict_probabilities
+from napari_unet.core.metrics import class_scores, confusion_matrix
+from napari_unet.core.models import load_model, save_model
+from napari_unet.core.progress import Cancelled, CancelToken
+from napari_unet.core.train import TrainingProgress, train
+
+TINY = {"depth": 2, "base_channels": 8}
+
+
+def squares(n_images: int = 3, size: int = 32, seed: int = 0) -> tuple[list, list]:
+    rng = np.random.default_rng(seed)
+    images, masks = [], []
+    for _ in range(n_images):
+        mask = np.zeros((size, size), dtype=np.uint8)
+        for _ in range(3):
+            y, x = rng.integers(2, size - 10, 2)
+            mask[y : y + 8, x : x + 8] = 1
+        images.append(mask * 100.0 + rng.normal(0, 10, mask.shape))
+        masks.append(mask)
+    return images, masks
+
+
+def foreground_iou(model, images, masks) -> float:
+    confusion = sum(
+        confusion_matrix(
+            mask,
+            predict_probabilities(
+                model, prepare_image(image, 2, 1, model.description.normalization)
+            ).argmax(0),
+            2,
+        )
+        for image, mask in zip(images, masks, strict=True)
+    )
+    return class_scores(confusion)["iou"][1]
+
+
+def test_a_tiny_set_is_overfit_in_a_few_dozen_steps():
+    images, masks = squares()
+    losses: list[float] = []
+    untrained = train(images, masks, target="semantic", architecture=TINY, epochs=0, val_fraction=0)
+    model = train(
+        images,
+        masks,
+        target="semantic",
+        architecture=TINY,
+        epochs=1,
+        steps_per_epoch=30,
+        batch_size=4,
+        learning_rate=1e-2,
+        augment=False,
+        val_fraction=0,
+        progress=lambda p: losses.append(p.train_loss) if not p.val_metrics else None,
+    )
+    assert np.mean(losses[-5:]) < 0.5 * np.mean(losses[:5])
+    assert foreground_iou(model, images, masks) > max(0.8, foreground_iou(untrained, images, masks))
+
+
+def test_cancel_keeps_a_checkpoint_that_resumes_to_the_same_result(tmp_path):
+    images, masks = squares(4)
+    settings = {
+        "target": "semantic",
+        "architecture": TINY,
+        "epochs": 3,
+        "steps_per_epoch": 2,
+        "batch_size": 2,
+    }
+    token = CancelToken()
+
+    def cancel_after_epoch_2(update: TrainingProgress) -> None:
+        if update.val_metrics and update.epoch == 2:
+            token.cancel()
+
+    with pytest.raises(Cancelled):
+        train(
+            images,
+            masks,
+            checkpoint_dir=tmp_path,
+            progress=cancel_after_epoch_2,
+            cancel=token,
+            **settings,
+        )
+    assert (tmp_path / "best" / "model.json").is_file()
+    epochs_seen: list[int] = []
+    resumed = train(
+        images,
+        masks,
+        checkpoint_dir=tmp_path,
+        resume=True,
+        progress=lambda p: epochs_seen.append(p.epoch),
+        **settings,
+    )
+    uninterrupted = train(images, masks, **settings)
+    assert set(epochs_seen) == {3}
+    for key, value in uninterrupted.network.state_dict().items():
+        torch.testing.assert_close(resumed.network.state_dict()[key], value)
+
+
+def test_saved_model_reloads_with_its_card_and_identical_outputs(tmp_path):
+    images, masks = squares()
+    model = train(
+        images,
+        masks,
+        target="instances",
+        architecture=TINY,
+        epochs=1,
+        steps_per_epoch=2,
+        name="tiny",
+    )
+    assert model.description.output_kind == "instances"
+    assert "ap50" in model.description.metrics["validation"]
+    loaded = load_model(save_model(model, tmp_path / "tiny"))
+    image = np.random.default_rng(0).random((1, 32, 32), dtype=np.float32)
+    np.testing.assert_allclose(
+        predict_probabilities(loaded, image), predict_probabilities(model, image), atol=1e-6
+    )
+
+
+def test_fine_tuning_starts_from_the_base_weights_and_records_it():
+    images, masks = squares()
+    base = train(
+        images,
+        masks,
+        target="semantic",
+        architecture=TINY,
+        epochs=1,
+        steps_per_epoch=1,
+        name="base",
+    )
+    tuned = train(
+        images,
+        masks,
+        target="semantic",
+        base_model=base,
+        epochs=0,
+        name="tuned",
+        class_names=["bg", "fg"],
+    )
+    assert tuned.name == "tuned" and tuned.description.provenance["fine_tuned_from"] == "base"
+    assert tuned.description.class_names == ["bg", "fg"]
+    for key, value in base.network.state_dict().items():
+        torch.testing.assert_close(tuned.network.state_dict()[key], value)
+
+
+def test_sparse_labels_train_from_a_few_painted_pixels():
+    images, masks = squares(2)
+    sparse = [np.zeros_like(mask) for mask in masks]
+    for mask, painted in zip(masks, sparse, strict=True):
+        painted[:2] = 1  # a strip of background (class 0)
+        painted[mask > 0] = 2  # the objects (class 1)
+    model = train(
+        images,
+        sparse,
+        target="semantic",
+        sparse=True,
+        architecture=TINY,
+        epochs=1,
+        steps_per_epoch=3,
+        val_fraction=0,
+    )
+    assert model.description.architecture.out_channels == 2
+
+
+def test_volumes_train_a_3d_network():
+    rng = np.random.default_rng(0)
+    volume = rng.normal(0, 1, (8, 16, 16))
+    mask = np.zeros((8, 16, 16), dtype=np.uint16)
+    mask[2:6, 4:12, 4:12] = 1
+    model = train(
+        [volume], [mask], architecture={"depth": 1, "base_channels": 2}, epochs=1, steps_per_epoch=1
+    )
+    assert model.description.spatial_dims == 3
