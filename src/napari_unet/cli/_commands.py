@@ -1,0 +1,7 @@
+"""The sub-commands, each a ``register(subparsers)`` function that sets ``run``."""
+
+from __future__ import annotations
+
+from napari_unet.cli.train import register_evaluate, register_train
+
+REGISTRY = [register_train, register_evaluate]
