@@ -131,12 +131,12 @@ class SegmentWidget(JobWidget):
             segment_layer,
             layer,
             model,
-            **self.options(),
+            **self.segment_options(),
             done=self._show_result,
             message=f"segmenting {layer.name} with {model_label(model)}...",
         )
 
-    def options(self) -> dict[str, Any]:
+    def segment_options(self) -> dict[str, Any]:
         """Translate the fields into :func:`segment_layer` keyword arguments."""
         layer = self.image.value
         return {

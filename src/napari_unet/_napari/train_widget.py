@@ -31,7 +31,7 @@ class TrainWidget(JobWidget):
     def __init__(self, napari_viewer: napari.Viewer) -> None:
         super().__init__(napari_viewer)
         self.image = ComboBox(label="image", choices=self.layer_choices(Image))
-        self.labels = ComboBox(label="labels", choices=self.layer_choices(Labels))
+        self.labels_layer = ComboBox(label="labels", choices=self.layer_choices(Labels))
         self.target = ComboBox(label="target", choices=["instances", "semantic"])
         self.sparse = CheckBox(text="sparse: unpainted pixels are not annotated")
         self.base_model = ComboBox(label="start from", choices=self._start_choices)
@@ -41,7 +41,7 @@ class TrainWidget(JobWidget):
         self.add_fields(
             [
                 self.image,
-                self.labels,
+                self.labels_layer,
                 self.target,
                 self.sparse,
                 self.base_model,
@@ -58,7 +58,7 @@ class TrainWidget(JobWidget):
 
     def start(self) -> None:
         """Train on the chosen layers in a worker."""
-        image, labels = self.image.value, self.labels.value
+        image, labels = self.image.value, self.labels_layer.value
         if image is None or labels is None:
             self.status.value = "choose an image and the Labels layer painted over it"
             return
