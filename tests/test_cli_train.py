@@ -1,0 +1,72 @@
+import json
+
+import numpy as np
+import pytest
+import tifffile
+
+from napari_unet.cli import build_parser, main
+
+
+@pytest.fixture
+def tiff_pairs(tmp_path):
+    rng = np.random.default_rng(0)
+    for folder in ("images", "masks"):
+        (tmp_path / folder).mkdir()
+    for index in range(3):
+        mask = np.zeros((32, 32), dtype=np.uint16)
+        mask[4:14, 4:14], mask[18:28, 16:26] = 1, 2
+        image = (mask > 0) * 200 + rng.integers(0, 40, mask.shape)
+        tifffile.imwrite(tmp_path / "images" / f"{index}.tif", image.astype(np.uint8))
+        tifffile.imwrite(tmp_path / "masks" / f"{index}.tif", mask)
+    return tmp_path
+
+
+def test_train_one_short_epoch_then_evaluate_and_predict_with_the_result(tiff_pairs, capsys):
+    out = tiff_pairs / "model"
+    folders = ["--images", str(tiff_pairs / "images"), "--masks", str(tiff_pairs / "masks")]
+    code = main(
+        [
+            "train",
+            *folders,
+            "--out",
+            str(out),
+            "--epochs",
+            "1",
+            "--steps-per-epoch",
+            "2",
+            "--patch",
+            "32",
+        ]
+    )
+    assert code == 0 and (out / "model.json").is_file() and (out / "weights.safetensors").is_file()
+    assert "saved model 'model'" in capsys.readouterr().out
+
+    assert main(["evaluate", "--model", str(out), *folders, "--json"]) == 0
+    results = json.loads(capsys.readouterr().out)
+    assert results["overall"]["n_images"] == 3 and 0 <= results["overall"]["ap50"] <= 1
+
+    if "predict" not in build_parser()._subparsers._group_actions[0].choices:
+        pytest.skip("the predict command is not available")
+    labels = tiff_pairs / "labels.tif"
+    assert (
+        main(
+            [
+                "predict",
+                str(tiff_pairs / "images" / "0.tif"),
+                "--model",
+                str(out),
+                "--out",
+                str(labels),
+            ]
+        )
+        == 0
+    )
+    assert tifffile.imread(labels).shape == (32, 32)
+
+
+def test_train_refuses_to_overwrite_an_existing_model(tiff_pairs, capsys):
+    (tiff_pairs / "model").mkdir()
+    (tiff_pairs / "model" / "model.json").write_text("{}")
+    folders = ["--images", str(tiff_pairs / "images"), "--masks", str(tiff_pairs / "masks")]
+    assert main(["train", *folders, "--out", str(tiff_pairs / "model")]) == 1
+    assert "--overwrite" in capsys.readouterr().err

@@ -1,0 +1,54 @@
+import numpy as np
+import pytest
+
+from napari_unet.core.evaluate import evaluate, predict_probabilities, tune_instance_postprocess
+from napari_unet.core.models import Model, ModelDescription
+from napari_unet.core.network import UNetConfig
+
+
+def semantic_model() -> Model:
+    card = ModelDescription(
+        name="tiny",
+        architecture=UNetConfig(
+            out_channels=2, depth=1, base_channels=2, padding="same", norm="none"
+        ),
+        class_names=["membrane", "interior"],
+    )
+    return Model.create(card)
+
+
+def test_predictions_cover_every_pixel_of_odd_sized_images():
+    model = semantic_model()
+    probabilities = predict_probabilities(model, np.zeros((1, 13, 21), dtype=np.float32))
+    assert probabilities.shape == (2, 13, 21)
+    np.testing.assert_allclose(probabilities.sum(0), 1, rtol=1e-5)
+
+
+def test_semantic_evaluation_reports_pixel_error_iou_and_rand_per_group(monkeypatch):
+    truth = np.ones((20, 20), dtype=np.uint8)
+    truth[:, 10] = 0  # a membrane between two cells
+    prediction = np.stack([truth == 0, truth == 1]).astype(np.float32)
+    monkeypatch.setattr("napari_unet.core.evaluate._probabilities", lambda model, image: prediction)
+    results = evaluate(semantic_model(), [truth, truth], [truth, truth], groups=["a", "b"])
+    assert set(results) == {"overall", "a", "b"}
+    overall = results["overall"]
+    assert overall["pixel_error"] == 0 and overall["iou_interior"] == 1
+    assert overall["rand_error"] == pytest.approx(0) and overall["n_images"] == 2
+
+
+def test_tuning_picks_thresholds_that_split_touching_objects(monkeypatch):
+    truth = np.zeros((20, 30), dtype=np.uint16)
+    truth[4:16, 3:15], truth[4:16, 15:27] = 1, 2
+    interior = np.zeros(truth.shape, np.float32)
+    interior[5:15, 4:14] = interior[5:15, 16:26] = 0.85  # confident cores
+    interior[(truth > 0) & (interior == 0)] = 0.55  # rims, including the shared border
+    probs = np.stack([1.0 - (truth > 0), interior, (truth > 0) - interior]).astype(np.float32)
+    monkeypatch.setattr("napari_unet.core.evaluate._probabilities", lambda model, image: probs)
+    card = ModelDescription(
+        name="tiny",
+        architecture=UNetConfig(out_channels=3, depth=1, base_channels=2),
+        output_kind="instances",
+        class_names=["background", "interior", "boundary"],
+    )
+    params = tune_instance_postprocess(Model.create(card), [truth], [truth])
+    assert 0.55 < params["seed_threshold"] < 0.85
