@@ -172,7 +172,7 @@ class SegmentWidget(JobWidget):
 
 def _device_choices() -> list[tuple[str, str]]:
     """List the devices torch can use here, ``auto`` labelled with what it resolves to."""
-    from napari_unet.core.predict import available_devices, resolve_device
+    from napari_unet.core.device import available_devices, resolve_device
 
     return [(f"auto ({resolve_device('auto')})", "auto"), *((d, d) for d in available_devices())]
 
