@@ -56,7 +56,7 @@ RECIPES = {
             "target": "semantic",
             "class_names": ["membrane", "interior"],
             "weight_map": True,
-            "epochs": 17,
+            "epochs": 30,
             "steps_per_epoch": 40,
             "batch_size": 4,
             "patch_shape": 256,
@@ -68,7 +68,7 @@ RECIPES = {
         "train": {
             "target": "instances",
             "weight_map": True,
-            "epochs": 12,
+            "epochs": 16,
             "steps_per_epoch": 80,
             "batch_size": 8,
             "patch_shape": 192,
