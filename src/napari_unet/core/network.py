@@ -146,7 +146,7 @@ class UNet(nn.Module):
 
     @classmethod
     def paper(cls) -> UNet:
-        """The exact network of the paper: 23 convolutions, 572 -> 388 pixels, ~31 M weights."""
+        """Build the paper's exact network: 23 convolutions, 572 -> 388 pixels, ~31 M weights."""
         return cls(UNetConfig(in_channels=1, out_channels=2, depth=4, base_channels=64))
 
     @property
@@ -161,32 +161,33 @@ class UNet(nn.Module):
 
     def output_size(self, input_size: int) -> int:
         """Output length along one axis for an input of ``input_size``; raises if not allowed."""
+        size = self._output_size_or_none(input_size)
+        if size is None:
+            raise ValueError(self._size_error(input_size))
+        return size
+
+    def _output_size_or_none(self, input_size: int) -> int | None:
         size, same = input_size, self.config.padding == "same"
         shrink = 0 if same else 4
         for _ in range(self.config.depth):
             size -= shrink
             if size <= 0 or size % 2:
-                raise ValueError(self._size_error(input_size))
+                return None
             size //= 2
         size -= shrink
         up_shrink = 2 if (self.config.upsampling == "interpolate" and not same) else 0
         for _ in range(self.config.depth):
             size = size * 2 - up_shrink - shrink
-        if size <= 0:
-            raise ValueError(self._size_error(input_size))
-        return size
+        return size if size > 0 else None
 
     def valid_input_size(self, min_size: int) -> int:
         """Smallest input length >= ``min_size`` that the network accepts."""
         size = max(1, min_size)
         if self.config.padding == "same":
             return -(-size // self.size_multiple) * self.size_multiple
-        while True:
-            try:
-                self.output_size(size)
-                return size
-            except ValueError:
-                size += 1
+        while self._output_size_or_none(size) is None:
+            size += 1
+        return size
 
     @property
     def context(self) -> int:
@@ -215,6 +216,7 @@ class UNet(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Map ``(N, C, *spatial)`` images to ``(N, classes, *output_spatial)`` logits."""
         skips = []
         for level, encoder in enumerate(self.encoders):
             x = encoder(x)

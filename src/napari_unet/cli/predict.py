@@ -1,0 +1,196 @@
+"""The ``predict``, ``models`` and ``info`` sub-commands: arguments in, core call, progress out."""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import sys
+from pathlib import Path
+from typing import Any
+
+TIFF_SUFFIXES = (".tif", ".tiff")
+OUTPUT_SUFFIX = {"probabilities": "_probabilities", "semantic": "_classes"}
+
+
+def register_predict(subparsers: Any) -> None:
+    """Add ``napari-unet predict``."""
+    parser = subparsers.add_parser(
+        "predict",
+        help="segment images and write label images",
+        description="Segment TIFF images with a U-Net and write the results as OME-TIFF, "
+        "keeping axes and pixel size.",
+    )
+    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="files, folders or globs")
+    parser.add_argument(
+        "-o",
+        dest="target",
+        metavar="OUTPUT",
+        required=True,
+        type=Path,
+        help="output .tif file (one input) or folder",
+    )
+    parser.add_argument("--model", default=None, help="built-in or saved model name, or folder")
+    parser.add_argument("--axes", help="axes of the inputs, e.g. ZYX (default: from the file)")
+    parser.add_argument("--tile", type=_ints, help="largest tile, e.g. 512 or 64,256,256")
+    parser.add_argument("--overlap", type=_ints, help="pixels shared by neighbouring tiles")
+    parser.add_argument("--batch-size", type=int, help="tiles per forward pass")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
+    parser.add_argument("--precision", default="auto", help="auto, fp32, bf16 or fp16")
+    parser.add_argument("--channel", type=int, help="segment this channel of multichannel images")
+    parser.add_argument(
+        "--output",
+        dest="kind",
+        default="labels",
+        choices=["labels", "instances", "semantic", "probabilities"],
+        help="labels (the model's own kind), instances, semantic, probabilities",
+    )
+    parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.set_defaults(run=run_predict)
+
+
+def _ints(text: str) -> int | tuple[int, ...]:
+    values = tuple(int(part) for part in text.split(","))
+    return values[0] if len(values) == 1 else values
+
+
+def expand_inputs(inputs: list[str]) -> list[Path]:
+    """Files as given, TIFFs inside folders, and glob matches; an error for anything missing."""
+    paths: list[Path] = []
+    for text in inputs:
+        path = Path(text)
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.suffix.lower() in TIFF_SUFFIXES)
+            if not found:
+                raise FileNotFoundError(f"no .tif/.tiff files in folder {path}")
+            paths += found
+        elif path.is_file():
+            paths.append(path)
+        elif glob.has_magic(text):
+            matches = sorted(Path(p) for p in glob.glob(text) if Path(p).is_file())
+            if not matches:
+                raise FileNotFoundError(f"no files match {text!r}")
+            paths += matches
+        else:
+            raise FileNotFoundError(f"no such file or folder: {text}")
+    return paths
+
+
+def output_paths(inputs: list[Path], target: Path, kind: str) -> list[Path]:
+    """One output per input: ``target`` itself for one input, else ``target/<name>_labels.tif``."""
+    if len(inputs) == 1 and not target.is_dir() and target.suffix.lower() in TIFF_SUFFIXES:
+        return [target]
+    suffix = OUTPUT_SUFFIX.get(kind, "_labels")
+    names = [_stem(path) + suffix + ".tif" for path in inputs]
+    if len(set(names)) != len(names):
+        raise ValueError("two inputs have the same file name; give them separate output folders")
+    return [target / name for name in names]
+
+
+def _stem(path: Path) -> str:
+    name = path.name
+    for suffix in (".ome.tiff", ".ome.tif", ".tiff", ".tif"):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return path.stem
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    """Segment every input and write its result; checks every path before any work."""
+    from napari_unet.core.io import read_image, write_image, write_labels
+    from napari_unet.core.predict import DEFAULT_MODEL, Predictor
+
+    inputs = expand_inputs(args.inputs)
+    outputs = output_paths(inputs, args.target, args.kind)
+    existing = [str(path) for path in outputs if path.exists()]
+    if existing and not args.overwrite:
+        raise FileExistsError(f"{', '.join(existing)} exists; pass --overwrite to replace")
+    predictor = Predictor(
+        args.model or DEFAULT_MODEL,
+        device=args.device,
+        tile_shape=args.tile,
+        overlap=args.overlap,
+        batch_size=args.batch_size,
+        precision=args.precision,
+    )
+    for source, target in zip(inputs, outputs, strict=True):
+        image = read_image(source)
+        axes = args.axes or image.axes
+        with _progress_bar(source.name, args.quiet) as progress:
+            result = predictor.predict(
+                image.data, axes=axes, output=args.kind, progress=progress, channel=args.channel
+            )
+        plain = axes.upper().replace("C", "")
+        if args.kind == "probabilities":
+            write_image(target, result, "C" + plain, image.pixel_size_um, overwrite=True)
+        else:
+            write_labels(target, result, plain, image.pixel_size_um, overwrite=True)
+        if not args.quiet:
+            print(f"{source} -> {target}", file=sys.stderr)
+    return 0
+
+
+class _progress_bar:
+    """A tqdm bar on stderr fed by the engine's ``(done, total)`` callback."""
+
+    def __init__(self, label: str, quiet: bool) -> None:
+        self.label, self.quiet = label, quiet
+        self.bar: Any = None
+
+    def __enter__(self) -> Any:
+        return None if self.quiet else self.update
+
+    def update(self, done: int, total: int) -> None:
+        if self.bar is None:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, desc=self.label, unit="tile", file=sys.stderr, leave=False)
+        self.bar.update(done - self.bar.n)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def register_models(subparsers: Any) -> None:
+    """Add ``napari-unet models``."""
+    parser = subparsers.add_parser("models", help="list built-in and saved models, one a line")
+    parser.set_defaults(run=run_models)
+
+
+def run_models(args: argparse.Namespace) -> int:
+    """Print ``name  kind  dims  channels  description`` for each model."""
+    from napari_unet.core.models import describe_models
+
+    models = describe_models()
+    if not models:
+        print("no models installed", file=sys.stderr)
+    for name, card in models:
+        summary = card.description.split(". ")[0].strip().rstrip(".")
+        print(
+            f"{name}\t{card.output_kind}\t{card.spatial_dims}D\t{card.in_channels} channel(s)"
+            f"\t{summary}"
+        )
+    return 0
+
+
+def register_info(subparsers: Any) -> None:
+    """Add ``napari-unet info``."""
+    parser = subparsers.add_parser("info", help="shape, dtype, axes and pixel size of a file")
+    parser.add_argument("file", type=Path)
+    parser.set_defaults(run=run_info)
+
+
+def run_info(args: argparse.Namespace) -> int:
+    """Print what the engine reads from a file's header."""
+    from napari_unet.core.io import describe_file
+
+    info = describe_file(args.file)
+    sizes = ", ".join(f"{axis} {size:g} µm" for axis, size in info["pixel_size_um"].items())
+    print(f"file:       {info['path']}")
+    print(f"shape:      {tuple(info['shape'])}")
+    print(f"dtype:      {info['dtype']}")
+    print(f"axes:       {info['axes']}")
+    print(f"pixel size: {sizes or 'unknown'}")
+    print(f"kind:       {'labels (napari-unet)' if info['labels'] else 'image'}")
+    return 0

@@ -1,0 +1,116 @@
+"""Axis letters of an image (``"ZYX"``, ``"TCZYX"``...): inference, checks, and a lazy view.
+
+The engine works on one canonical order, ``TCZYX``. :class:`CanonicalView` presents any
+accepted input in that order without reading it: each read asks the source (numpy, memmap,
+dask, zarr) for exactly the block it needs and transposes only that block.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from napari_unet.core.models import ModelDescription
+
+CANONICAL = "TCZYX"
+ACCEPTED = "YX, CYX or YXC, ZYX, TYX, TZYX, TCZYX, or any order of T, C, Z, Y, X with Y and X"
+
+INFERENCE_RULE = """\
+Axes are inferred from the number of dimensions, and from the channels the model expects (k):
+- 2 dims: YX.
+- 3 dims: YXC if the last length is k > 1, or 3 or 4 (RGB/RGBA) and smaller than the others;
+  CYX if the first length is k > 1; otherwise ZYX.
+- 4 dims: ZYXC if the last length is k > 1 or 3/4 as above; CZYX if the first length is k > 1;
+  ZCYX if the second length is k > 1; otherwise TZYX.
+- 5 dims: TZCYX if the third length is k > 1 and the second is not; otherwise TCZYX.
+Pass ``axes=`` to override; a file's own axes (ImageJ, OME) are used when it has them."""
+
+
+def infer_axes(shape: tuple[int, ...], model: ModelDescription | None = None) -> str:
+    """Guess axis letters for an array of ``shape`` (the rule is :data:`INFERENCE_RULE`)."""
+    k = model.in_channels if model is not None else 1
+    ndim = len(shape)
+
+    def channels_last() -> bool:
+        last = shape[-1]
+        return (k > 1 and last == k) or (last in (3, 4) and last < min(shape[-3:-1]))
+
+    if ndim == 2:
+        return "YX"
+    if ndim == 3:
+        if channels_last():
+            return "YXC"
+        return "CYX" if k > 1 and shape[0] == k else "ZYX"
+    if ndim == 4:
+        if channels_last():
+            return "ZYXC"
+        if k > 1 and shape[0] == k:
+            return "CZYX"
+        return "ZCYX" if k > 1 and shape[1] == k else "TZYX"
+    if ndim == 5:
+        return "TZCYX" if k > 1 and shape[2] == k and shape[1] != k else "TCZYX"
+    raise ValueError(
+        f"cannot segment an image of shape {shape} ({ndim} dims); accepted: {ACCEPTED}"
+    )
+
+
+def normalize_axes(axes: str | None, shape: tuple[int, ...], model: ModelDescription | None) -> str:
+    """Validate ``axes`` against ``shape`` (inferring them if ``None``); return them upper-case.
+
+    ImageJ/OME letters map onto ours: ``S`` (samples, i.e. RGB) is C, ``Q``/``I`` are Z.
+    """
+    if axes is None:
+        return infer_axes(tuple(shape), model)
+    letters = axes.upper().replace("S", "C").replace("Q", "Z").replace("I", "Z")
+    problem = None
+    if len(letters) != len(shape):
+        problem = f"axes {axes!r} name {len(letters)} dims"
+    elif len(set(letters)) != len(letters):
+        problem = f"axes {axes!r} repeat a letter"
+    elif not set(letters) <= set(CANONICAL):
+        problem = f"axes {axes!r} use letters other than T, C, Z, Y, X"
+    elif not {"Y", "X"} <= set(letters):
+        problem = f"axes {axes!r} lack Y or X"
+    if problem:
+        raise ValueError(f"image of shape {tuple(shape)}: {problem}; accepted: {ACCEPTED}")
+    return letters
+
+
+def canonical_shape(shape: tuple[int, ...], axes: str) -> tuple[int, int, int, int, int]:
+    """Return the ``(T, C, Z, Y, X)`` lengths, 1 for axes the image does not have."""
+    sizes = dict(zip(axes, shape, strict=True))
+    t, c, z, y, x = (sizes.get(letter, 1) for letter in CANONICAL)
+    return t, c, z, y, x
+
+
+def to_axes(array: np.ndarray, axes_from: str, axes_to: str) -> np.ndarray:
+    """Reorder a numpy array between axis orders, dropping length-1 axes that ``axes_to`` lacks."""
+    drop = tuple(i for i, letter in enumerate(axes_from) if letter not in axes_to)
+    array = array.reshape([n for i, n in enumerate(array.shape) if i not in drop])
+    kept = "".join(letter for letter in axes_from if letter in axes_to)
+    array = array.transpose([kept.index(letter) for letter in axes_to if letter in kept])
+    present = "".join(letter for letter in axes_to if letter in kept)
+    return array.reshape([array.shape[present.index(c)] if c in present else 1 for c in axes_to])
+
+
+class CanonicalView:
+    """A read-only ``(T, C, Z, Y, X)`` view of any array-like, read block by block.
+
+    ``read`` takes one slice per canonical axis and returns a numpy array of that block only,
+    so memory-mapped, zarr and dask inputs are never loaded whole.
+    """
+
+    def __init__(self, source: Any, axes: str) -> None:
+        self.source = source
+        self.axes = axes
+        self.shape = canonical_shape(tuple(source.shape), axes)
+        self.dtype = np.dtype(source.dtype)
+
+    def read(self, block: tuple[slice, ...]) -> np.ndarray:
+        """Read ``block`` (five slices, canonical order) as a numpy array in canonical order."""
+        by_letter = dict(zip(CANONICAL, block, strict=True))
+        index = tuple(by_letter[letter] for letter in self.axes)
+        data = np.asarray(self.source[index])
+        return to_axes(data, self.axes, CANONICAL)

@@ -1,0 +1,104 @@
+"""Which device and precision to run on, and how much memory a prediction may use there."""
+
+from __future__ import annotations
+
+import os
+from contextlib import AbstractContextManager, nullcontext
+
+import torch
+
+CPU_MEMORY_CAP_BYTES = 4 * 2**30
+"""At most this much host memory for one batch of tiles on the CPU, whatever is free."""
+
+
+def available_devices() -> list[str]:
+    """Devices torch can run on here, best first: ``cuda:N``..., ``mps``, ``cpu``."""
+    devices = [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    if torch.backends.mps.is_available():
+        devices.append("mps")
+    return [*devices, "cpu"]
+
+
+def resolve_device(device: str | torch.device = "auto") -> str:
+    """Turn ``"auto"`` into the best device (cuda > mps > cpu); check any other choice."""
+    if str(device) == "auto":
+        return available_devices()[0].replace("cuda:0", "cuda")
+    name = str(torch.device(device))
+    kind = name.split(":")[0]
+    usable = {d.split(":")[0] for d in available_devices()}
+    if kind not in usable:
+        raise ValueError(f"device {name!r} is not available here; available: {available_devices()}")
+    return name
+
+
+def cpu_has_fast_bf16() -> bool:
+    """Whether this CPU computes bf16 in hardware (AMX or AVX-512 BF16); else bf16 is slower."""
+    checks = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
+    return any(getattr(torch.cpu, check, lambda: False)() for check in checks)
+
+
+def resolve_precision(precision: str, device: str) -> torch.dtype | None:
+    """Return the autocast dtype for ``precision`` (auto, fp32, bf16, fp16); None for fp32.
+
+    ``auto`` is bf16 on CPUs with bf16 hardware, bf16 (or fp16) on CUDA, fp16 on MPS, else fp32.
+    """
+    kind = device.split(":")[0]
+    if precision == "auto":
+        if kind == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        if kind == "mps":
+            return torch.float16
+        return torch.bfloat16 if cpu_has_fast_bf16() else None
+    choices = {
+        "fp32": None,
+        "float32": None,
+        "bf16": torch.bfloat16,
+        "bfloat16": torch.bfloat16,
+        "fp16": torch.float16,
+        "float16": torch.float16,
+    }
+    if precision not in choices:
+        raise ValueError(f"precision must be one of auto, {', '.join(choices)}; not {precision!r}")
+    return choices[precision]
+
+
+def autocast(device: str, dtype: torch.dtype | None) -> AbstractContextManager[object]:
+    """Mixed precision on ``device`` in ``dtype``, or plain fp32 for ``None``."""
+    if dtype is None:
+        return nullcontext()
+    return torch.autocast(device.split(":")[0], dtype=dtype)
+
+
+def memory_budget_bytes(device: str) -> int:
+    """Bytes one batch of tiles may use: half the free GPU memory, or a quarter of free RAM."""
+    kind = device.split(":")[0]
+    if kind == "cuda":
+        free, _ = torch.cuda.mem_get_info(torch.device(device))
+        return int(free * 0.5)
+    if kind == "mps":
+        return int(torch.mps.recommended_max_memory() * 0.25)
+    return min(CPU_MEMORY_CAP_BYTES, int(_available_ram_bytes() * 0.25))
+
+
+def _available_ram_bytes() -> int:
+    try:
+        with open("/proc/meminfo", encoding="ascii") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 8 * 2**30
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """Whether ``error`` says a device (or the host allocator) ran out of memory."""
+    if isinstance(error, torch.OutOfMemoryError):
+        return True
+    message = str(error).lower()
+    return isinstance(error, RuntimeError) and (
+        "out of memory" in message or "can't allocate memory" in message
+    )

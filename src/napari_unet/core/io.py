@@ -1,0 +1,247 @@
+"""TIFF reading and writing that keeps axes and pixel sizes (plain, ImageJ and OME-TIFF).
+
+Large files are opened lazily (memory-mapped, or as a zarr view that decompresses one chunk
+at a time), so the engine reads them tile by tile. Label images are written compressed, in
+the smallest unsigned dtype that holds them, atomically: a temporary file is renamed into
+place only once complete, so an interrupted run never leaves a partial file.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import xml.etree.ElementTree as ElementTree
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tifffile
+
+LABELS_SOFTWARE = "napari-unet labels"
+"""The TIFF Software tag of label images we write; the reader knows them by it."""
+IMAGE_SOFTWARE = "napari-unet"
+LAZY_THRESHOLD_BYTES = 256 * 2**20
+"""``read_image(lazy=None)`` opens files larger than this lazily."""
+
+_TO_MICROMETRES = {
+    "m": 1e6,
+    "mm": 1e3,
+    "cm": 1e4,
+    "µm": 1.0,
+    "um": 1.0,
+    "micron": 1.0,
+    "microns": 1.0,
+    "micrometer": 1.0,
+    "micrometre": 1.0,
+    "\\u00B5m": 1.0,
+    "nm": 1e-3,
+    "nanometer": 1e-3,
+    "pm": 1e-6,
+    "Å": 1e-4,
+    "angstrom": 1e-4,
+}
+# tifffile's letters for axes that stand for our Z (Q: unknown, I: image sequence) and C.
+_AXIS_LETTERS = {"S": "C", "Q": "Z", "I": "Z"}
+
+
+@dataclass
+class ImageFile:
+    """An image file's pixels with what we know of its geometry."""
+
+    data: Any
+    """numpy array, or a lazy array (numpy memmap or zarr) for large files."""
+    axes: str
+    """Letters from ``TZCYX``, one per dimension of ``data``."""
+    pixel_size_um: dict[str, float] = field(default_factory=dict)
+    """Pixel size in micrometres for the axes where the file says it (e.g. ``{"Y": 0.5}``)."""
+    is_labels: bool = False
+    """Whether the file is a label image written by :func:`write_labels`."""
+    path: Path | None = None
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """The data's shape."""
+        return tuple(self.data.shape)
+
+
+def read_image(path: str | os.PathLike[str], lazy: bool | None = None) -> ImageFile:
+    """Read a TIFF (plain, ImageJ hyperstack or OME) with its axes and pixel size.
+
+    ``lazy=None`` opens files over :data:`LAZY_THRESHOLD_BYTES` lazily; ``True`` always does.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no such file: {path}")
+    try:
+        with tifffile.TiffFile(path) as tiff:
+            series = tiff.series[0]
+            axes = _our_axes(series.axes)
+            pixel_size = _pixel_size_um(tiff, axes)
+            is_labels = (tiff.pages[0].software or "") == LABELS_SOFTWARE
+            if lazy is None:
+                lazy = series.size * series.dtype.itemsize > LAZY_THRESHOLD_BYTES
+            data = None if lazy else series.asarray()
+    except (tifffile.TiffFileError, ValueError, OSError) as error:
+        raise ValueError(f"cannot read {path} as a TIFF: {error}") from error
+    if data is None:
+        data = _open_lazy(path)
+    return ImageFile(data, axes, pixel_size, is_labels, path)
+
+
+def _open_lazy(path: Path) -> Any:
+    """Open a memory map for uncompressed files, else a zarr view that decodes chunk by chunk."""
+    try:
+        return tifffile.memmap(path, mode="r")
+    except ValueError:
+        pass
+    try:
+        import zarr
+    except ImportError:  # the optional "lazy" extra: without it, read the whole file
+        return tifffile.imread(path)
+    return zarr.open(tifffile.imread(path, aszarr=True), mode="r")
+
+
+def _our_axes(tiff_axes: str) -> str:
+    letters = "".join(_AXIS_LETTERS.get(letter, letter) for letter in tiff_axes.upper())
+    if len(set(letters)) != len(letters):  # e.g. planar samples and channels: keep theirs
+        letters = tiff_axes.upper()
+    return letters
+
+
+def _pixel_size_um(tiff: tifffile.TiffFile, axes: str) -> dict[str, float]:
+    sizes: dict[str, float] = {}
+    if tiff.is_ome and tiff.ome_metadata:
+        sizes = _ome_pixel_size(tiff.ome_metadata)
+    elif tiff.is_imagej:
+        metadata = tiff.imagej_metadata or {}
+        factor = _TO_MICROMETRES.get(str(metadata.get("unit", "")).strip())
+        if factor is not None:
+            sizes = _resolution_sizes(tiff.pages[0], factor)
+            if "spacing" in metadata:
+                sizes["Z"] = float(metadata["spacing"]) * factor
+    else:
+        page = tiff.pages[0]
+        if page.tags.get("ResolutionUnit") and page.tags["ResolutionUnit"].value == 3:
+            sizes = _resolution_sizes(page, 1e4)  # pixels per centimetre
+    return {axis: size for axis, size in sizes.items() if axis in axes and size > 0}
+
+
+def _resolution_sizes(page: Any, unit_um: float) -> dict[str, float]:
+    sizes = {}
+    for axis, tag in (("X", "XResolution"), ("Y", "YResolution")):
+        if tag in page.tags:
+            numerator, denominator = page.tags[tag].value
+            if numerator > 0 and denominator > 0 and numerator != denominator:
+                sizes[axis] = unit_um * denominator / numerator
+    return sizes
+
+
+def _ome_pixel_size(ome_xml: str) -> dict[str, float]:
+    try:
+        root = ElementTree.fromstring(ome_xml)
+    except ElementTree.ParseError:
+        return {}
+    pixels = next((e for e in root.iter() if e.tag.endswith("}Pixels") or e.tag == "Pixels"), None)
+    if pixels is None:
+        return {}
+    sizes = {}
+    for axis in "XYZ":
+        value = pixels.get(f"PhysicalSize{axis}")
+        factor = _TO_MICROMETRES.get(pixels.get(f"PhysicalSize{axis}Unit", "µm"))
+        if value is not None and factor is not None:
+            sizes[axis] = float(value) * factor
+    return sizes
+
+
+def smallest_label_dtype(labels: Any) -> np.dtype:
+    """Return the smallest unsigned integer dtype that holds every label (labels must be >= 0)."""
+    array = np.asarray(labels)
+    if array.size == 0:
+        return np.dtype(np.uint8)
+    if array.dtype.kind == "b":
+        return np.dtype(np.uint8)
+    if array.dtype.kind not in "iu" and not np.array_equal(array, np.round(array)):
+        raise ValueError(f"labels must be whole numbers, got dtype {array.dtype}")
+    low, high = array.min(), array.max()
+    if low < 0:
+        raise ValueError(f"labels must be >= 0, found {low}")
+    for dtype in (np.uint8, np.uint16, np.uint32, np.uint64):
+        if high <= np.iinfo(dtype).max:
+            return np.dtype(dtype)
+    raise ValueError(f"label {high} is too large for any unsigned integer type")
+
+
+def write_labels(
+    path: str | os.PathLike[str],
+    labels: Any,
+    axes: str,
+    pixel_size_um: dict[str, float] | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Write a label image as compressed OME-TIFF in its smallest unsigned dtype, atomically."""
+    array = np.asarray(labels)
+    return write_image(
+        path,
+        array.astype(smallest_label_dtype(array), copy=False),
+        axes,
+        pixel_size_um,
+        overwrite,
+        software=LABELS_SOFTWARE,
+    )
+
+
+def write_image(
+    path: str | os.PathLike[str],
+    data: Any,
+    axes: str,
+    pixel_size_um: dict[str, float] | None = None,
+    overwrite: bool = False,
+    software: str = IMAGE_SOFTWARE,
+) -> Path:
+    """Write any image (e.g. probabilities) as compressed OME-TIFF, atomically.
+
+    Refuses to replace an existing file unless ``overwrite``.
+    """
+    path = Path(path)
+    array = np.asarray(data)
+    axes = axes.upper()
+    if len(axes) != array.ndim:
+        raise ValueError(f"axes {axes!r} do not match data of shape {array.shape}")
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} exists; pass overwrite=True (--overwrite) to replace it")
+    metadata: dict[str, Any] = {"axes": axes}
+    for axis, size in (pixel_size_um or {}).items():
+        if axis.upper() in "XYZ" and axis.upper() in axes:
+            metadata[f"PhysicalSize{axis.upper()}"] = float(size)
+            metadata[f"PhysicalSize{axis.upper()}Unit"] = "µm"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(handle)
+    try:
+        tifffile.imwrite(
+            temporary,
+            array,
+            ome=True,
+            metadata=metadata,
+            compression="zlib",
+            software=software,
+        )
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+    return path
+
+
+def describe_file(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Shape, dtype, axes and pixel size of an image file, without reading its pixels."""
+    image = read_image(path, lazy=True)
+    return {
+        "path": str(path),
+        "shape": image.shape,
+        "dtype": str(np.dtype(image.data.dtype)),
+        "axes": image.axes,
+        "pixel_size_um": image.pixel_size_um,
+        "labels": image.is_labels,
+    }
