@@ -30,7 +30,7 @@ def test_image_keeps_its_pixel_size_and_splits_channels(make_napari_viewer, tmp_
         data,
         imagej=True,
         resolution=(1 / 0.2, 1 / 0.2),
-        metadata={"axes": "ZCYX", "spacing": 1.5},
+        metadata={"axes": "ZCYX", "spacing": 1.5, "unit": "um"},
     )
     layers = make_napari_viewer().open(str(path), plugin="napari-unet")
     assert [layer.name for layer in layers] == ["two-channels", "two-channels [1]"]

@@ -85,9 +85,9 @@ def file_placement(image: ImageFile) -> Placement:
 
 
 def file_layer_name(path: str | Path) -> str:
-    """Name a layer after its file, without ``.tif``, ``.ome.tif`` or ``.zarr``."""
+    """Name a layer after its file, without ``.tif`` or ``.ome.tif``."""
     name = Path(path).name
-    for suffix in (".ome.tiff", ".ome.tif", ".tiff", ".tif", ".ome.zarr", ".zarr"):
+    for suffix in (".ome.tiff", ".ome.tif", ".tiff", ".tif"):
         if name.lower().endswith(suffix):
             return name[: -len(suffix)]
     return name
@@ -193,10 +193,6 @@ def segment_layer(
 
     data = layer.data[level] if layer.multiscale else layer.data
     axes = layer_axes(layer, mode)
-    if channel is not None:
-        if "C" not in axes:
-            raise ValueError(f"layer {layer.name!r} has no channels to choose from")
-        data, axes = data[..., channel], axes[:-1]
     placement = _layer_placement(layer, level)
     if position is not None:
         data, placement = _plane_through(layer, data, axes, placement, level, position)
@@ -210,6 +206,7 @@ def segment_layer(
         output=output,
         progress=progress,
         cancel=cancel,
+        channel=channel,
     )
     name = f"{layer.name} ({model_label(model)})"
     if output == "probabilities":

@@ -1,4 +1,4 @@
-"""napari reader: TIFF / OME-Zarr files as layers that keep their pixel size.
+"""napari reader: TIFF and OME-TIFF files as layers that keep their pixel size.
 
 It goes through :func:`napari_unet.core.io.read_image`, so napari, the CLI and the Python API
 read a file the same way.
@@ -38,7 +38,4 @@ def _readable(path: PathOrPaths) -> bool:
 
 
 def _readable_one(path: Path) -> bool:
-    suffix = path.suffix.lower()
-    if suffix == ".zarr":
-        return path.is_dir()
-    return suffix in TIFF_SUFFIXES and path.is_file()
+    return path.suffix.lower() in TIFF_SUFFIXES and path.is_file()
