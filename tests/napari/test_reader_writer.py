@@ -3,9 +3,9 @@ from __future__ import annotations
 import numpy as np
 import tifffile
 from napari.layers import Labels
-from napari_unet.core.io import write_labels
 
 from napari_unet._napari.reader import get_reader
+from napari_unet.core.io import write_labels
 
 
 def test_labels_layer_round_trips_through_writer_and_reader(make_napari_viewer, tmp_path) -> None:
