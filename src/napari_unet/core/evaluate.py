@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from napari_unet.core.datasets import LabelledImage, prepare_image, read_pairs
+from napari_unet.core.datasets import LabelledImage, read_pairs
 from napari_unet.core.metrics import (
     cells_from_interior,
     class_scores,
@@ -18,8 +18,9 @@ from napari_unet.core.metrics import (
     instance_scores,
     membrane_scores,
 )
-from napari_unet.core.models import Model, load_model
+from napari_unet.core.models import Model
 from napari_unet.core.postprocess import instance_labels
+from napari_unet.core.predict import Predictor
 
 
 def predict_probabilities(model: Model, image: np.ndarray) -> np.ndarray:
@@ -50,17 +51,9 @@ def validation_metrics(model: Model, items: Sequence[LabelledImage]) -> dict[str
     """Score each epoch; ``score`` (AP@0.5 for instances, else mean IoU) picks the best model."""
     description = model.description
     if description.output_kind == "instances":
-        scores = [
-            instance_scores(
-                item.mask,
-                instance_labels(
-                    predict_probabilities(model, item.image), **description.postprocess
-                ),
-            )
-            for item in items
-        ]
-        ap50 = float(np.mean([s["ap50"] for s in scores]))
-        return {"ap50": ap50, "map": float(np.mean([s["map"] for s in scores])), "score": ap50}
+        probabilities = [predict_probabilities(model, item.image) for item in items]
+        summary = _instance_summary(model, probabilities, [item.mask for item in items])
+        return {"ap50": summary["ap50"], "map": summary["map"], "score": summary["ap50"]}
     n_classes = description.architecture.out_channels
     confusion = np.zeros((n_classes, n_classes), dtype=np.int64)
     for item in items:
@@ -89,9 +82,10 @@ def evaluate(
     IoU and Dice, and the adapted Rand error and variation of information of the regions of
     non-first classes (the cells between membranes, for an EM membrane model).
     """
-    model = load_model(model)
+    predictor = Predictor(model)
+    model = predictor.model
     images, masks = read_pairs(images, masks)
-    probabilities = [_probabilities(model, image) for image in images]
+    probabilities = [_probabilities(predictor, image) for image in images]
     score = _instance_summary if model.description.output_kind == "instances" else _semantic_summary
     results = {"overall": score(model, probabilities, masks)}
     if groups is not None:
@@ -107,7 +101,8 @@ def tune_instance_postprocess(
     model: Model, images: Sequence[np.ndarray], masks: Sequence[np.ndarray]
 ) -> dict[str, Any]:
     """Pick the instance thresholds with the best mean AP@0.5 (then mAP) on labelled images."""
-    probabilities = [_probabilities(model, image) for image in images]
+    predictor = Predictor(model)
+    probabilities = [_probabilities(predictor, image) for image in images]
     grid = itertools.product((0.4, 0.5, 0.6), (0.5, 0.6, 0.7, 0.8, 0.9), (8, 16, 32))
     best: tuple[float, float] = (-1.0, -1.0)
     chosen: dict[str, Any] = {}
@@ -127,11 +122,13 @@ def _with_postprocess(model: Model, params: dict[str, Any]) -> Any:
     return card
 
 
-def _probabilities(model: Model, image: np.ndarray) -> np.ndarray:
-    card = model.description
-    return predict_probabilities(
-        model, prepare_image(image, card.spatial_dims, card.in_channels, card.normalization)
-    )
+def _probabilities(predictor: Predictor, image: np.ndarray) -> np.ndarray:
+    """Predict as users do, through the engine; colour (``YXC``) is averaged as in training."""
+    card = predictor.model.description
+    colour = image.ndim == card.spatial_dims + 1 and image.shape[-1] in (3, 4)
+    if colour and card.in_channels == 1:
+        image = image.mean(axis=-1, dtype=np.float32)
+    return predictor.predict(image, output="probabilities")
 
 
 def _instance_summary(
