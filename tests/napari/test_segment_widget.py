@@ -115,3 +115,15 @@ def test_open_and_segment_adds_image_and_labels(
     open_and_segment(viewer)
     qtbot.waitUntil(lambda: not widget.running, timeout=60_000)
     assert [layer.name for layer in viewer.layers] == ["blobs", f"blobs ({tiny_model})"]
+
+
+def test_rgb_layer_defaults_to_one_channel_for_a_one_channel_model(
+    viewer_and_widget, tiny_model, blobs, qtbot
+) -> None:
+    viewer, widget = viewer_and_widget
+    rgb = np.stack([blobs, blobs // 2, blobs // 4], axis=-1)
+    viewer.add_image(rgb, name="rgb", rgb=True)
+    assert not widget.channel.native.isHidden()
+    assert widget.channel.value == 0
+    run(widget, qtbot)
+    assert viewer.layers[f"rgb ({tiny_model})"].data.shape == blobs.shape

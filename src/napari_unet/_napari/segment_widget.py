@@ -81,7 +81,7 @@ class SegmentWidget(JobWidget):
 
     def _channel_choices(self, _: Any) -> list[tuple[str, int | None]]:
         layer = self.image.value
-        channels = layer.data.shape[-1] if layer is not None and layer.rgb else 0
+        channels = _channel_count(layer) if layer is not None and layer.rgb else 0
         return [("all", None), *((str(c), c) for c in range(channels))]
 
     def _follow_image(self, layer: Image | None) -> None:
@@ -90,23 +90,27 @@ class SegmentWidget(JobWidget):
         self.level.visible = layer is not None and layer.multiscale
         if layer is not None and layer.multiscale:
             self.level.max = len(layer.data) - 1
-        self._default_mode()
+        self._defaults()
 
     def _follow_model(self, model: str | None) -> None:
         if model == LOAD_FROM_FILE:
             self._load_from_file()
         elif model is not None:
             self.output.value = self._description(model).output_kind
-            self._default_mode()
+            self._defaults()
 
-    def _default_mode(self) -> None:
-        """Use 3D for a 3D model on a stack; otherwise segment each plane on its own."""
+    def _defaults(self) -> None:
+        """Use 3D for a 3D model on a stack, and all RGB channels only if the model takes them."""
         layer, model = self.image.value, self.model.value
         stack = layer is not None and layer.ndim >= 3
         self.mode.visible = stack
-        if model not in (None, LOAD_FROM_FILE):
-            spatial_dims = self._description(model).spatial_dims
-            self.mode.value = "3D" if stack and spatial_dims == 3 else "2D"
+        if model in (None, LOAD_FROM_FILE):
+            return
+        description = self._description(model)
+        self.mode.value = "3D" if stack and description.spatial_dims == 3 else "2D"
+        if layer is not None and layer.rgb:
+            takes_all = description.in_channels == _channel_count(layer)
+            self.channel.value = None if takes_all else 0
 
     def _description(self, model: str) -> ModelDescription:
         return dict(describe_models()).get(model) or load_model(model).description
@@ -168,6 +172,11 @@ class SegmentWidget(JobWidget):
                 self._viewer.layers.remove(existing)
             getattr(self._viewer, f"add_{kind}")(data, **meta)
         self.status.value = f"{name}: done"
+
+
+def _channel_count(layer: Image) -> int:
+    """Channels of an RGB(A) layer (the last axis of its data, or of its first level)."""
+    return (layer.data[0] if layer.multiscale else layer.data).shape[-1]
 
 
 def _device_choices() -> list[tuple[str, str]]:
