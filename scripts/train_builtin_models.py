@@ -2,7 +2,7 @@
 
     python scripts/train_builtin_models.py train em-membranes   # checkpoints in runs/em-membranes
     python scripts/train_builtin_models.py train nuclei
-    python scripts/train_builtin_models.py export nuclei        # tune, evaluate, write the package copy
+    python scripts/train_builtin_models.py export nuclei   # tune, evaluate, write the package copy
 
 ``train`` resumes from ``runs/<name>/last.pt`` when it exists. ``export`` takes the best
 checkpoint, tunes the post-processing thresholds on the validation split, measures the
@@ -21,7 +21,7 @@ import numpy as np
 import tifffile
 import torch
 
-from napari_unet.core.models import load_model, save_model
+from napari_unet.core.models import Model, load_model, save_model
 from napari_unet.core.train import BEST_DIR, TrainingProgress, train
 
 REPO = Path(__file__).resolve().parent.parent
@@ -48,6 +48,13 @@ def dsb_split(split: str) -> tuple[list[np.ndarray], list[np.ndarray], list[str]
     masks = [tifffile.imread(folder / "masks" / f"{row['id']}.tif") for row in rows]
     return images, masks, [row["modality"] for row in rows]
 
+
+DESCRIPTIONS = {
+    "em-membranes": "Cell membranes versus cell interior in serial-section electron microscopy "
+    "(the U-Net paper's ISBI 2012 task).",
+    "nuclei": "Nuclei as separate objects in fluorescence, brightfield and stained-tissue "
+    "images (Data Science Bowl 2018).",
+}
 
 RECIPES = {
     "em-membranes": {
@@ -120,14 +127,83 @@ def run_export(name: str, threads: int) -> None:
         images, masks = isbi_split("val")
         metrics = evaluate(model, images, masks)
     model.description.metrics = {"validation": metrics}
+    model.description.description = DESCRIPTIONS[name]
     model.description.provenance = {
         **model.description.provenance,
         "reproduce": f"python scripts/train_builtin_models.py train {name} && "
         f"python scripts/train_builtin_models.py export {name}",
-        "recipe": {k: v for k, v in RECIPES[name]["train"].items()},
+        "recipe": dict(RECIPES[name]["train"]),
     }
-    save_model(model, PACKAGE_MODELS / name, overwrite=True)
+    folder = save_model(model, PACKAGE_MODELS / name, overwrite=True)
+    (folder / "README.md").write_text(model_card(model), encoding="utf-8")
     print(json.dumps(metrics, indent=2))
+
+
+DATA_NOTES = {
+    "em-membranes": (
+        "ISBI 2012 EM segmentation challenge training volume (serial-section TEM, Drosophila "
+        "first-instar larva ventral nerve cord, Cardona et al. 2010), 30 slices of 512x512; "
+        "labels 1 = cell interior, 0 = membrane. Trained on slices 0-24, validated on 25-29."
+    ),
+    "nuclei": (
+        "Kaggle Data Science Bowl 2018 stage1_train with community mask fixes (CC0): 398 "
+        "training and 100 validation images of fluorescence, brightfield and histology (RGB, "
+        "averaged to gray) nuclei, split by the SHA-1 of the sample id."
+    ),
+}
+
+
+def model_card(model: Model) -> str:
+    """The model's README: what it is for, its data, how to reproduce it, and its scores."""
+    card = model.description
+    lines = [
+        f"# {card.name}",
+        "",
+        card.description,
+        "",
+        "## Data",
+        "",
+        DATA_NOTES[card.name],
+        "",
+        "## Network",
+        "",
+        f"U-Net {json.dumps(card.architecture.to_dict())}, output {card.output_kind} "
+        f"({', '.join(card.class_names)}); input normalisation {json.dumps(card.normalization)}.",
+    ]
+    if card.postprocess:
+        lines += [
+            "",
+            "Instance post-processing, tuned on the validation split: "
+            f"{json.dumps(card.postprocess)}.",
+        ]
+    lines += [
+        "",
+        "## Reproduce",
+        "",
+        "```sh",
+        *card.provenance["reproduce"].split(" && "),
+        "```",
+        "",
+        f"Training recipe: {json.dumps(card.provenance['recipe'])}.",
+        "",
+        "## Validation metrics",
+        "",
+        "| split | " + " | ".join(METRIC_COLUMNS[card.name]) + " |",
+        "|---|" + "---|" * len(METRIC_COLUMNS[card.name]),
+    ]
+    for group, values in card.metrics["validation"].items():
+        cells = [
+            f"{values[key]:.3f}" if isinstance(values[key], float) else str(values[key])
+            for key in METRIC_COLUMNS[card.name]
+        ]
+        lines.append(f"| {group} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+METRIC_COLUMNS = {
+    "em-membranes": ["pixel_error", "iou_interior", "iou_membrane", "rand_error", "vi", "n_images"],
+    "nuclei": ["ap50", "map", "precision50", "recall50", "f1_50", "n_images"],
+}
 
 
 def main() -> None:
