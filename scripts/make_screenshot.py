@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> Path:
         QApplication.processEvents()
         time.sleep(0.05)
     labels = viewer.layers[-1]
-    labels.opacity = 0.6
+    labels.contour = 2  # outlines over the image show both the nuclei and their segmentation
     viewer.reset_view()
     QApplication.processEvents()
     viewer.window.screenshot(args.out, canvas_only=False, flash=False)
