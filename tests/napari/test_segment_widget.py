@@ -6,7 +6,9 @@ import tifffile
 from napari.layers import Image, Labels
 
 from napari_unet._napari import segment_widget
-from napari_unet._napari.segment_widget import SegmentWidget, open_and_segment
+from napari_unet._napari.segment_widget import LOAD_FROM_FILE, SegmentWidget, open_and_segment
+from napari_unet.core.device import resolve_device
+from napari_unet.core.models import user_models_dir
 
 
 @pytest.fixture
@@ -127,3 +129,18 @@ def test_rgb_layer_defaults_to_one_channel_for_a_one_channel_model(
     assert widget.channel.value == 0
     run(widget, qtbot)
     assert viewer.layers[f"rgb ({tiny_model})"].data.shape == blobs.shape
+
+
+def test_model_can_be_loaded_from_a_folder(viewer_and_widget, tiny_model, monkeypatch) -> None:
+    _, widget = viewer_and_widget
+    folder = str(user_models_dir() / tiny_model)
+    monkeypatch.setattr(segment_widget, "ask_model_folder", lambda: folder)
+    widget.model.value = LOAD_FROM_FILE
+    assert widget.model.value == folder
+    assert widget.output.value == "instances"
+
+
+def test_device_shows_what_auto_resolves_to(viewer_and_widget) -> None:
+    _, widget = viewer_and_widget
+    assert widget.device.value == "auto"
+    assert widget.device.native.currentText() == f"auto ({resolve_device('auto')})"
