@@ -1,12 +1,15 @@
 """napari layer data to and from the core engine, without Qt.
 
-The readers, the Segment widget and scripted sessions share this module.
+The reader, the sample data, both widgets and scripted sessions share this module, so each
+front end places data the same way.
 
-:func:`segment_layer` is the documented scripted-session entry point: it segments an Image
-layer with :func:`napari_unet.core.predict.segment` and returns a napari ``LayerDataTuple``
-placed exactly over the image (same scale, translate and affine), so
-``viewer._add_layer_from_data(*segment_layer(layer))`` or a magicgui function returning
-``napari.types.LayerDataTuple`` shows it where it belongs.
+:func:`segment_layer` is the documented scripted-session entry point (also
+``napari_unet.segment_layer``): it segments an Image layer with
+:func:`napari_unet.core.predict.segment` and returns a napari ``LayerDataTuple`` placed exactly
+over the image (same scale, translate and affine), so
+``viewer.add_layer(Layer.create(*segment_layer(layer)))`` or a magicgui function returning
+``napari.types.LayerDataTuple`` shows it where it belongs. :func:`train_on_layers` does the
+same for training on painted labels.
 """
 
 from __future__ import annotations
@@ -119,7 +122,7 @@ def result_layer(
 
 
 def axes_from_labels(axis_labels: Sequence[str], ndim: int) -> str:
-    """Axis letters from a layer's axis labels when they are ours (``z``, ``y``, ``x``...).
+    """Read axis letters from a layer's axis labels when they are ours (``z``, ``y``, ``x``...).
 
     Other labels (napari's default ``-2``, ``-1``) give Y and X last with Z, then T, before.
     """
@@ -133,10 +136,10 @@ def axes_from_labels(axis_labels: Sequence[str], ndim: int) -> str:
 
 
 def layer_axes(layer: Image, mode: Mode | None = None) -> str:
-    """Axis letters of a layer's data for the engine, e.g. ``"ZYX"`` or ``"TYXC"``.
+    """Name the axes of a layer's data for the engine, e.g. ``"ZYX"`` or ``"TYXC"``.
 
-    ``mode="2D"`` turns Z into T so that every
-    plane is segmented on its own; ``mode="3D"`` makes the axis before Y a Z axis.
+    ``mode="2D"`` turns Z into T, so that every plane is segmented on its own (a 2D model on
+    Z finds objects in 3D); ``mode="3D"`` makes the axis before Y a Z axis.
     """
     letters = axes_from_labels(layer.axis_labels, layer.ndim)
     if mode == "2D" and "Z" in letters and "T" not in letters:
@@ -156,7 +159,7 @@ def segment_layer(
     level: int = 0,
     position: Sequence[float] | None = None,
     device: str = "auto",
-    tile_shape: Sequence[int] | None = None,
+    tile_shape: int | Sequence[int] | None = None,
     overlap: int | Sequence[int] | None = None,
     progress: ProgressCallback | None = None,
     cancel: CancelToken | None = None,
