@@ -32,7 +32,8 @@ def model_label(model: str | Path | Model) -> str:
     """Name a model in layer names: its name, or its folder's name for a path."""
     if not isinstance(model, str | Path):
         return model.name
-    return Path(model).name if Path(model).suffix == "" else Path(model).parent.name
+    path = Path(model)
+    return path.parent.name if path.name == "model.json" else path.name
 
 
 def saved_models() -> list[tuple[str, str]]:

@@ -73,7 +73,8 @@ class SegmentWidget(JobWidget):
             self.model.value = default_model()
         self._show_advanced(False)
         self._follow_image(self.image.value)
-        self._follow_model(self.model.value)
+        if self.model.value != LOAD_FROM_FILE:  # no model at all: ask only when the user picks it
+            self._follow_model(self.model.value)
 
     def _model_choices(self, _: Any) -> list[tuple[str, str]]:
         loaded = [(f"{Path(path).name} ({path})", path) for path in self._loaded]
