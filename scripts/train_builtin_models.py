@@ -115,7 +115,11 @@ def run_training(name: str, threads: int) -> None:
 
 
 def run_export(name: str, threads: int) -> None:
-    from napari_unet.core.evaluate import evaluate, tune_instance_postprocess
+    from napari_unet.core.evaluate import (
+        calibrate_binary_decision,
+        evaluate,
+        tune_instance_postprocess,
+    )
 
     torch.set_num_threads(threads)
     model = load_model(RUNS / name / BEST_DIR)
@@ -124,6 +128,8 @@ def run_export(name: str, threads: int) -> None:
         model.description.postprocess = tune_instance_postprocess(model, images, masks)
         metrics = evaluate(model, images, masks, groups=modalities)
     else:
+        offset = calibrate_binary_decision(model, *isbi_split("train"))
+        model.description.provenance["decision_offset_tuned_on_train"] = offset
         images, masks = isbi_split("val")
         metrics = evaluate(model, images, masks)
     model.description.metrics = {"validation": metrics}

@@ -1,7 +1,12 @@
 import numpy as np
 import pytest
 
-from napari_unet.core.evaluate import evaluate, predict_probabilities, tune_instance_postprocess
+from napari_unet.core.evaluate import (
+    calibrate_binary_decision,
+    evaluate,
+    predict_probabilities,
+    tune_instance_postprocess,
+)
 from napari_unet.core.models import Model, ModelDescription
 from napari_unet.core.network import UNetConfig
 
@@ -52,3 +57,19 @@ def test_tuning_picks_thresholds_that_split_touching_objects(monkeypatch):
     )
     params = tune_instance_postprocess(Model.create(card), [truth], [truth])
     assert 0.55 < params["seed_threshold"] < 0.85
+
+
+def test_calibration_moves_a_biased_decision_back_into_the_weights(monkeypatch):
+    truth = np.zeros((10, 10), dtype=np.uint8)
+    truth[:, 5:] = 1
+    interior = np.where(truth == 1, 0.45, 0.05).astype(np.float32)  # right but under-confident
+    monkeypatch.setattr(
+        "napari_unet.core.evaluate._probabilities",
+        lambda predictor, image: np.stack([1 - interior, interior]),
+    )
+    model = semantic_model()
+    before = model.network.head.bias.detach().clone()
+    offset = calibrate_binary_decision(model, [truth], [truth])
+    assert 0.2 < offset < 2.9  # log-odds of 0.45 is -0.2, of 0.05 is -2.9
+    shift = model.network.head.bias.detach() - before
+    assert shift[1] - shift[0] == pytest.approx(offset)

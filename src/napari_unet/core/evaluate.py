@@ -122,6 +122,38 @@ def tune_instance_postprocess(
     return max(sizes, key=quality)
 
 
+def calibrate_binary_decision(
+    model: Model, images: Sequence[np.ndarray], masks: Sequence[np.ndarray]
+) -> float:
+    """Shift a two-class model's output bias to the pixel-accuracy-optimal decision; return it.
+
+    Class-balanced losses (the paper's weight map) bias a network toward the rarer class,
+    which costs pixel accuracy and IoU when labels are read by argmax. Adding the best logit
+    offset to the last layer's bias undoes that prior in the weights themselves, so every
+    front end gets the calibrated decision.
+    """
+    head = model.network.head
+    if head.bias is None or head.out_channels != 2:
+        raise ValueError("calibration needs a two-class model whose last layer has a bias")
+    predictor = Predictor(model, precision="fp32")
+    margins, truths = [], []
+    for image, mask in zip(images, masks, strict=True):
+        probs = _probabilities(predictor, image)
+        margins.append(np.log(probs[1] + 1e-7) - np.log(probs[0] + 1e-7))
+        truths.append(mask > 0)
+    margin, truth = (
+        np.concatenate([m.ravel() for m in margins]),
+        np.concatenate([t.ravel() for t in truths]),
+    )
+    offsets = np.round(np.arange(-3.0, 3.01, 0.1), 2)
+    accuracy = [np.mean((margin + offset > 0) == truth) for offset in offsets]
+    best = float(offsets[int(np.argmax(accuracy))])
+    with torch.no_grad():
+        head.bias[1] += best / 2
+        head.bias[0] -= best / 2
+    return best
+
+
 TUNING_GRID = {
     "foreground": (0.5, 0.6, 0.7, 0.8, 0.9),
     "seed": (0.5, 0.6, 0.7, 0.8, 0.9),
