@@ -88,4 +88,5 @@ class TrainWidget(JobWidget):
 
     def _saved(self, folder: Path) -> None:
         models_changed.emit()
-        self.status.value = f"saved {folder.name}: pick it in the Segment widget"
+        self.status.value = f"saved {folder.name}"
+        self.status.tooltip = f"{folder}; listed in the Segment widget's models"
