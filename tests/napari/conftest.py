@@ -10,25 +10,44 @@ import pytest
 from napari_unet.core.models import USER_MODELS_ENV, Model, ModelDescription, save_model
 from napari_unet.core.network import UNetConfig
 
-TINY = "tiny-nuclei"
 
-
-@pytest.fixture
-def tiny_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Save a tiny untrained 2D instance model as the only user model; return its name."""
-    folder = tmp_path / "models"
-    monkeypatch.setenv(USER_MODELS_ENV, str(folder))
+def _save_tiny_model(folder: Path, name: str, spatial_dims: int) -> str:
     architecture = UNetConfig(
-        spatial_dims=2, in_channels=1, out_channels=3, depth=2, base_channels=4, padding="same"
+        spatial_dims=spatial_dims,
+        in_channels=1,
+        out_channels=3,
+        depth=2,
+        base_channels=4,
+        padding="same",
     )
     description = ModelDescription(
-        name=TINY,
+        name=name,
         architecture=architecture,
         output_kind="instances",
         class_names=["background", "interior", "boundary"],
     )
-    save_model(Model.create(description), folder / TINY)
-    return TINY
+    save_model(Model.create(description), folder / name)
+    return name
+
+
+@pytest.fixture
+def models_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty folder for user models, in place of the user's own."""
+    folder = tmp_path / "models"
+    monkeypatch.setenv(USER_MODELS_ENV, str(folder))
+    return folder
+
+
+@pytest.fixture
+def tiny_model(models_dir: Path) -> str:
+    """Save a tiny untrained 2D instance model as a user model; return its name."""
+    return _save_tiny_model(models_dir, "tiny-nuclei", spatial_dims=2)
+
+
+@pytest.fixture
+def tiny_3d_model(models_dir: Path) -> str:
+    """Save a tiny untrained 3D instance model as a user model; return its name."""
+    return _save_tiny_model(models_dir, "tiny-3d", spatial_dims=3)
 
 
 @pytest.fixture

@@ -144,3 +144,14 @@ def test_device_shows_what_auto_resolves_to(viewer_and_widget) -> None:
     _, widget = viewer_and_widget
     assert widget.device.value == "auto"
     assert widget.device.native.currentText() == f"auto ({resolve_device('auto')})"
+
+
+def test_3d_model_on_a_stack_defaults_to_3d_and_keeps_the_stack_shape(
+    viewer_and_widget, tiny_3d_model, blobs, qtbot
+) -> None:
+    viewer, widget = viewer_and_widget
+    viewer.add_image(np.stack([blobs[:64, :64]] * 8), name="volume")
+    widget.model.value = tiny_3d_model
+    assert widget.mode.value == "3D"
+    run(widget, qtbot)
+    assert viewer.layers[f"volume ({tiny_3d_model})"].data.shape == (8, 64, 64)
