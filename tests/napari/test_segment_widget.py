@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import tifffile
 from napari.layers import Image, Labels
+from qtpy.QtCore import QTimer
 
 from napari_unet._napari import segment_widget
 from napari_unet._napari.segment_widget import LOAD_FROM_FILE, SegmentWidget, open_and_segment
@@ -155,3 +156,17 @@ def test_3d_model_on_a_stack_defaults_to_3d_and_keeps_the_stack_shape(
     assert widget.mode.value == "3D"
     run(widget, qtbot)
     assert viewer.layers[f"volume ({tiny_3d_model})"].data.shape == (8, 64, 64)
+
+
+def test_viewer_keeps_answering_while_segmenting(viewer_and_widget, blobs, qtbot) -> None:
+    viewer, widget = viewer_and_widget
+    viewer.add_image(np.tile(blobs, (4, 4)), name="big")
+    widget.advanced.value = True
+    widget.tile_size.value = 32
+    ticks_while_running = []
+    timer = QTimer()
+    timer.timeout.connect(lambda: ticks_while_running.append(widget.running))
+    timer.start(10)
+    run(widget, qtbot)
+    timer.stop()
+    assert sum(ticks_while_running) >= 3
