@@ -8,19 +8,28 @@ keeps answering while a U-Net runs or trains.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from magicgui.widgets import Container, Label, ProgressBar, PushButton, Widget
 from napari.layers import Layer
 from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error
-from psygnal import SignalInstance
 from superqt.utils import ensure_main_thread
 
 from napari_unet.core.progress import Cancelled, CancelToken
 
 if TYPE_CHECKING:
     import napari
+
+
+class Signal(Protocol):
+    """A psygnal signal or a napari event emitter: anything with connect and disconnect."""
+
+    def connect(self, slot: Callable[..., Any]) -> Any:
+        """Call ``slot`` on every emission."""
+
+    def disconnect(self, slot: Callable[..., Any]) -> Any:
+        """Stop calling ``slot``."""
 
 
 class JobWidget(Container):
@@ -43,16 +52,20 @@ class JobWidget(Container):
         self.status = Label(value="")
         super().__init__(widgets=[self.run_button, self.progress, self.status])
         self.run_button.changed.connect(self._run_or_cancel)
-        viewer.layers.events.inserted.connect(self.reset_choices)
-        viewer.layers.events.removed.connect(self.reset_choices)
+        self.follow(viewer.layers.events.inserted, self.reset_choices)
+        self.follow(viewer.layers.events.removed, self.reset_choices)
 
     def add_fields(self, fields: list[Widget]) -> None:
         """Put the widgets of a subclass above the Run button."""
         for index, field in enumerate(fields):
             self.insert(index, field)
 
-    def follow(self, signal: SignalInstance, slot: Callable[..., Any]) -> None:
-        """Connect ``slot`` to a module-level signal for as long as this widget's Qt side lives."""
+    def follow(self, signal: Signal, slot: Callable[..., Any]) -> None:
+        """Connect ``slot`` to a signal that may outlive this widget, until its Qt side is gone.
+
+        Otherwise a viewer event or :data:`models_changed` after the dock is deleted would call
+        into deleted Qt widgets.
+        """
         signal.connect(slot)
         self.native.destroyed.connect(lambda: signal.disconnect(slot))
 
