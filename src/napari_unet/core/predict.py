@@ -346,7 +346,7 @@ class Predictor:
             if job.z is not None:
                 lead += (slice(job.z, job.z + 1),)
             block = _read_block(view, lead, job.tile.source)
-            normalizer(block.reshape(slot.shape), out=slot)
+            normalizer(block.reshape(1, *slot.shape), out=slot[np.newaxis])
         return batch
 
     def _forward(self, inputs: np.ndarray) -> np.ndarray:
