@@ -130,6 +130,7 @@ def run_export(name: str, threads: int) -> None:
     else:
         offset = calibrate_binary_decision(model, *isbi_split("train"))
         model.description.provenance["decision_offset_tuned_on_train"] = offset
+        model.description.pixel_size_um = 0.004  # ISBI 2012: 4 x 4 nm pixels, 50 nm sections
         images, masks = isbi_split("val")
         metrics = evaluate(model, images, masks)
     model.description.metrics = {"validation": metrics}
