@@ -62,7 +62,7 @@ def test_batching_does_not_change_the_result(blobs):
 
 
 @pytest.mark.parametrize(
-    "axes", ["".join(p) for p in itertools.permutations("TZYX")][::5] + ["ZYXT"]
+    "axes", [*["".join(p) for p in itertools.permutations("TZYX")][::5], "ZYXT"]
 )
 def test_every_axes_order_gives_the_same_labels(axes, rng):
     model = make_model()

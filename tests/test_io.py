@@ -1,0 +1,105 @@
+import numpy as np
+import pytest
+import tifffile
+
+from napari_unet.core.io import read_image, smallest_label_dtype, write_image, write_labels
+
+
+def test_labels_round_trip_keeps_axes_pixel_size_and_uses_the_smallest_dtype(tmp_path):
+    labels = np.zeros((3, 20, 30), np.int64)
+    labels[1, 5:9, 5:9] = 300
+    path = write_labels(tmp_path / "labels.tif", labels, "ZYX", {"Z": 2.0, "Y": 0.25, "X": 0.25})
+    image = read_image(path)
+    assert image.axes == "ZYX" and image.is_labels
+    assert image.pixel_size_um == pytest.approx({"Z": 2.0, "Y": 0.25, "X": 0.25})
+    assert image.data.dtype == np.uint16
+    np.testing.assert_array_equal(image.data, labels)
+    with tifffile.TiffFile(path) as tiff:
+        assert tiff.pages[0].compression != 1  # compressed
+
+
+@pytest.mark.parametrize(
+    ("high", "dtype"), [(0, np.uint8), (255, np.uint8), (256, np.uint16), (70000, np.uint32)]
+)
+def test_smallest_label_dtype(high, dtype):
+    assert smallest_label_dtype(np.array([0, high])) == dtype
+
+
+def test_negative_labels_are_refused():
+    with pytest.raises(ValueError, match=">= 0"):
+        smallest_label_dtype(np.array([-1, 2]))
+
+
+def test_existing_files_are_kept_unless_overwrite(tmp_path):
+    path = write_labels(tmp_path / "a.tif", np.ones((4, 4), np.uint8), "YX")
+    with pytest.raises(FileExistsError, match="overwrite"):
+        write_labels(path, np.zeros((4, 4), np.uint8), "YX")
+    assert read_image(path).data.max() == 1
+    write_labels(path, np.full((4, 4), 2, np.uint8), "YX", overwrite=True)
+    assert read_image(path).data.max() == 2
+    assert [p.name for p in tmp_path.iterdir()] == ["a.tif"]  # no temporary file left behind
+
+
+def test_imagej_hyperstack_axes_and_calibration(tmp_path):
+    data = np.zeros((2, 3, 16, 20), np.uint8)
+    path = tmp_path / "ij.tif"
+    tifffile.imwrite(
+        path,
+        data,
+        imagej=True,
+        resolution=(1 / 0.5, 1 / 0.5),
+        metadata={"axes": "TZYX", "spacing": 1.5, "unit": "um"},
+    )
+    image = read_image(path)
+    assert image.axes == "TZYX" and not image.is_labels
+    assert image.pixel_size_um == pytest.approx({"Z": 1.5, "Y": 0.5, "X": 0.5})
+
+
+def test_ome_units_are_converted_to_micrometres(tmp_path):
+    path = tmp_path / "nm.ome.tif"
+    tifffile.imwrite(
+        path,
+        np.zeros((16, 16), np.uint8),
+        ome=True,
+        metadata={
+            "axes": "YX",
+            "PhysicalSizeX": 250,
+            "PhysicalSizeXUnit": "nm",
+            "PhysicalSizeY": 250,
+            "PhysicalSizeYUnit": "nm",
+        },
+    )
+    assert read_image(path).pixel_size_um == pytest.approx({"Y": 0.25, "X": 0.25})
+
+
+def test_plain_tiff_has_no_pixel_size_and_rgb_is_channels_last(tmp_path):
+    path = tmp_path / "rgb.tif"
+    tifffile.imwrite(path, np.zeros((16, 20, 3), np.uint8), photometric="rgb")
+    image = read_image(path)
+    assert image.axes == "YXC" and image.pixel_size_um == {}
+
+
+def test_lazy_reading_does_not_load_the_pixels(tmp_path):
+    data = np.arange(4 * 32 * 32, dtype=np.uint16).reshape(4, 32, 32)
+    plain, compressed = tmp_path / "plain.tif", tmp_path / "zlib.tif"
+    tifffile.imwrite(plain, data)
+    tifffile.imwrite(compressed, data, compression="zlib", tile=(16, 16))
+    for path in (plain, compressed):
+        image = read_image(path, lazy=True)
+        assert not isinstance(image.data, np.ndarray) or isinstance(image.data, np.memmap)
+        np.testing.assert_array_equal(np.asarray(image.data[2, 3:9, 4:6]), data[2, 3:9, 4:6])
+
+
+def test_probabilities_can_be_written_as_float(tmp_path):
+    probabilities = np.random.default_rng(0).random((2, 8, 8)).astype(np.float32)
+    path = write_image(tmp_path / "p.tif", probabilities, "CYX")
+    np.testing.assert_array_equal(read_image(path).data, probabilities)
+
+
+def test_unreadable_files_give_a_clear_error(tmp_path):
+    path = tmp_path / "broken.tif"
+    path.write_bytes(b"not a tiff")
+    with pytest.raises(ValueError, match="cannot read"):
+        read_image(path)
+    with pytest.raises(FileNotFoundError):
+        read_image(tmp_path / "missing.tif")
