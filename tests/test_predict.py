@@ -210,7 +210,11 @@ def test_any_numeric_dtype_and_constant_images(dtype, blobs):
         (np.zeros((4, 16, 16)), {"axes": "ZCX"}, "lack Y or X"),
         (np.zeros((4, 16, 16)), {"axes": "EYX"}, "letters other than"),
         (np.zeros((16, 16, 4)), {"axes": "YXZ", "output": "outlines"}, "output must be one of"),
-        (np.zeros((2, 16, 16)), {"axes": "CYX"}, "expects 1 channel.*pass channel=N"),
+        (
+            np.zeros((3, 16, 16)),
+            {"axes": "CYX", "model": make_model(in_channels=2)},
+            "expects 2 channel.*pass channel=N",
+        ),
         (np.zeros((16, 16)), {"channel": 0}, "no C axis"),
         (np.zeros((0, 16)), {}, "empty"),
         (np.array([["a"]]), {}, "dtype"),
@@ -223,8 +227,20 @@ def test_any_numeric_dtype_and_constant_images(dtype, blobs):
     ],
 )
 def test_bad_inputs_are_rejected_with_a_clear_message(image, kwargs, message):
+    kwargs = {"model": make_model(), **kwargs}
     with pytest.raises(ValueError, match=message):
-        segment(image, make_model(), **kwargs)
+        segment(image, **kwargs)
+
+
+def test_colour_goes_to_a_gray_model_as_the_channel_mean_and_gray_is_repeated(rng):
+    rgb = rng.integers(0, 255, (24, 20, 3)).astype(np.uint8)
+    gray_model, colour_model = make_model(), make_model(in_channels=3)
+    gray = rgb.mean(axis=-1)
+    np.testing.assert_array_equal(segment(rgb, gray_model), segment(gray, gray_model))
+    repeated = np.repeat(gray[..., None], 3, axis=-1)
+    np.testing.assert_array_equal(
+        segment(gray, colour_model), segment(repeated, colour_model, axes="YXC")
+    )
 
 
 def test_a_3d_model_needs_a_z_axis():

@@ -147,8 +147,7 @@ class Predictor:
         shape = tuple(int(n) for n in image.shape)
         check_dtype(np.dtype(image.dtype))
         axes = normalize_axes(axes, shape, description)
-        view = CanonicalView(image, axes)
-        channels = self._channels(view, axes, channel)
+        view, channels = self._channels(CanonicalView(image, axes), axes, channel)
         if description.spatial_dims == 3 and "Z" not in axes:
             raise ValueError(
                 f"model {description.name!r} is 3D but the image (shape {shape}, axes {axes}) "
@@ -173,9 +172,18 @@ class Predictor:
             except _OutOfMemory:
                 self._recover_from_out_of_memory(view)
 
-    def _channels(self, view: CanonicalView, axes: str, channel: int | None) -> slice:
+    def _channels(
+        self, view: CanonicalView, axes: str, channel: int | None
+    ) -> tuple[CanonicalView, slice]:
+        """Select ``channel`` and match the model's channel count, as training did.
+
+        A colour image goes to a one-channel model as the mean of its channels (unless the
+        card's ``normalization["rgb"]`` says otherwise); a gray image is repeated for a
+        multi-channel model.
+        """
         expected = self.model.description.in_channels
         have = view.shape[1]
+        selected = slice(None)
         if channel is not None:
             if "C" not in axes:
                 raise ValueError(
@@ -185,15 +193,17 @@ class Predictor:
                 raise ValueError(f"channel={channel} is out of range for {have} channels")
             channel %= have
             have, selected = 1, slice(channel, channel + 1)
-        else:
-            selected = slice(None)
-        if have != expected:
-            hint = " pass channel=N to segment one of them" if expected == 1 else ""
-            raise ValueError(
-                f"model {self.model.name!r} expects {expected} channel(s); the image "
-                f"(shape {tuple(view.source.shape)}, axes {axes}) has {have};{hint}"
-            )
-        return selected
+        if have == expected:
+            return view, selected
+        if expected == 1 and self.model.description.normalization.get("rgb", "mean") == "mean":
+            return _MatchedChannels(view, expected, "mean"), selected
+        if have == 1:
+            return _MatchedChannels(view, expected, "repeat"), selected
+        raise ValueError(
+            f"model {self.model.name!r} expects {expected} channel(s); the image "
+            f"(shape {tuple(view.source.shape)}, axes {axes}) has {have}; pass channel=N "
+            "to segment one of them"
+        )
 
     # -- the sliding window ------------------------------------------------------------------
 
@@ -473,6 +483,22 @@ def inference_network(network: UNet, device: str) -> UNet:
                     module[i + 1] = nn.Identity()
     memory_format = torch.channels_last if network.spatial_dims == 2 else torch.channels_last_3d
     return network.to(device).to(memory_format=memory_format)
+
+
+class _MatchedChannels(CanonicalView):
+    """A view that averages channels into one, or repeats one channel, on every read."""
+
+    def __init__(self, view: CanonicalView, channels: int, how: str) -> None:
+        super().__init__(view.source, view.axes)
+        self.shape = (*self.shape[:1], channels, *self.shape[2:])
+        self.channels, self.how = channels, how
+
+    def read(self, block: tuple[slice, ...]) -> np.ndarray:
+        """Read the block with all source channels selected, then match the channel count."""
+        data = super().read(block)
+        if self.how == "mean":
+            return data.mean(axis=1, keepdims=True, dtype=np.float32)
+        return np.repeat(data, self.channels, axis=1)
 
 
 def _per_axis(
