@@ -74,6 +74,13 @@ RECIPES = {
         "data": lambda: (dsb_split("train")[:2], dsb_split("val")[:2]),
         "train": {
             "target": "instances",
+            "normalization": {
+                "kind": "percentile",
+                "low": 1.0,
+                "high": 99.8,
+                "rgb": "mean",
+                "dark_background": True,
+            },
             "weight_map": True,
             "epochs": 16,
             "steps_per_epoch": 80,

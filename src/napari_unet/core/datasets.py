@@ -160,7 +160,9 @@ def prepare_image(
 
     A trailing colour axis (``YXC``) is averaged to gray for 1-channel models
     (``normalization["rgb"] == "mean"``, the default) and a gray image is repeated for
-    multi-channel models, so one model accepts both kinds of input.
+    multi-channel models, so one model accepts both kinds of input. With
+    ``normalization["dark_background"]``, images that are mostly bright after normalisation
+    (stained tissue, brightfield) are inverted, so objects are always bright on dark.
     """
     image = np.asarray(image, dtype=np.float32)
     if image.ndim == spatial_dims:
@@ -185,4 +187,8 @@ def prepare_image(
             image, [normalization.get("low", 1.0), normalization.get("high", 99.8)]
         )
         image = (image - low) / max(float(high - low), 1e-6)
+        if normalization.get("dark_background") and np.median(image) > 0.5:
+            image = (
+                1 - image
+            )  # mostly bright: stained or brightfield, flip to look like fluorescence
     return image.astype(np.float32)

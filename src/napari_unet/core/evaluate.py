@@ -168,11 +168,7 @@ def _with_postprocess(model: Model, params: dict[str, Any]) -> Any:
 
 
 def _probabilities(predictor: Predictor, image: np.ndarray) -> np.ndarray:
-    """Predict as users do, through the engine; colour (``YXC``) is averaged as in training."""
-    card = predictor.model.description
-    colour = image.ndim == card.spatial_dims + 1 and image.shape[-1] in (3, 4)
-    if colour and card.in_channels == 1:
-        image = image.mean(axis=-1, dtype=np.float32)
+    """Predict as users do: through the engine, which also matches colour to the model."""
     return predictor.predict(image, output="probabilities")
 
 

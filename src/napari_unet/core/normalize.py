@@ -69,6 +69,11 @@ def fit_normalizer(view: CanonicalView, settings: dict[str, Any], channels: slic
         spread = top - shift
     # A constant image has no spread: keep its values as they are rather than dividing by 0.
     scale = np.where(spread > 0, 1.0 / np.where(spread > 0, spread, 1.0), 1.0)
+    if settings.get("dark_background") and kind == "percentile":
+        # Mostly bright images (stained tissue, brightfield) are flipped to bright objects on
+        # a dark background, as training did (napari_unet.core.datasets.prepare_image).
+        bright = (np.median(per_channel, axis=1) - shift) * scale > 0.5
+        shift, scale = np.where(bright, top, shift), np.where(bright, -scale, scale)
     return Normalizer(shift.astype(np.float32), scale.astype(np.float32))
 
 

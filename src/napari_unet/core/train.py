@@ -73,6 +73,7 @@ def train(
     cancel: CancelToken | None = None,
     steps_per_epoch: int | None = None,
     class_names: Sequence[str] | None = None,
+    normalization: dict[str, Any] | None = None,
     checkpoint_interval_s: float = 300.0,
 ) -> Model:
     """Train a U-Net on image/mask pairs and return the best model on the validation data.
@@ -102,6 +103,8 @@ def train(
         for what the other values mean.
     steps_per_epoch
         Optimiser steps per epoch; default enough patches to cover the training pixels once.
+    normalization
+        Input normalisation for a new model (default percentile 1-99.8, colour averaged).
     checkpoint_dir, resume
         Where ``last.pt`` (every ``checkpoint_interval_s`` and every epoch) and the best model
         (``best/``) are written; ``resume=True`` continues from ``last.pt`` there.
@@ -120,6 +123,8 @@ def train(
     model = _initial_model(
         base_model, architecture, target, train_images, train_masks, sparse, class_names, name
     )
+    if normalization is not None and base_model is None:
+        model.description.normalization = dict(normalization)
     description = model.description
     n_classes = description.architecture.out_channels
 
