@@ -4,53 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
-
-from napari_unet.core.models import Model, ModelDescription
-from napari_unet.core.network import UNetConfig
-
-
-def make_model(
-    *,
-    spatial_dims: int = 2,
-    padding: str = "same",
-    depth: int = 2,
-    in_channels: int = 1,
-    output_kind: str = "semantic",
-    norm: str = "batch",
-    seed: int = 0,
-) -> Model:
-    """A small untrained model whose outputs still vary with the input."""
-    torch.manual_seed(seed)
-    classes = ["background", "interior", "boundary"] if output_kind == "instances" else None
-    config = UNetConfig(
-        spatial_dims=spatial_dims,
-        in_channels=in_channels,
-        out_channels=3 if classes else 2,
-        depth=depth,
-        base_channels=4,
-        padding=padding,
-        norm=norm,
-    )
-    description = ModelDescription(
-        name=f"tiny-{spatial_dims}d-{padding}",
-        architecture=config,
-        output_kind=output_kind,
-        **({"class_names": classes} if classes else {}),
-    )
-    model = Model.create(description)
-    if norm == "batch":  # give batch norm non-trivial statistics, as after training
-        for module in model.network.modules():
-            if isinstance(module, torch.nn.BatchNorm2d | torch.nn.BatchNorm3d):
-                module.running_mean.uniform_(-0.2, 0.2)
-                module.running_var.uniform_(0.5, 2.0)
-    model.network.eval()
-    return model
-
-
-@pytest.fixture
-def model_2d() -> Model:
-    return make_model()
 
 
 @pytest.fixture

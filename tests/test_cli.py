@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 import tifffile
 
-from conftest import make_model
 from napari_unet.cli import main
 from napari_unet.core.io import read_image
 from napari_unet.core.models import USER_MODELS_ENV, save_model
+from tiny_models import make_model
 
 
 @pytest.fixture

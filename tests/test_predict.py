@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import make_model
 from napari_unet.core import normalize
 from napari_unet.core.predict import Predictor, segment
 from napari_unet.core.progress import Cancelled, CancelToken
+from tiny_models import make_model
 
 
 def exact_overlap(model):
