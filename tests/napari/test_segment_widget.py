@@ -120,14 +120,13 @@ def test_open_and_segment_adds_image_and_labels(
     assert [layer.name for layer in viewer.layers] == ["blobs", f"blobs ({tiny_model})"]
 
 
-def test_rgb_layer_defaults_to_one_channel_for_a_one_channel_model(
-    viewer_and_widget, tiny_model, blobs, qtbot
-) -> None:
+def test_rgb_layer_offers_all_channels_or_one(viewer_and_widget, tiny_model, blobs, qtbot) -> None:
     viewer, widget = viewer_and_widget
     rgb = np.stack([blobs, blobs // 2, blobs // 4], axis=-1)
     viewer.add_image(rgb, name="rgb", rgb=True)
     assert not widget.channel.native.isHidden()
-    assert widget.channel.value == 0
+    assert widget.channel.choices == (None, 0, 1, 2)
+    widget.channel.value = 1
     run(widget, qtbot)
     assert viewer.layers[f"rgb ({tiny_model})"].data.shape == blobs.shape
 

@@ -101,17 +101,13 @@ class SegmentWidget(JobWidget):
             self._defaults()
 
     def _defaults(self) -> None:
-        """Use 3D for a 3D model on a stack, and all RGB channels only if the model takes them."""
+        """Use 3D for a 3D model on a stack; otherwise segment each plane on its own."""
         layer, model = self.image.value, self.model.value
         stack = layer is not None and layer.ndim >= 3
         self.mode.visible = stack
-        if model in (None, LOAD_FROM_FILE):
-            return
-        description = self._description(model)
-        self.mode.value = "3D" if stack and description.spatial_dims == 3 else "2D"
-        if layer is not None and layer.rgb:
-            takes_all = description.in_channels == _channel_count(layer)
-            self.channel.value = None if takes_all else 0
+        if model not in (None, LOAD_FROM_FILE):
+            description = self._description(model)
+            self.mode.value = "3D" if stack and description.spatial_dims == 3 else "2D"
 
     def _description(self, model: str) -> ModelDescription:
         return dict(describe_models()).get(model) or load_model(model).description
