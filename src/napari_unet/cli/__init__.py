@@ -10,7 +10,7 @@ from napari_unet.cli import _commands
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The top-level parser with one sub-command per job."""
+    """Build the top-level parser with one sub-command per job."""
     parser = argparse.ArgumentParser(
         prog="napari-unet", description="U-Net segmentation of microscopy images."
     )

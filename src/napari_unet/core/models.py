@@ -53,14 +53,18 @@ class ModelDescription:
 
     def __post_init__(self) -> None:
         if self.output_kind not in ("semantic", "instances"):
-            raise ValueError(f"output_kind must be 'semantic' or 'instances', not {self.output_kind!r}")
+            raise ValueError(
+                f"output_kind must be 'semantic' or 'instances', not {self.output_kind!r}"
+            )
         if len(self.class_names) != self.architecture.out_channels:
             raise ValueError(
                 f"model {self.name!r} names {len(self.class_names)} classes but its network "
                 f"outputs {self.architecture.out_channels} channels"
             )
         if self.output_kind == "instances" and self.architecture.out_channels != 3:
-            raise ValueError("an 'instances' model must output 3 channels: background, interior, boundary")
+            raise ValueError(
+                "an 'instances' model must output 3 channels: background, interior, boundary"
+            )
 
     @property
     def spatial_dims(self) -> int:
@@ -107,7 +111,7 @@ class Model:
 
     @classmethod
     def create(cls, description: ModelDescription) -> Model:
-        """A freshly initialised network for ``description`` (for training from scratch)."""
+        """Initialise a fresh network for ``description`` (for training from scratch)."""
         return cls(description, UNet(description.architecture))
 
 
@@ -176,16 +180,23 @@ def load_model(name_or_path: str | os.PathLike[str] | Model, device: str = "cpu"
 
 
 def save_model(model: Model, folder: str | os.PathLike[str], overwrite: bool = False) -> Path:
-    """Write ``model`` to ``folder`` atomically; refuses to replace an existing model unless asked."""
+    """Write ``model`` to ``folder`` atomically; never replaces a model unless ``overwrite``."""
     folder = Path(folder).expanduser()
     if (folder / CARD_FILE).exists() and not overwrite:
-        raise FileExistsError(f"a model already exists at {folder}; pass overwrite=True to replace it")
+        raise FileExistsError(
+            f"a model already exists at {folder}; pass overwrite=True to replace it"
+        )
     folder.mkdir(parents=True, exist_ok=True)
-    state = {key: value.detach().to("cpu").contiguous() for key, value in model.network.state_dict().items()}
+    state = {
+        key: value.detach().to("cpu").contiguous()
+        for key, value in model.network.state_dict().items()
+    }
     metadata = {"format_version": str(FORMAT_VERSION), "name": model.name}
     _atomic_write(folder / WEIGHTS_FILE, lambda tmp: save_file(state, tmp, metadata=metadata))
     card = json.dumps(model.description.to_dict(), indent=2)
-    _atomic_write(folder / CARD_FILE, lambda tmp: Path(tmp).write_text(card + "\n", encoding="utf-8"))
+    _atomic_write(
+        folder / CARD_FILE, lambda tmp: Path(tmp).write_text(card + "\n", encoding="utf-8")
+    )
     return folder
 
 
@@ -207,4 +218,3 @@ def describe_models() -> list[tuple[str, ModelDescription]]:
         card = json.loads((resolve_model_path(name) / CARD_FILE).read_text(encoding="utf-8"))
         described.append((name, ModelDescription.from_dict(card)))
     return described
-
