@@ -38,6 +38,7 @@ def test_existing_files_are_kept_unless_overwrite(tmp_path):
     write_labels(path, np.full((4, 4), 2, np.uint8), "YX", overwrite=True)
     assert read_image(path).data.max() == 2
     assert [p.name for p in tmp_path.iterdir()] == ["a.tif"]  # no temporary file left behind
+    assert path.stat().st_mode & 0o044  # readable by others, like any file the user writes
 
 
 def test_imagej_hyperstack_axes_and_calibration(tmp_path):
@@ -82,8 +83,8 @@ def test_plain_tiff_has_no_pixel_size_and_rgb_is_channels_last(tmp_path):
 def test_lazy_reading_does_not_load_the_pixels(tmp_path):
     data = np.arange(4 * 32 * 32, dtype=np.uint16).reshape(4, 32, 32)
     plain, compressed = tmp_path / "plain.tif", tmp_path / "zlib.tif"
-    tifffile.imwrite(plain, data)
-    tifffile.imwrite(compressed, data, compression="zlib", tile=(16, 16))
+    tifffile.imwrite(plain, data, photometric="minisblack")
+    tifffile.imwrite(compressed, data, photometric="minisblack", compression="zlib", tile=(16, 16))
     for path in (plain, compressed):
         image = read_image(path, lazy=True)
         assert not isinstance(image.data, np.ndarray) or isinstance(image.data, np.memmap)

@@ -9,7 +9,6 @@ place only once complete, so an interrupted run never leaves a partial file.
 from __future__ import annotations
 
 import os
-import tempfile
 import xml.etree.ElementTree as ElementTree
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +16,8 @@ from typing import Any
 
 import numpy as np
 import tifffile
+
+from napari_unet.core.files import atomic_write
 
 LABELS_SOFTWARE = "napari-unet labels"
 """The TIFF Software tag of label images we write; the reader knows them by it."""
@@ -216,21 +217,17 @@ def write_image(
             metadata[f"PhysicalSize{axis.upper()}"] = float(size)
             metadata[f"PhysicalSize{axis.upper()}Unit"] = "µm"
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
-    try:
-        tifffile.imwrite(
+    atomic_write(
+        path,
+        lambda temporary: tifffile.imwrite(
             temporary,
             array,
             ome=True,
             metadata=metadata,
             compression="zlib",
             software=software,
-        )
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
+        ),
+    )
     return path
 
 

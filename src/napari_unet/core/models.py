@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
 from safetensors.torch import load_file, save_file
 
+from napari_unet.core.files import atomic_write
 from napari_unet.core.network import UNet, UNetConfig
 
 FORMAT_VERSION = 1
@@ -192,23 +192,12 @@ def save_model(model: Model, folder: str | os.PathLike[str], overwrite: bool = F
         for key, value in model.network.state_dict().items()
     }
     metadata = {"format_version": str(FORMAT_VERSION), "name": model.name}
-    _atomic_write(folder / WEIGHTS_FILE, lambda tmp: save_file(state, tmp, metadata=metadata))
+    atomic_write(folder / WEIGHTS_FILE, lambda tmp: save_file(state, tmp, metadata=metadata))
     card = json.dumps(model.description.to_dict(), indent=2)
-    _atomic_write(
+    atomic_write(
         folder / CARD_FILE, lambda tmp: Path(tmp).write_text(card + "\n", encoding="utf-8")
     )
     return folder
-
-
-def _atomic_write(target: Path, write: Any) -> None:
-    handle, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    os.close(handle)
-    try:
-        write(tmp)
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def describe_models() -> list[tuple[str, ModelDescription]]:
