@@ -26,12 +26,16 @@ _API = {
     "read_image": "napari_unet.core.io",
     "write_labels": "napari_unet.core.io",
     "segment_layer": "napari_unet._napari.layer_data",
+    "train": "napari_unet.core.train",
+    "TrainingProgress": "napari_unet.core.train",
+    "evaluate": "napari_unet.core.evaluate",
 }
 
 __all__ = sorted(_API)
 
 if TYPE_CHECKING:
     from napari_unet._napari.layer_data import segment_layer
+    from napari_unet.core.evaluate import evaluate
     from napari_unet.core.io import read_image, write_labels
     from napari_unet.core.models import (
         Model,
@@ -43,6 +47,7 @@ if TYPE_CHECKING:
     from napari_unet.core.network import UNet, UNetConfig
     from napari_unet.core.predict import Predictor, segment
     from napari_unet.core.progress import Cancelled, CancelToken
+    from napari_unet.core.train import TrainingProgress, train
 
 
 def __getattr__(name: str) -> Any:
