@@ -22,7 +22,7 @@ import tifffile
 import torch
 
 from napari_unet.core.models import Model, load_model, save_model
-from napari_unet.core.train import BEST_DIR, TrainingProgress, train
+from napari_unet.core.train import BEST_DIR, CHECKPOINT_FILE, TrainingProgress, train
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = REPO.parent / "shared" / "data"
@@ -82,7 +82,7 @@ RECIPES = {
                 "dark_background": True,
             },
             "weight_map": True,
-            "epochs": 16,
+            "epochs": 28,
             "steps_per_epoch": 80,
             "batch_size": 8,
             "patch_shape": 192,
@@ -121,7 +121,7 @@ def run_training(name: str, threads: int) -> None:
     )
 
 
-def run_export(name: str, threads: int) -> None:
+def run_export(name: str, threads: int, last: bool = False) -> None:
     from napari_unet.core.evaluate import (
         calibrate_binary_decision,
         evaluate,
@@ -130,6 +130,10 @@ def run_export(name: str, threads: int) -> None:
 
     torch.set_num_threads(threads)
     model = load_model(RUNS / name / BEST_DIR)
+    if last:  # the final (fully annealed) weights instead of the best validation epoch
+        state = torch.load(RUNS / name / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
+        model.network.load_state_dict(state["network"])
+        model.description.provenance["epochs_trained"] = state["run"]["epoch"]
     if name == "nuclei":
         images, masks, modalities = dsb_split("val")
         model.description.postprocess = tune_instance_postprocess(model, images, masks)
@@ -225,8 +229,12 @@ def main() -> None:
     parser.add_argument("action", choices=["train", "export"])
     parser.add_argument("model", choices=sorted(RECIPES))
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--last", action="store_true", help="export the last, not the best epoch")
     args = parser.parse_args()
-    (run_training if args.action == "train" else run_export)(args.model, args.threads)
+    if args.action == "train":
+        run_training(args.model, args.threads)
+    else:
+        run_export(args.model, args.threads, args.last)
 
 
 if __name__ == "__main__":
