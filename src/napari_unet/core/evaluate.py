@@ -157,7 +157,7 @@ def calibrate_binary_decision(
 TUNING_GRID = {
     "foreground": (0.5, 0.6, 0.7, 0.8, 0.9),
     "seed": (0.5, 0.6, 0.7, 0.8, 0.9),
-    "min_size": (4, 8, 16, 32),
+    "min_size": (8, 16, 32, 48, 64),
 }
 
 
