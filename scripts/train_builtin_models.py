@@ -82,7 +82,7 @@ RECIPES = {
                 "dark_background": True,
             },
             "weight_map": True,
-            "epochs": 28,
+            "epochs": 40,
             "steps_per_epoch": 80,
             "batch_size": 8,
             "patch_shape": 192,
@@ -149,7 +149,7 @@ def run_export(name: str, threads: int, last: bool = False) -> None:
     model.description.provenance = {
         **model.description.provenance,
         "reproduce": f"python scripts/train_builtin_models.py train {name} && "
-        f"python scripts/train_builtin_models.py export {name}",
+        f"python scripts/train_builtin_models.py export {name}{' --last' if last else ''}",
         "recipe": dict(RECIPES[name]["train"]),
     }
     folder = save_model(model, PACKAGE_MODELS / name, overwrite=True)
@@ -166,7 +166,8 @@ DATA_NOTES = {
     "nuclei": (
         "Kaggle Data Science Bowl 2018 stage1_train with community mask fixes (CC0): 398 "
         "training and 100 validation images of fluorescence, brightfield and histology (RGB, "
-        "averaged to gray) nuclei, split by the SHA-1 of the sample id."
+        "averaged to gray) nuclei, split by the SHA-1 of the sample id. Mostly bright images "
+        "(histology, brightfield) are inverted after normalisation so nuclei are bright."
     ),
 }
 
