@@ -82,7 +82,7 @@ RECIPES = {
                 "dark_background": True,
             },
             "weight_map": True,
-            "epochs": 40,
+            "epochs": 34,
             "steps_per_epoch": 80,
             "batch_size": 8,
             "patch_shape": 192,
