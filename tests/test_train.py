@@ -9,14 +9,7 @@ from napari_unet.core.models import load_model, save_model
 from napari_unet.core.progress import Cancelled, CancelToken
 from napari_unet.core.train import TrainingProgress, train
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny networks train several times faster on one thread than on two busy ones."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 TINY = {"depth": 2, "base_channels": 8}
