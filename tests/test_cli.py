@@ -122,9 +122,12 @@ def test_bad_input_is_a_one_line_error_and_exit_code_1(
     assert not (tmp_path / "x.tif").exists()
 
 
-def test_debug_shows_the_traceback(tmp_path):
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_debug_shows_the_traceback(tmp_path, where):
+    command = ["predict", str(tmp_path / "missing.tif"), "-o", str(tmp_path / "x.tif")]
+    arguments = ["--debug", *command] if where == "before" else [*command, "--debug"]
     with pytest.raises(FileNotFoundError):
-        main(["--debug", "predict", str(tmp_path / "missing.tif"), "-o", str(tmp_path / "x.tif")])
+        main(arguments)
 
 
 def test_models_and_info(tiny, image_file, capsys):

@@ -104,3 +104,10 @@ def test_unreadable_files_give_a_clear_error(tmp_path):
         read_image(path)
     with pytest.raises(FileNotFoundError):
         read_image(tmp_path / "missing.tif")
+
+
+def test_a_tiff_header_with_no_image_is_a_clear_error(tmp_path):
+    path = tmp_path / "truncated.tif"
+    path.write_bytes(b"II*\x00garbage")  # a valid TIFF signature, then nothing readable
+    with pytest.raises(ValueError, match=r"cannot read .* holds no image"):
+        read_image(path)

@@ -14,10 +14,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="napari-unet", description="U-Net segmentation of microscopy images."
     )
-    parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    debug_help = "show full tracebacks on errors"
+    parser.add_argument("--debug", action="store_true", help=debug_help)
     subcommands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for register in _commands.REGISTRY:
         register(subcommands)
+    for subcommand in subcommands.choices.values():
+        # Also after the sub-command, where users type it; SUPPRESS keeps the top-level value.
+        subcommand.add_argument(
+            "--debug", action="store_true", default=argparse.SUPPRESS, help=debug_help
+        )
     return parser
 
 

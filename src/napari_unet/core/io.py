@@ -76,6 +76,8 @@ def read_image(path: str | os.PathLike[str], lazy: bool | None = None) -> ImageF
         raise FileNotFoundError(f"no such file: {path}")
     try:
         with tifffile.TiffFile(path) as tiff:
+            if not tiff.series:
+                raise ValueError("the file holds no image (corrupt or truncated?)")
             series = tiff.series[0]
             axes = _our_axes(series.axes)
             pixel_size = _pixel_size_um(tiff, axes)
