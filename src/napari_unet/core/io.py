@@ -169,10 +169,10 @@ def smallest_label_dtype(labels: Any) -> np.dtype:
     low, high = array.min(), array.max()
     if low < 0:
         raise ValueError(f"labels must be >= 0, found {low}")
-    for dtype in (np.uint8, np.uint16, np.uint32, np.uint64):
-        if high <= np.iinfo(dtype).max:
-            return np.dtype(dtype)
-    raise ValueError(f"label {high} is too large for any unsigned integer type")
+    dtype = np.min_scalar_type(int(high))
+    if dtype.kind != "u":
+        raise ValueError(f"label {high} is too large for any unsigned integer type")
+    return dtype
 
 
 def write_labels(

@@ -61,7 +61,6 @@ def _relabel_removing_small(labels: np.ndarray, min_size: int) -> np.ndarray:
     keep = sizes >= min_size
     keep[0] = False
     lookup = np.zeros(sizes.size, dtype=np.int64)
-    lookup[keep] = np.arange(1, int(keep.sum()) + 1)
     count = int(keep.sum())
-    dtype = np.uint8 if count < 2**8 else np.uint16 if count < 2**16 else np.uint32
-    return lookup[labels].astype(dtype)
+    lookup[keep] = np.arange(1, count + 1)
+    return lookup[labels].astype(np.min_scalar_type(count))
