@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
+import torch
 from safetensors.torch import load_file, save_file
 
 from napari_unet.core.files import atomic_write
@@ -179,8 +180,17 @@ def load_model(name_or_path: str | os.PathLike[str] | Model, device: str = "cpu"
     return Model(description, network)
 
 
-def save_model(model: Model, folder: str | os.PathLike[str], overwrite: bool = False) -> Path:
-    """Write ``model`` to ``folder`` atomically; never replaces a model unless ``overwrite``."""
+def save_model(
+    model: Model,
+    folder: str | os.PathLike[str],
+    overwrite: bool = False,
+    half_precision: bool = False,
+) -> Path:
+    """Write ``model`` to ``folder`` atomically; never replaces a model unless ``overwrite``.
+
+    ``half_precision`` stores floating-point weights as float16, which halves the file (how
+    the built-in models stay small); loading casts them back to the network's float32.
+    """
     folder = Path(folder).expanduser()
     if (folder / CARD_FILE).exists() and not overwrite:
         raise FileExistsError(
@@ -188,7 +198,7 @@ def save_model(model: Model, folder: str | os.PathLike[str], overwrite: bool = F
         )
     folder.mkdir(parents=True, exist_ok=True)
     state = {
-        key: value.detach().to("cpu").contiguous()
+        key: _stored(key, value.detach().to("cpu").contiguous(), half_precision)
         for key, value in model.network.state_dict().items()
     }
     metadata = {"format_version": str(FORMAT_VERSION), "name": model.name}
@@ -198,6 +208,15 @@ def save_model(model: Model, folder: str | os.PathLike[str], overwrite: bool = F
         folder / CARD_FILE, lambda tmp: Path(tmp).write_text(card + "\n", encoding="utf-8")
     )
     return folder
+
+
+def _stored(key: str, tensor: torch.Tensor, half_precision: bool) -> torch.Tensor:
+    if not (half_precision and tensor.is_floating_point()):
+        return tensor
+    half = tensor.to(torch.float16)
+    if not torch.isfinite(half).all():
+        raise ValueError(f"weight {key!r} does not fit in float16; save in full precision")
+    return half
 
 
 def describe_models() -> list[tuple[str, ModelDescription]]:
