@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from napari_unet.core.models import WEIGHTS_FILE, load_model, save_model
+from napari_unet.core.models import (
+    WEIGHTS_FILE,
+    list_models,
+    load_model,
+    resolve_model_path,
+    save_model,
+)
 from tiny_models import make_model
 
 
@@ -64,3 +70,13 @@ def test_corrupt_weights_are_a_clear_error(tmp_path):
     (folder / WEIGHTS_FILE).write_bytes(b"not a safetensors file")
     with pytest.raises(ValueError, match="corrupt"):
         load_model(folder)
+
+
+@pytest.mark.parametrize("name", ["nuclei", "em-membranes"])
+def test_built_in_models_are_small_documented_and_load(name):
+    folder = resolve_model_path(name)
+    assert (folder / WEIGHTS_FILE).stat().st_size <= 10 * 1024**2
+    assert "python scripts/train_builtin_models.py" in (folder / "README.md").read_text()
+    model = load_model(name)
+    assert model.description.metrics["validation"]["overall"]["n_images"] > 0
+    assert name in list_models(include_user=False)
