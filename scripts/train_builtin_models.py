@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import tempfile
 import time
 from pathlib import Path
 
@@ -23,12 +24,14 @@ import torch
 
 from napari_unet.core.models import Model, load_model, save_model
 from napari_unet.core.train import BEST_DIR, CHECKPOINT_FILE, TrainingProgress, train
+from napari_unet.core.widen import widen
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = REPO.parent / "shared" / "data"
 RUNS = REPO / "runs"
 PACKAGE_MODELS = REPO / "src" / "napari_unet" / "models"
-ARCHITECTURE = {"depth": 4, "base_channels": 16, "padding": "same", "norm": "batch"}
+SCRIPT = "python scripts/train_builtin_models.py"
+NETWORK = {"depth": 4, "padding": "same", "norm": "batch"}
 
 
 def isbi_split(split: str) -> tuple[list[np.ndarray], list[np.ndarray]]:
@@ -56,9 +59,27 @@ DESCRIPTIONS = {
     "images (Data Science Bowl 2018).",
 }
 
+NUCLEI_TRAINING = {
+    "target": "instances",
+    "normalization": {
+        "kind": "percentile",
+        "low": 1.0,
+        "high": 99.8,
+        "rgb": "mean",
+        "dark_background": True,
+    },
+    "weight_map": True,
+    "epochs": 34,
+    "steps_per_epoch": 80,
+    "batch_size": 8,
+    "patch_shape": 192,
+    "learning_rate": 2e-3,
+}
+
 RECIPES = {
     "em-membranes": {
         "data": lambda: (isbi_split("train"), isbi_split("val")),
+        "architecture": {**NETWORK, "base_channels": 16},
         "train": {
             "target": "semantic",
             "class_names": ["membrane", "interior"],
@@ -70,24 +91,19 @@ RECIPES = {
             "learning_rate": 2e-3,
         },
     },
+    # Stage 1: a 16-channel network (about 85 minutes on 2 CPU cores) ...
+    "nuclei-narrow": {
+        "data": lambda: (dsb_split("train")[:2], dsb_split("val")[:2]),
+        "architecture": {**NETWORK, "base_channels": 16},
+        "train": NUCLEI_TRAINING,
+    },
+    # ... stage 2: widened to 24 channels without changing its output (core.widen), then
+    # fine-tuned (about 100 minutes); 4.4 M weights stored in float16 (8.7 MB).
     "nuclei": {
         "data": lambda: (dsb_split("train")[:2], dsb_split("val")[:2]),
-        "train": {
-            "target": "instances",
-            "normalization": {
-                "kind": "percentile",
-                "low": 1.0,
-                "high": 99.8,
-                "rgb": "mean",
-                "dark_background": True,
-            },
-            "weight_map": True,
-            "epochs": 34,
-            "steps_per_epoch": 80,
-            "batch_size": 8,
-            "patch_shape": 192,
-            "learning_rate": 2e-3,
-        },
+        "widen": {"from": "nuclei-narrow", "base_channels": 24, "noise": 0.01},
+        "half_precision": True,
+        "train": {**NUCLEI_TRAINING, "epochs": 25, "learning_rate": 1e-3},
     },
 }
 
@@ -108,11 +124,20 @@ def run_training(name: str, threads: int) -> None:
                 flush=True,
             )
 
+    widening = recipe.get("widen")
+    base_model = None
+    if widening is not None:
+        base_model = widen(
+            final_model(widening["from"]),
+            widening["base_channels"],
+            noise=widening["noise"],
+        )
     train(
         images,
         masks,
         validation=validation,
-        architecture=ARCHITECTURE,
+        architecture=recipe.get("architecture"),
+        base_model=base_model,
         name=name,
         checkpoint_dir=RUNS / name,
         resume=True,
@@ -129,32 +154,58 @@ def run_export(name: str, threads: int, last: bool = False) -> None:
     )
 
     torch.set_num_threads(threads)
-    model = load_model(RUNS / name / BEST_DIR)
-    if last:  # the final (fully annealed) weights instead of the best validation epoch
-        state = torch.load(RUNS / name / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
-        model.network.load_state_dict(state["network"])
-        model.description.provenance["epochs_trained"] = state["run"]["epoch"]
+    model = final_model(name) if last else load_model(RUNS / name / BEST_DIR)
+    half_precision = RECIPES[name].get("half_precision", False)
+    if name == "em-membranes":
+        offset = calibrate_binary_decision(model, *isbi_split("train"))
+        model.description.provenance["decision_offset_tuned_on_train"] = offset
+        model.description.pixel_size_um = 0.004  # ISBI 2012: 4 x 4 nm pixels, 50 nm sections
+    model = as_shipped(model, half_precision)
     if name == "nuclei":
         images, masks, modalities = dsb_split("val")
         model.description.postprocess = tune_instance_postprocess(model, images, masks)
         metrics = evaluate(model, images, masks, groups=modalities)
     else:
-        offset = calibrate_binary_decision(model, *isbi_split("train"))
-        model.description.provenance["decision_offset_tuned_on_train"] = offset
-        model.description.pixel_size_um = 0.004  # ISBI 2012: 4 x 4 nm pixels, 50 nm sections
-        images, masks = isbi_split("val")
-        metrics = evaluate(model, images, masks)
+        metrics = evaluate(model, *isbi_split("val"))
     model.description.metrics = {"validation": metrics}
     model.description.description = DESCRIPTIONS[name]
     model.description.provenance = {
         **model.description.provenance,
-        "reproduce": f"python scripts/train_builtin_models.py train {name} && "
-        f"python scripts/train_builtin_models.py export {name}{' --last' if last else ''}",
-        "recipe": dict(RECIPES[name]["train"]),
+        "reproduce": " && ".join(
+            [f"{SCRIPT} train {stage}" for stage in training_stages(name)]
+            + [f"{SCRIPT} export {name}{' --last' if last else ''}"]
+        ),
+        "recipe": {
+            **RECIPES[name]["train"],
+            **({"widen": RECIPES[name]["widen"]} if "widen" in RECIPES[name] else {}),
+        },
     }
-    folder = save_model(model, PACKAGE_MODELS / name, overwrite=True)
+    folder = save_model(model, PACKAGE_MODELS / name, overwrite=True, half_precision=half_precision)
     (folder / "README.md").write_text(model_card(model), encoding="utf-8")
     print(json.dumps(metrics, indent=2))
+
+
+def training_stages(name: str) -> list[str]:
+    """The runs that ``name`` builds on, first to last (itself included)."""
+    widening = RECIPES[name].get("widen")
+    return (training_stages(widening["from"]) if widening else []) + [name]
+
+
+def final_model(name: str) -> Model:
+    """The last (fully annealed) weights of a run, rather than its best validation epoch."""
+    model = load_model(RUNS / name / BEST_DIR)
+    state = torch.load(RUNS / name / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
+    model.network.load_state_dict(state["network"])
+    model.description.provenance["epochs_trained"] = state["run"]["epoch"]
+    return model
+
+
+def as_shipped(model: Model, half_precision: bool) -> Model:
+    """The model as its package copy will load, so the card's metrics are those of the file."""
+    if not half_precision:
+        return model
+    with tempfile.TemporaryDirectory() as folder:
+        return load_model(save_model(model, Path(folder) / model.name, half_precision=True))
 
 
 DATA_NOTES = {
@@ -187,7 +238,8 @@ def model_card(model: Model) -> str:
         "## Network",
         "",
         f"U-Net {json.dumps(card.architecture.to_dict())}, output {card.output_kind} "
-        f"({', '.join(card.class_names)}); input normalisation {json.dumps(card.normalization)}.",
+        f"({', '.join(card.class_names)}); input normalisation {json.dumps(card.normalization)}"
+        + ("; weights stored in float16." if RECIPES[card.name].get("half_precision") else "."),
     ]
     if card.postprocess:
         lines += [
@@ -232,6 +284,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--last", action="store_true", help="export the last, not the best epoch")
     args = parser.parse_args()
+    if args.action == "export" and args.model not in DESCRIPTIONS:
+        parser.error(f"{args.model} is a training stage, not a built-in model")
     if args.action == "train":
         run_training(args.model, args.threads)
     else:
