@@ -32,8 +32,9 @@ def widen(model: Model, base_channels: int, seed: int = 0, noise: float = 0.0) -
     wide = UNet(UNetConfig.from_dict({**config.to_dict(), "base_channels": base_channels}))
     new = wide.state_dict()
 
-    def mapping(width: int, new_width: int) -> torch.Tensor:
-        extra = rng.integers(0, width, size=new_width - width)
+    def mapping(width: int) -> torch.Tensor:
+        """Old channel behind each new channel: all old ones, then random repeats."""
+        extra = rng.integers(0, width, size=width * base_channels // config.base_channels - width)
         return torch.from_numpy(np.concatenate([np.arange(width), extra]))
 
     def fill(prefix: str, out_map: torch.Tensor | None, in_map: torch.Tensor | None) -> None:
@@ -60,8 +61,7 @@ def widen(model: Model, base_channels: int, seed: int = 0, noise: float = 0.0) -
         new[f"{prefix}.num_batches_tracked"] = old[f"{prefix}.num_batches_tracked"].clone()
 
     def double_conv(prefix: str, in_map: torch.Tensor | None, width: int) -> torch.Tensor:
-        new_width = width * base_channels // config.base_channels
-        middle, out = mapping(width, new_width), mapping(width, new_width)
+        middle, out = mapping(width), mapping(width)
         fill(f"{prefix}.0", middle, in_map)
         fill_norm(f"{prefix}.1", middle)
         fill(f"{prefix}.3", out, middle)
@@ -74,7 +74,7 @@ def widen(model: Model, base_channels: int, seed: int = 0, noise: float = 0.0) -
         previous = double_conv(f"encoders.{level}", previous, width)
         skips.append(previous)
     for index, width in enumerate(reversed(widths[:-1])):
-        up_map = mapping(width, width * base_channels // config.base_channels)
+        up_map = mapping(width)
         fill(f"ups.{index}.layers", up_map, previous)
         skip = skips[config.depth - 1 - index]
         joined = torch.cat([skip, up_map + width])  # old input: skip, then up
