@@ -177,3 +177,56 @@ def test_volumes_train_a_3d_network():
         [volume], [mask], architecture={"depth": 1, "base_channels": 2}, epochs=1, steps_per_epoch=1
     )
     assert model.description.spatial_dims == 3
+
+
+def test_weight_averaging_returns_the_mean_of_the_last_epochs_and_survives_a_resume(tmp_path):
+    images, masks = squares(4)
+    settings = {
+        "target": "semantic",
+        "architecture": TINY,
+        "epochs": 3,
+        "steps_per_epoch": 2,
+        "batch_size": 2,
+        "val_fraction": 0,
+        "average_weights": 0.67,  # the last 2.01 epochs, rounded up: all three
+    }
+    token = CancelToken()
+    snapshots: list[dict[str, torch.Tensor]] = []
+
+    def keep_snapshot_then_cancel(update: TrainingProgress) -> None:
+        if update.val_metrics:
+            state = torch.load(tmp_path / "last.pt", weights_only=True)["network"]
+            snapshots.append(state)
+            if update.epoch == 2:
+                token.cancel()
+
+    with pytest.raises(Cancelled):
+        train(
+            images,
+            masks,
+            checkpoint_dir=tmp_path,
+            progress=keep_snapshot_then_cancel,
+            cancel=token,
+            **settings,
+        )
+    resumed = train(
+        images,
+        masks,
+        checkpoint_dir=tmp_path,
+        resume=True,
+        progress=keep_snapshot_then_cancel,
+        **settings,
+    )
+    uninterrupted = train(images, masks, **settings)
+    assert resumed.description.metrics["validation"]["averaged_epochs"] == 3
+    assert len(snapshots) == 3
+    for key, value in resumed.network.state_dict().items():
+        torch.testing.assert_close(uninterrupted.network.state_dict()[key], value)
+    for key, value in resumed.network.named_parameters():  # buffers are measured, not averaged
+        torch.testing.assert_close(value, torch.stack([s[key] for s in snapshots]).mean(0))
+
+
+def test_weight_averaging_share_must_be_a_fraction():
+    images, masks = squares(2)
+    with pytest.raises(ValueError, match="share of the epochs"):
+        train(images, masks, target="semantic", architecture=TINY, epochs=1, average_weights=2)

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from napari_unet.core.augment import Augmenter, Sample
+from napari_unet.core.averaging import WeightAverage, first_averaged_epoch
 from napari_unet.core.datasets import LabelledImage, PatchSampler, prepare_image, read_pairs
 from napari_unet.core.evaluate import validation_metrics
 from napari_unet.core.losses import LossName, segmentation_loss
@@ -75,6 +76,7 @@ def train(
     class_names: Sequence[str] | None = None,
     normalization: dict[str, Any] | None = None,
     checkpoint_interval_s: float = 300.0,
+    average_weights: float = 0.0,
 ) -> Model:
     """Train a U-Net on image/mask pairs and return the best model on the validation data.
 
@@ -108,6 +110,10 @@ def train(
     checkpoint_dir, resume
         Where ``last.pt`` (every ``checkpoint_interval_s`` and every epoch) and the best model
         (``best/``) are written; ``resume=True`` continues from ``last.pt`` there.
+    average_weights
+        Share of the last epochs whose weights are averaged (stochastic weight averaging;
+        0.5 averages the second half, 0 turns it off). The mean is then the result and the
+        saved best model, rather than the epoch that scored best on the few validation images.
     progress, cancel
         Called with a :class:`TrainingProgress` after each step and epoch; checked every step,
         raising :class:`~napari_unet.core.progress.Cancelled` (checkpoints stay on disk).
@@ -159,6 +165,8 @@ def train(
     rng = np.random.default_rng(seed)
     channels_last = torch.channels_last if network.spatial_dims == 2 else torch.contiguous_format
     network.to(torch_device, memory_format=channels_last)
+    first_average = first_averaged_epoch(epochs, average_weights)
+    average = WeightAverage(network) if first_average is not None else None
     optimizer = torch.optim.Adam(network.parameters(), lr=learning_rate)
     total_steps = epochs * steps_per_epoch
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _cosine(s, total_steps))
@@ -168,22 +176,28 @@ def train(
     run = _RunState()
     folder = Path(checkpoint_dir) if checkpoint_dir is not None else None
     if resume and folder is not None and (folder / CHECKPOINT_FILE).is_file():
-        run = _load_checkpoint(folder / CHECKPOINT_FILE, network, optimizer, scheduler, rng)
+        run = _load_checkpoint(
+            folder / CHECKPOINT_FILE, network, optimizer, scheduler, rng, average
+        )
     last_save = time.monotonic()
 
     def save_last() -> None:
         if folder is not None:
-            _save_checkpoint(folder / CHECKPOINT_FILE, run, network, optimizer, scheduler, rng)
+            _save_checkpoint(
+                folder / CHECKPOINT_FILE, run, network, optimizer, scheduler, rng, average
+            )
 
     try:
         while run.epoch < epochs:
             network.train()
             while run.step < steps_per_epoch:
                 check_cancelled(cancel)
-                batch = [sampler.sample(rng) for _ in range(batch_size)]
-                if augmenter is not None:
-                    batch = [augmenter(sample, rng) for sample in batch]
-                inputs, labels, weights = _to_tensors(batch, network, torch_device, channels_last)
+                inputs, labels, weights = _to_tensors(
+                    _draw_batch(sampler, augmenter, rng, batch_size),
+                    network,
+                    torch_device,
+                    channels_last,
+                )
                 optimizer.zero_grad(set_to_none=True)
                 with torch.autocast(torch_device.type, enabled=use_amp):
                     logits = network(inputs)
@@ -204,6 +218,8 @@ def train(
                     save_last()
                     last_save = time.monotonic()
             train_loss = run.loss_sum / steps_per_epoch
+            if average is not None and run.epoch + 1 >= first_average:
+                average.update(network)
             metrics = (
                 validation_metrics(Model(description, network), validating) if validating else {}
             )
@@ -233,6 +249,25 @@ def train(
     except Cancelled:
         save_last()
         raise
+    if average is not None and average.count:
+        normalising = (
+            _to_tensors(
+                _draw_batch(sampler, augmenter, rng, batch_size),
+                network,
+                torch_device,
+                channels_last,
+            )[0]
+            for _ in range(min(steps_per_epoch, 50))
+        )
+        averaged = average.network(normalising)
+        metrics = validation_metrics(Model(description, averaged), validating) if validating else {}
+        metrics["averaged_epochs"] = float(average.count)
+        run.best_metrics = metrics
+        run.best_state = {k: v.detach().cpu().clone() for k, v in averaged.state_dict().items()}
+        if folder is not None:
+            save_model(
+                _finished(description, averaged, metrics, run), folder / BEST_DIR, overwrite=True
+            )
     if run.best_state is not None:
         network.load_state_dict(run.best_state)
     elif folder is not None and (folder / BEST_DIR).is_dir():
@@ -367,6 +402,13 @@ def _patch_shape(
     return tuple(network.valid_input_size(int(n)) for n in requested)
 
 
+def _draw_batch(
+    sampler: PatchSampler, augmenter: Augmenter | None, rng: np.random.Generator, size: int
+) -> list[Sample]:
+    batch = [sampler.sample(rng) for _ in range(size)]
+    return batch if augmenter is None else [augmenter(sample, rng) for sample in batch]
+
+
 def _to_tensors(
     batch: list[Sample], network: UNet, device: torch.device, memory_format: torch.memory_format
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
@@ -413,6 +455,7 @@ def _save_checkpoint(
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     rng: np.random.Generator,
+    average: WeightAverage | None,
 ) -> None:
     """Write the whole training state atomically (tensors and plain values only)."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -422,6 +465,7 @@ def _save_checkpoint(
         "scheduler": scheduler.state_dict(),
         "run": {k: v for k, v in vars(run).items() if k != "best_state"},
         "best_state": run.best_state,
+        "average": None if average is None else average.state_dict(),
         "numpy_rng": rng.bit_generator.state,
         "torch_rng": torch.get_rng_state(),
     }
@@ -436,6 +480,7 @@ def _load_checkpoint(
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     rng: np.random.Generator,
+    average: WeightAverage | None,
 ) -> _RunState:
     """Restore what :func:`_save_checkpoint` wrote; loads tensors only, never code."""
     state = torch.load(path, map_location="cpu", weights_only=True)
@@ -444,4 +489,6 @@ def _load_checkpoint(
     scheduler.load_state_dict(state["scheduler"])
     rng.bit_generator.state = state["numpy_rng"]
     torch.set_rng_state(state["torch_rng"])
+    if average is not None and state.get("average") is not None:
+        average.load_state_dict(state["average"])
     return _RunState(**state["run"], best_state=state["best_state"])
