@@ -59,3 +59,12 @@ def test_train_refuses_to_overwrite_an_existing_model(tiff_pairs, capsys):
     folders = ["--images", str(tiff_pairs / "images"), "--masks", str(tiff_pairs / "masks")]
     assert main(["train", *folders, "--out", str(tiff_pairs / "model")]) == 1
     assert "--overwrite" in capsys.readouterr().err
+
+
+def test_train_can_average_the_weights_of_the_last_epochs(tiff_pairs, capsys):
+    out = tiff_pairs / "averaged"
+    folders = ["--images", str(tiff_pairs / "images"), "--masks", str(tiff_pairs / "masks")]
+    settings = ["--epochs", "2", "--steps-per-epoch", "1", "--patch", "32", "--batch-size", "2"]
+    assert main(["train", *folders, "--out", str(out), *settings, "--average-weights", "1"]) == 0
+    card = json.loads((out / "model.json").read_text())
+    assert card["metrics"]["validation"]["averaged_epochs"] == 2

@@ -33,6 +33,13 @@ def register_train(subparsers: Any) -> None:
     parser.add_argument("--weight-map", action="store_true", help="the paper's border weights")
     parser.add_argument("--sparse", action="store_true", help="mask value 0 = not annotated")
     parser.add_argument("--no-augment", dest="augment", action="store_false")
+    parser.add_argument(
+        "--average-weights",
+        type=float,
+        default=0.0,
+        metavar="SHARE",
+        help="average the weights of this share of the last epochs, e.g. 0.5 (default: off)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--checkpoint-dir", type=Path, help="checkpoints (default OUT/checkpoints)")
@@ -76,6 +83,7 @@ def run_train(args: argparse.Namespace) -> int:
         resume=args.resume,
         name=args.name or args.out.name,
         progress=report,
+        average_weights=args.average_weights,
     )
     save_model(model, args.out, overwrite=True)
     print(f"saved model {model.name!r} to {args.out}")
