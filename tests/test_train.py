@@ -63,42 +63,41 @@ def test_a_tiny_set_is_overfit_in_a_few_dozen_steps():
     assert foreground_iou(model, images, masks) > max(0.8, foreground_iou(untrained, images, masks))
 
 
-def test_cancel_keeps_a_checkpoint_that_resumes_to_the_same_result(tmp_path):
+SHORT_RUN = {
+    "target": "semantic",
+    "architecture": TINY,
+    "epochs": 3,
+    "steps_per_epoch": 2,
+    "batch_size": 2,
+}
+
+
+def cancelled_after_epoch_2_then_resumed(
+    folder, settings: dict, on_epoch=lambda update: None
+) -> tuple:
+    """Train, cancel at the end of epoch 2, resume; return (resumed, uninterrupted) models."""
     images, masks = squares(4)
-    settings = {
-        "target": "semantic",
-        "architecture": TINY,
-        "epochs": 3,
-        "steps_per_epoch": 2,
-        "batch_size": 2,
-    }
     token = CancelToken()
 
-    def cancel_after_epoch_2(update: TrainingProgress) -> None:
-        if update.val_metrics and update.epoch == 2:
-            token.cancel()
+    def report(update: TrainingProgress) -> None:
+        if update.val_metrics:
+            on_epoch(update)
+            if update.epoch == 2:
+                token.cancel()
 
     with pytest.raises(Cancelled):
-        train(
-            images,
-            masks,
-            checkpoint_dir=tmp_path,
-            progress=cancel_after_epoch_2,
-            cancel=token,
-            **settings,
-        )
-    assert (tmp_path / "best" / "model.json").is_file()
+        train(images, masks, checkpoint_dir=folder, progress=report, cancel=token, **settings)
+    assert (folder / "best" / "model.json").is_file()
+    resumed = train(images, masks, checkpoint_dir=folder, resume=True, progress=report, **settings)
+    return resumed, train(images, masks, **settings)
+
+
+def test_cancel_keeps_a_checkpoint_that_resumes_to_the_same_result(tmp_path):
     epochs_seen: list[int] = []
-    resumed = train(
-        images,
-        masks,
-        checkpoint_dir=tmp_path,
-        resume=True,
-        progress=lambda p: epochs_seen.append(p.epoch),
-        **settings,
+    resumed, uninterrupted = cancelled_after_epoch_2_then_resumed(
+        tmp_path, SHORT_RUN, lambda update: epochs_seen.append(update.epoch)
     )
-    uninterrupted = train(images, masks, **settings)
-    assert set(epochs_seen) == {3}
+    assert epochs_seen == [1, 2, 3]
     for key, value in uninterrupted.network.state_dict().items():
         torch.testing.assert_close(resumed.network.state_dict()[key], value)
 
@@ -180,44 +179,14 @@ def test_volumes_train_a_3d_network():
 
 
 def test_weight_averaging_returns_the_mean_of_the_last_epochs_and_survives_a_resume(tmp_path):
-    images, masks = squares(4)
-    settings = {
-        "target": "semantic",
-        "architecture": TINY,
-        "epochs": 3,
-        "steps_per_epoch": 2,
-        "batch_size": 2,
-        "val_fraction": 0,
-        "average_weights": 0.67,  # the last 2.01 epochs, rounded up: all three
-    }
-    token = CancelToken()
+    # the last 0.67 * 3 = 2.01 epochs, rounded up: all three; no validation to choose by
+    settings = {**SHORT_RUN, "val_fraction": 0, "average_weights": 0.67}
     snapshots: list[dict[str, torch.Tensor]] = []
 
-    def keep_snapshot_then_cancel(update: TrainingProgress) -> None:
-        if update.val_metrics:
-            state = torch.load(tmp_path / "last.pt", weights_only=True)["network"]
-            snapshots.append(state)
-            if update.epoch == 2:
-                token.cancel()
+    def keep_snapshot(_: TrainingProgress) -> None:
+        snapshots.append(torch.load(tmp_path / "last.pt", weights_only=True)["network"])
 
-    with pytest.raises(Cancelled):
-        train(
-            images,
-            masks,
-            checkpoint_dir=tmp_path,
-            progress=keep_snapshot_then_cancel,
-            cancel=token,
-            **settings,
-        )
-    resumed = train(
-        images,
-        masks,
-        checkpoint_dir=tmp_path,
-        resume=True,
-        progress=keep_snapshot_then_cancel,
-        **settings,
-    )
-    uninterrupted = train(images, masks, **settings)
+    resumed, uninterrupted = cancelled_after_epoch_2_then_resumed(tmp_path, settings, keep_snapshot)
     assert resumed.description.metrics["validation"]["averaged_epochs"] == 3
     assert len(snapshots) == 3
     for key, value in resumed.network.state_dict().items():
