@@ -200,10 +200,14 @@ def training_stages(name: str) -> list[str]:
 
 
 def final_model(name: str) -> Model:
-    """The last (fully annealed) weights of a run, rather than its best validation epoch."""
+    """The last (fully annealed) weights of a run, rather than its best validation epoch.
+
+    A run that averaged its weights saved the average as its best model; that is its result.
+    """
     model = load_model(RUNS / name / BEST_DIR)
     state = torch.load(RUNS / name / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
-    model.network.load_state_dict(state["network"])
+    if state.get("average") is None:
+        model.network.load_state_dict(state["network"])
     model.description.name = name  # so a later stage records which stage it started from
     model.description.provenance["epochs_trained"] = state["run"]["epoch"]
     return model
