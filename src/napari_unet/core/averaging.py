@@ -3,7 +3,7 @@
 Why: on the few validation images a user has, the score of a run swings by several points
 from one epoch to the next, so the "best epoch" is partly luck. The mean of the weights
 visited over the last epochs sits in a flatter, better-generalising spot. On ISBI 2012 it
-lowered the adapted Rand error of the built-in membrane model by a fifth (docs/training.md).
+lowered the adapted Rand error of the built-in membrane model by a quarter (docs/training.md).
 Batch-norm statistics do not average; they are measured again on training patches.
 """
 

@@ -78,7 +78,7 @@ def train(
     checkpoint_interval_s: float = 300.0,
     average_weights: float = 0.0,
 ) -> Model:
-    """Train a U-Net on image/mask pairs and return the best model on the validation data.
+    """Train a U-Net on image/mask pairs; return its best validation epoch (or its mean).
 
     Parameters
     ----------
