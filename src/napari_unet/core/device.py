@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from contextlib import AbstractContextManager, nullcontext
 
 import torch
+
+from napari_unet.core.memory import available_ram_bytes
 
 CPU_MEMORY_CAP_BYTES = 4 * 2**30
 """At most this much host memory for one batch of tiles on the CPU, whatever is free."""
@@ -77,21 +78,7 @@ def memory_budget_bytes(device: str) -> int:
         return int(free * 0.5)
     if kind == "mps":
         return int(torch.mps.recommended_max_memory() * 0.25)
-    return min(CPU_MEMORY_CAP_BYTES, int(_available_ram_bytes() * 0.25))
-
-
-def _available_ram_bytes() -> int:
-    try:
-        with open("/proc/meminfo", encoding="ascii") as meminfo:
-            for line in meminfo:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return 8 * 2**30
+    return min(CPU_MEMORY_CAP_BYTES, int(available_ram_bytes() * 0.25))
 
 
 def is_out_of_memory(error: BaseException) -> bool:
