@@ -1,11 +1,58 @@
-"""How much host memory is free, without importing torch (file readers need it too)."""
+"""How much host memory one prediction may use, and how that sizes its tiles and blocks.
+
+No torch here: file readers bound what they allocate with :func:`available_ram_bytes` too.
+
+A prediction holds two things at once: the network's activations for one batch of tiles (the
+forward pass) and one block's maps (logits, probabilities, labels) for post-processing. Both
+are sized from one figure, ``memory_limit``: the bytes the whole process may reach. The
+figures per pixel were measured on a CPU (see ``benchmarks/bench_bigdata.py``) and carry a
+safety margin; the default limit is what the process holds now plus a quarter of the free
+memory, at most :data:`DEFAULT_WORKING_CAP_BYTES`.
+"""
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from napari_unet.core.network import UNetConfig
 
 FALLBACK_BYTES = 8 * 2**30
 """Assumed free memory where the system does not say (neither /proc/meminfo nor sysconf)."""
+DEFAULT_WORKING_CAP_BYTES = 4 * 2**30
+"""By default a prediction adds at most this much to what the process already holds."""
+MIN_WORKING_BYTES = 128 * 2**20
+"""Below this much working memory no useful tile fits: the limit is refused."""
+MAX_BLOCK_EDGE_2D = 2048
+"""Blocks of 2D images are at most this many pixels a side: larger ones are no faster."""
+MAX_BLOCK_VOXELS_3D = 2**24
+"""Blocks of volumes are at most this many voxels (e.g. 16 x 1024 x 1024)."""
+POST_BYTES_PER_PIXEL = {"probabilities": 40, "semantic": 24, "instances": 96}
+"""Post-processing bytes per block pixel and class-independent part, per output kind.
+
+Measured: logits and probabilities (two float32 copies per class), then the seeds, the
+watershed's markers, mask and queue for instances."""
+
+
+@dataclass(frozen=True)
+class MemoryPlan:
+    """Pixel counts that fit: one forward pass of tiles and one post-processing block."""
+
+    forward_pixels: int
+    """Network input pixels (voxels) one forward pass may hold, over the whole batch."""
+    block_pixels: int
+    """Output pixels (voxels) of one block, its halo included."""
+
+
+def process_rss_bytes() -> int:
+    """Resident memory of this process now (0 where the system does not say)."""
+    try:
+        with open("/proc/self/statm", encoding="ascii") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError, AttributeError):
+        return 0
 
 
 def available_ram_bytes() -> int:
@@ -21,3 +68,71 @@ def available_ram_bytes() -> int:
         return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError, AttributeError):
         return FALLBACK_BYTES
+
+
+def default_memory_limit() -> int:
+    """What the process holds now plus a quarter of the free memory, at most 4 GiB more."""
+    working = min(DEFAULT_WORKING_CAP_BYTES, available_ram_bytes() // 4)
+    return process_rss_bytes() + max(working, MIN_WORKING_BYTES)
+
+
+def parse_memory(text: str | int | float) -> int:
+    """Bytes from ``"2.5GB"``, ``"800M"``, ``"3GiB"`` or a plain number of bytes."""
+    if isinstance(text, int | float):
+        value = int(text)
+    else:
+        cleaned = text.strip().upper().replace("IB", "B").rstrip("B").strip()
+        factors = {"K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+        factor = factors.get(cleaned[-1:], 1) if cleaned else 1
+        number = cleaned[:-1] if cleaned[-1:] in factors else cleaned
+        try:
+            value = int(float(number) * factor)
+        except ValueError:
+            raise ValueError(
+                f"cannot read a memory size from {text!r}; write e.g. 2GB, 800MB or 3.5GiB"
+            ) from None
+    if value <= 0:
+        raise ValueError(f"memory limit must be positive, not {text!r}")
+    return value
+
+
+def forward_bytes_per_pixel(config: UNetConfig, half_precision: bool) -> int:
+    """Bytes one network input pixel costs in a forward pass, with a 1.3x safety margin.
+
+    Measured on CPU with channels-last memory: about 15 bytes per base channel in bf16 (a
+    24-channel network: 360 bytes per pixel) and twice that in fp32.
+    """
+    per_channel = 15 if half_precision else 30
+    channels = config.in_channels + config.out_channels
+    return int(1.3 * per_channel * config.base_channels) + 16 * channels
+
+
+def plan_memory(
+    memory_limit: int | None,
+    config: UNetConfig,
+    half_precision: bool,
+    kind: str,
+) -> MemoryPlan:
+    """Split the working memory (``memory_limit`` minus what the process holds) in two halves.
+
+    One half holds a forward pass, the other one block's maps; the caller clips blocks to
+    :data:`MAX_BLOCK_EDGE_2D` / :data:`MAX_BLOCK_VOXELS_3D`, since larger ones do not run faster.
+    """
+    limit = default_memory_limit() if memory_limit is None else memory_limit
+    held = process_rss_bytes()
+    working = limit - held
+    if working < MIN_WORKING_BYTES:
+        raise MemoryError(
+            f"memory limit {_gib(limit)} leaves {_gib(max(0, working))} beyond the "
+            f"{_gib(held)} this process already holds; give at least {_gib(held + MIN_WORKING_BYTES)}"
+        )
+    post = POST_BYTES_PER_PIXEL["instances" if kind == "instances" else kind]
+    post += 8 * config.out_channels
+    return MemoryPlan(
+        forward_pixels=max(1, working // 2 // forward_bytes_per_pixel(config, half_precision)),
+        block_pixels=max(1, working // 2 // post),
+    )
+
+
+def _gib(size: int) -> str:
+    return f"{size / 2**30:.2f} GiB"
