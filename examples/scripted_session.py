@@ -32,9 +32,9 @@ def main(argv: list[str] | None = None) -> Path:
     args = parser.parse_args(argv)
 
     viewer = napari.Viewer(show=not args.no_show)
-    [image] = viewer.open(args.image, plugin="napari-unet")
+    [image] = viewer.open(args.image, plugin="napari-unet-segment")
     labels = viewer.add_layer(Layer.create(*segment_layer(image, args.model)))
-    [written] = labels.save(args.out, plugin="napari-unet")
+    [written] = labels.save(args.out, plugin="napari-unet-segment")
     print(f"{labels.name}: {labels.data.max()} objects, saved to {written}")
     if args.no_show:
         viewer.close()

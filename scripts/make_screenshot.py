@@ -39,8 +39,8 @@ def main(argv: list[str] | None = None) -> Path:
     viewer = napari.Viewer(show=True, title="napari-unet")
     width, height = (int(n) for n in args.size.split("x"))
     viewer.window.resize(width, height)
-    viewer.open_sample("napari-unet", args.sample)
-    _, widget = viewer.window.add_plugin_dock_widget("napari-unet", "Segment")
+    viewer.open_sample("napari-unet-segment", args.sample)
+    _, widget = viewer.window.add_plugin_dock_widget("napari-unet-segment", "Segment")
     widget.model.value = args.model
     widget.start()
     while widget.running:

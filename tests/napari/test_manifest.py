@@ -7,11 +7,11 @@ from npe2 import PluginManifest
 
 
 def test_manifest_is_registered_and_every_contribution_imports(npe2pm) -> None:
-    with npe2pm.tmp_plugin(package="napari-unet") as plugin:
+    with npe2pm.tmp_plugin(package="napari-unet-segment") as plugin:
         manifest: PluginManifest = plugin.manifest
         manifest.validate_imports()
         contributions = manifest.contributions
-        assert [r.command for r in contributions.readers] == ["napari-unet.get_reader"]
+        assert [r.command for r in contributions.readers] == ["napari-unet-segment.get_reader"]
         assert {w.display_name for w in contributions.widgets} == {"Segment", "Train"}
         assert {s.key for s in contributions.sample_data} == {"nuclei", "em"}
         assert contributions.writers[0].layer_types == ["labels"]

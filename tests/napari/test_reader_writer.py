@@ -13,9 +13,9 @@ def test_labels_layer_round_trips_through_writer_and_reader(make_napari_viewer, 
     labels = np.zeros((3, 40, 50), np.uint16)
     labels[1, 10:20, 5:25] = 7
     layer = viewer.add_labels(labels, scale=(2.0, 0.5, 0.25), axis_labels=("z", "y", "x"))
-    written = layer.save(str(tmp_path / "cells.tif"), plugin="napari-unet")
+    written = layer.save(str(tmp_path / "cells.tif"), plugin="napari-unet-segment")
 
-    [back] = viewer.open(written[0], plugin="napari-unet")
+    [back] = viewer.open(written[0], plugin="napari-unet-segment")
     assert isinstance(back, Labels)
     np.testing.assert_array_equal(back.data, labels)
     np.testing.assert_allclose(back.scale, (2.0, 0.5, 0.25))
@@ -32,7 +32,7 @@ def test_image_keeps_its_pixel_size_and_splits_channels(make_napari_viewer, tmp_
         resolution=(1 / 0.2, 1 / 0.2),
         metadata={"axes": "ZCYX", "spacing": 1.5, "unit": "um"},
     )
-    layers = make_napari_viewer().open(str(path), plugin="napari-unet")
+    layers = make_napari_viewer().open(str(path), plugin="napari-unet-segment")
     assert [layer.name for layer in layers] == ["two-channels", "two-channels [1]"]
     for channel, layer in enumerate(layers):
         np.testing.assert_array_equal(layer.data, data[:, channel])
@@ -48,5 +48,5 @@ def test_reader_declines_files_it_cannot_read(tmp_path) -> None:
 def test_label_files_open_as_labels_layers(make_napari_viewer, tmp_path) -> None:
     labels = np.array([[0, 1], [2, 2]], np.uint8).repeat(8, 0).repeat(8, 1)
     path = write_labels(tmp_path / "l.tif", labels, "YX")
-    [layer] = make_napari_viewer().open(str(path), plugin="napari-unet")
+    [layer] = make_napari_viewer().open(str(path), plugin="napari-unet-segment")
     assert isinstance(layer, Labels)

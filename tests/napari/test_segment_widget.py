@@ -15,7 +15,7 @@ from napari_unet.core.models import user_models_dir
 @pytest.fixture
 def viewer_and_widget(make_napari_viewer, tiny_model):
     viewer = make_napari_viewer()
-    _, widget = viewer.window.add_plugin_dock_widget("napari-unet", "Segment")
+    _, widget = viewer.window.add_plugin_dock_widget("napari-unet-segment", "Segment")
     assert isinstance(widget, SegmentWidget)
     widget.model.value = tiny_model
     return viewer, widget
@@ -111,7 +111,7 @@ def test_open_and_segment_adds_image_and_labels(
     make_napari_viewer, tiny_model, blobs, tmp_path, qtbot, monkeypatch
 ) -> None:
     viewer = make_napari_viewer()
-    _, widget = viewer.window.add_plugin_dock_widget("napari-unet", "Segment")
+    _, widget = viewer.window.add_plugin_dock_widget("napari-unet-segment", "Segment")
     widget.model.value = tiny_model
     tifffile.imwrite(tmp_path / "blobs.tif", blobs)
     monkeypatch.setattr(segment_widget, "ask_image_file", lambda: str(tmp_path / "blobs.tif"))

@@ -18,8 +18,8 @@ def painted(make_napari_viewer, tiny_model, blobs):
     labels[blobs > 100] = 2
     labels[:10] = 1
     viewer.add_labels(labels, name="painted")
-    _, segment = viewer.window.add_plugin_dock_widget("napari-unet", "Segment")
-    _, train = viewer.window.add_plugin_dock_widget("napari-unet", "Train")
+    _, segment = viewer.window.add_plugin_dock_widget("napari-unet-segment", "Segment")
+    _, train = viewer.window.add_plugin_dock_widget("napari-unet-segment", "Train")
     assert isinstance(train, TrainWidget)
     train.base_model.value = tiny_model
     train.epochs.value = 2

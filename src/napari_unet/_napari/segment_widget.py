@@ -200,12 +200,12 @@ def open_and_segment(viewer: Viewer) -> None:
     if not path:
         return
     images = [
-        layer for layer in viewer.open(path, plugin="napari-unet") if isinstance(layer, Image)
+        layer for layer in viewer.open(path, plugin="napari-unet-segment") if isinstance(layer, Image)
     ]
     if not images:
         show_info(f"napari-unet: {Path(path).name} holds labels, not an image to segment")
         return
-    _, widget = viewer.window.add_plugin_dock_widget("napari-unet", "Segment")
+    _, widget = viewer.window.add_plugin_dock_widget("napari-unet-segment", "Segment")
     widget.image.value = images[0]
     widget.start()
 
