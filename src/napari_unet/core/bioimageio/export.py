@@ -1,0 +1,346 @@
+"""Write a napari-unet model as a bioimage.io model package (the spec ``bioimageio.core`` 0.11 pins).
+
+The package carries the weights twice, as the spec asks of PyTorch models: a
+``pytorch_state_dict`` whose architecture is :class:`napari_unet.core.network.UNet` with the
+config as kwargs, and ``torchscript`` traced from it (``parent``). The napari-unet card and
+safetensors weights ride along as attachments, so napari-unet re-imports its own packages
+without unpickling and with everything the spec cannot say (instance post-processing, the
+``dark_background`` flip).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from napari_unet.core.axes import CanonicalView
+from napari_unet.core.bioimageio import require_bioimageio
+from napari_unet.core.models import CARD_FILE, WEIGHTS_FILE, Model, load_model, save_model
+from napari_unet.core.network import UNet
+from napari_unet.core.normalize import fit_normalizer
+
+INPUT_ID = "raw"
+OUTPUT_ID = "probabilities"
+CONFIG_KEY = "napari_unet"
+"""Key under the package's ``config`` that holds the napari-unet card."""
+MAX_TEST_SIZE = 256
+"""Test tensors are at most this long per axis, so ``bioimageio test`` stays quick."""
+
+UNET_PAPER = {
+    "text": "Ronneberger, Fischer & Brox (2015). U-Net: Convolutional Networks for Biomedical "
+    "Image Segmentation. MICCAI 2015, LNCS 9351",
+    "doi": "10.1007/978-3-319-24574-4_28",
+}
+DATA_CITATIONS = {
+    "nuclei": {
+        "text": "Caicedo et al. (2019). Nucleus segmentation across imaging experiments: the "
+        "2018 Data Science Bowl. Nature Methods 16",
+        "doi": "10.1038/s41592-019-0612-7",
+    },
+    "em-membranes": {
+        "text": "Cardona et al. (2010). An integrated micro- and macroarchitectural analysis of "
+        "the Drosophila brain by computer-assisted serial section electron microscopy. "
+        "PLoS Biology 8(10)",
+        "doi": "10.1371/journal.pbio.1000502",
+    },
+}
+"""The training data's citations of the built-in models, by model name."""
+
+
+def export_bioimageio(
+    model: str | os.PathLike[str] | Model,
+    path: str | os.PathLike[str],
+    *,
+    sample: np.ndarray | None = None,
+    authors: Sequence[str] = ("napari-unet developers",),
+    license: str = "BSD-3-Clause",
+    cite: Sequence[dict[str, str]] = (),
+    overwrite: bool = False,
+) -> Path:
+    """Write ``model`` as a bioimage.io package ``path`` (a ``.zip``), ready for the model zoo.
+
+    Parameters
+    ----------
+    model
+        A model name, folder or loaded :class:`Model`.
+    sample
+        An image (``YX``/``ZYX``, or with channels first) the test tensors are cropped from;
+        a synthetic image of blobs by default.
+    authors, license, cite
+        Metadata; the U-Net paper and, for built-in models, their data are always cited.
+    """
+    spec = require_bioimageio()
+    from bioimageio.spec.model import v0_5
+
+    path = Path(path).expanduser()
+    if path.suffix != ".zip":
+        raise ValueError(f"a bioimage.io package is a .zip file, not {path.name!r}")
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
+    model = load_model(model)
+    description = model.description
+    if description.normalization.get("dark_background"):
+        warnings.warn(
+            f"model {model.name!r} flips bright-background images after normalisation; "
+            "bioimage.io preprocessing cannot say that, so other tools get the unflipped "
+            "image (napari-unet re-imports the package with the flip)",
+            UserWarning,
+            stacklevel=2,
+        )
+    network = model.network.eval()
+    test_input = _test_input(network, sample)
+    test_output = _reference_output(model, test_input)
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        files = _write_files(folder, model, test_input, test_output)
+        descr = v0_5.ModelDescr(
+            name=_package_name(model.name),
+            description=description.description or f"napari-unet U-Net {model.name!r}",
+            authors=[v0_5.Author(name=name) for name in authors],
+            cite=[v0_5.CiteEntry(**entry) for entry in _citations(model.name, cite)],
+            license=license,
+            documentation=v0_5.FileDescr(source=files["README.md"]),
+            covers=[v0_5.FileDescr(source=files["cover.png"])],
+            tags=["napari-unet", "unet", "segmentation", f"{description.spatial_dims}d"],
+            inputs=[_input_descr(v0_5, network, description, files)],
+            outputs=[_output_descr(v0_5, network, description, files)],
+            weights=_weights_descr(v0_5, network, files),
+            attachments=[v0_5.FileDescr(source=files[name]) for name in (CARD_FILE, WEIGHTS_FILE)],
+            config={CONFIG_KEY: {"card": CARD_FILE, "weights": WEIGHTS_FILE}},
+        )
+        path.parent.mkdir(parents=True, exist_ok=True)
+        spec.save_bioimageio_package(descr, output_path=path)
+    return path
+
+
+def _package_name(name: str) -> str:
+    """bioimage.io names allow letters, digits, spaces and ``_+-()`` only."""
+    allowed = "".join(c if c.isalnum() or c in " _+-()" else "-" for c in name)
+    return f"napari-unet {allowed}"
+
+
+def _citations(name: str, extra: Sequence[dict[str, str]]) -> list[dict[str, str]]:
+    data = [DATA_CITATIONS[name]] if name in DATA_CITATIONS else []
+    return [UNET_PAPER, *data, *extra]
+
+
+def _spatial_axes(dims: int) -> tuple[str, ...]:
+    return ("z", "y", "x")[-dims:]
+
+
+def _test_input(network: UNet, sample: np.ndarray | None) -> np.ndarray:
+    """A ``(1, C, *spatial)`` float32 crop of ``sample`` at a size the network accepts."""
+    dims, channels = network.spatial_dims, network.config.in_channels
+    if sample is None:
+        sample = _synthetic_image((96,) * dims if dims == 3 else (160, 192))
+    sample = np.asarray(sample, dtype=np.float32)
+    if sample.ndim == dims:
+        sample = sample[np.newaxis]
+    if sample.ndim != dims + 1 or sample.shape[0] != channels:
+        raise ValueError(
+            f"the sample must have {dims} spatial axes and {channels} channel(s) first; "
+            f"got shape {sample.shape}"
+        )
+    crop = []
+    for length in sample.shape[1:]:
+        size = _largest_valid(network, min(length, MAX_TEST_SIZE))
+        if size is None:
+            raise ValueError(
+                f"the sample (shape {sample.shape}) is smaller than the smallest input the "
+                f"network accepts ({network.valid_input_size(_min_size(network))})"
+            )
+        start = (length - size) // 2
+        crop.append(slice(start, start + size))
+    return np.ascontiguousarray(sample[(slice(None), *crop)][np.newaxis])
+
+
+def _min_size(network: UNet) -> int:
+    """The smallest input per axis: for ``"same"`` nets, larger than twice the halo."""
+    if network.config.padding == "same":
+        return network.valid_input_size(2 * network.context + 1)
+    return network.valid_input_size(1)
+
+
+def _largest_valid(network: UNet, limit: int) -> int | None:
+    size = _min_size(network)
+    if size > limit:
+        return None
+    while size + network.size_multiple <= limit:
+        size += network.size_multiple
+    return size
+
+
+def _synthetic_image(shape: tuple[int, ...]) -> np.ndarray:
+    """Bright blurred blobs on a dark background, as fluorescence nuclei look."""
+    from scipy import ndimage as ndi
+
+    rng = np.random.default_rng(0)
+    blobs = ndi.gaussian_filter((rng.random(shape) > 0.995).astype(np.float32), 3)
+    return (200 * blobs / blobs.max() + 10 + rng.normal(0, 2, shape)).astype(np.float32)
+
+
+def _export_normalization(settings: dict[str, Any]) -> dict[str, Any]:
+    """The part of the card's normalisation the spec can express (no flip, no RGB mean)."""
+    kind = settings.get("kind", "percentile")
+    if kind == "percentile":
+        return {"kind": kind, "low": settings["low"], "high": settings["high"]}
+    return {"kind": kind}
+
+
+def _reference_output(model: Model, test_input: np.ndarray) -> np.ndarray:
+    """The probabilities our own normalisation and network give for the test input."""
+    image = test_input[0]
+    axes = "C" + "ZYX"[-model.description.spatial_dims :]
+    settings = _export_normalization(model.description.normalization)
+    normalizer = fit_normalizer(CanonicalView(image, axes), settings, slice(None))
+    shape = (1, -1) + (1,) * (image.ndim - 1)
+    normalized = (image - normalizer.shift.reshape(shape)) * normalizer.scale.reshape(shape)
+    with torch.inference_mode():
+        logits = model.network(torch.from_numpy(normalized.astype(np.float32)))
+    return logits.softmax(dim=1).numpy()
+
+
+def _write_files(
+    folder: Path, model: Model, test_input: np.ndarray, test_output: np.ndarray
+) -> dict[str, Path]:
+    """Write every file the package holds into ``folder``; return them by name."""
+    import tifffile
+
+    save_model(model, folder)
+    files = {CARD_FILE: folder / CARD_FILE, WEIGHTS_FILE: folder / WEIGHTS_FILE}
+    state = {key: value.float() for key, value in model.network.state_dict().items()}
+    torch.save(state, files.setdefault("weights.pt", folder / "weights.pt"))
+    example = torch.from_numpy(test_input)
+    with torch.no_grad():
+        traced = torch.jit.trace(model.network, example)
+    traced.save(files.setdefault("weights_torchscript.pt", folder / "weights_torchscript.pt"))
+    np.save(files.setdefault("test_input.npy", folder / "test_input.npy"), test_input)
+    np.save(files.setdefault("test_output.npy", folder / "test_output.npy"), test_output)
+    tifffile.imwrite(files.setdefault("sample_input.tif", folder / "sample_input.tif"), test_input)
+    _write_cover(files.setdefault("cover.png", folder / "cover.png"), test_input, test_output)
+    readme = files.setdefault("README.md", folder / "README.md")
+    readme.write_text(_documentation(model), encoding="utf-8")
+    return files
+
+
+def _write_cover(path: Path, test_input: np.ndarray, test_output: np.ndarray) -> None:
+    """Input beside the most likely class, 2:1, as the model zoo shows covers."""
+    from imageio.v3 import imwrite
+
+    image = test_input[0].mean(axis=0)
+    classes = test_output[0].argmax(axis=0).astype(np.float32)
+    if image.ndim == 3:  # a volume: its middle slice
+        image, classes = image[image.shape[0] // 2], classes[classes.shape[0] // 2]
+    low, high = np.percentile(image, [1, 99.8])
+    gray = np.clip((image - low) / max(high - low, 1e-6), 0, 1)
+    labels = classes / max(1.0, float(test_output.shape[1] - 1))
+    right = _fit(labels, gray.shape)
+    imwrite(path, (255 * np.concatenate([gray, right], axis=1)).astype(np.uint8))
+
+
+def _fit(image: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """Centre ``image`` in ``shape`` (a ``"valid"`` network's output is smaller)."""
+    canvas = np.zeros(shape, np.float32)
+    pad = [(n - m) // 2 for n, m in zip(shape, image.shape, strict=True)]
+    canvas[tuple(slice(p, p + m) for p, m in zip(pad, image.shape, strict=True))] = image
+    return canvas
+
+
+def _documentation(model: Model) -> str:
+    """The model card (the built-in's README when there is one) plus how to run the package."""
+    from napari_unet.core.models import BUILTIN_DIR
+
+    card_readme = BUILTIN_DIR / model.name / "README.md"
+    description = model.description
+    if card_readme.is_file():
+        body = card_readme.read_text(encoding="utf-8")
+    else:
+        body = (
+            f"# {model.name}\n\n{description.description}\n\n## Model card\n\n```json\n"
+            f"{json.dumps(description.to_dict(), indent=2)}\n```\n"
+        )
+    return body + (
+        "\n## bioimage.io package\n\n"
+        f"Exported by napari-unet. The output is softmax probabilities of the classes "
+        f"{', '.join(description.class_names)}. Input: raw intensities, normalised by the "
+        "preprocessing. napari-unet users get the full model back with "
+        "`napari_unet.load_model('this.zip')`; the tiled engine handles any image size.\n"
+    )
+
+
+def _input_descr(v0_5: Any, network: UNet, description: Any, files: dict[str, Path]) -> Any:
+    size = v0_5.ParameterizedSize(min=_min_size(network), step=network.size_multiple)
+    settings = _export_normalization(description.normalization)
+    spatial = _spatial_axes(network.spatial_dims)
+    axes = [
+        v0_5.BatchAxis(),
+        v0_5.ChannelAxis(
+            channel_names=[f"channel{i}" for i in range(description.in_channels)]
+        ),
+        *(v0_5.SpaceInputAxis(id=axis, size=size) for axis in spatial),
+    ]
+    return v0_5.InputTensorDescr(
+        id=INPUT_ID,
+        description="raw image intensities",
+        axes=axes,
+        test_tensor=v0_5.FileDescr(source=files["test_input.npy"]),
+        sample_tensor=v0_5.FileDescr(source=files["sample_input.tif"]),
+        preprocessing=_preprocessing(v0_5, settings, spatial),
+    )
+
+
+def _preprocessing(v0_5: Any, settings: dict[str, Any], spatial: tuple[str, ...]) -> list[Any]:
+    """Our normalisation as spec preprocessing: per sample and channel, over space."""
+    kind, axes = settings["kind"], list(spatial)
+    if kind == "none":
+        return []
+    if kind == "meanstd":
+        kwargs = v0_5.ZeroMeanUnitVarianceKwargs(axes=axes)
+        return [v0_5.ZeroMeanUnitVarianceDescr(kwargs=kwargs)]
+    low, high = (0.0, 100.0) if kind == "minmax" else (settings["low"], settings["high"])
+    kwargs = v0_5.ScaleRangeKwargs(axes=axes, min_percentile=low, max_percentile=high)
+    return [v0_5.ScaleRangeDescr(kwargs=kwargs)]
+
+
+def _output_descr(v0_5: Any, network: UNet, description: Any, files: dict[str, Path]) -> Any:
+    same = network.config.padding == "same"
+    axes = [v0_5.BatchAxis(), v0_5.ChannelAxis(channel_names=list(description.class_names))]
+    for axis in _spatial_axes(network.spatial_dims):
+        offset = 0 if same else -2 * network.context
+        size = v0_5.SizeReference(tensor_id=INPUT_ID, axis_id=axis, offset=offset)
+        if same and network.context > 0:
+            axes.append(v0_5.SpaceOutputAxisWithHalo(id=axis, size=size, halo=network.context))
+        else:
+            axes.append(v0_5.SpaceOutputAxis(id=axis, size=size))
+    return v0_5.OutputTensorDescr(
+        id=OUTPUT_ID,
+        description=f"class probabilities ({description.output_kind} model)",
+        axes=axes,
+        test_tensor=v0_5.FileDescr(source=files["test_output.npy"]),
+        postprocessing=[v0_5.SoftmaxDescr(kwargs=v0_5.SoftmaxKwargs(axis="channel"))],
+    )
+
+
+def _weights_descr(v0_5: Any, network: UNet, files: dict[str, Path]) -> Any:
+    version = torch.__version__.split("+")[0]
+    architecture = v0_5.ArchitectureFromLibraryDescr(
+        import_from="napari_unet.core.network", callable="UNet", kwargs=network.config.to_dict()
+    )
+    return v0_5.WeightsDescr(
+        pytorch_state_dict=v0_5.PytorchStateDictWeightsDescr(
+            source=files["weights.pt"], architecture=architecture, pytorch_version=version
+        ),
+        torchscript=v0_5.TorchscriptWeightsDescr(
+            source=files["weights_torchscript.pt"],
+            parent="pytorch_state_dict",
+            pytorch_version=version,
+        ),
+    )
