@@ -17,6 +17,12 @@ from typing import Any
 import numpy as np
 import tifffile
 
+from napari_unet.core.file_checks import (
+    check_declared_planes,
+    check_series,
+    checked_pixel_sizes,
+    number,
+)
 from napari_unet.core.files import atomic_write
 
 LABELS_SOFTWARE = "napari-unet labels"
@@ -76,17 +82,22 @@ def read_image(path: str | os.PathLike[str], lazy: bool | None = None) -> ImageF
         raise FileNotFoundError(f"no such file: {path}")
     try:
         with tifffile.TiffFile(path) as tiff:
+            check_declared_planes(tiff, path)  # before tifffile builds a series from the claim
             if not tiff.series:
                 raise ValueError("the file holds no image (corrupt or truncated?)")
             series = tiff.series[0]
             axes = _our_axes(series.axes)
-            pixel_size = _pixel_size_um(tiff, axes)
+            pixel_size = checked_pixel_sizes(_pixel_size_um(tiff, axes), path)
             is_labels = (tiff.pages[0].software or "") == LABELS_SOFTWARE
             if lazy is None:
                 lazy = series.size * series.dtype.itemsize > LAZY_THRESHOLD_BYTES
+            check_series(series, lazy)
             data = None if lazy else series.asarray()
     except (tifffile.TiffFileError, ValueError, OSError) as error:
-        raise ValueError(f"cannot read {path} as a TIFF: {error}") from error
+        reason = str(error) or type(error).__name__
+        raise ValueError(f"cannot read {path} as a TIFF: {reason}") from error
+    except MemoryError as error:
+        raise MemoryError(f"not enough memory to read the pixels of {path}") from error
     if data is None:
         data = _open_lazy(path)
     return ImageFile(data, axes, pixel_size, is_labels, path)
@@ -122,12 +133,12 @@ def _pixel_size_um(tiff: tifffile.TiffFile, axes: str) -> dict[str, float]:
         if factor is not None:
             sizes = _resolution_sizes(tiff.pages[0], factor)
             if "spacing" in metadata:
-                sizes["Z"] = float(metadata["spacing"]) * factor
+                sizes["Z"] = number(metadata["spacing"]) * factor
     else:
         page = tiff.pages[0]
         if page.tags.get("ResolutionUnit") and page.tags["ResolutionUnit"].value == 3:
             sizes = _resolution_sizes(page, 1e4)  # pixels per centimetre
-    return {axis: size for axis, size in sizes.items() if axis in axes and size > 0}
+    return {axis: size for axis, size in sizes.items() if axis in axes}
 
 
 def _resolution_sizes(page: Any, unit_um: float) -> dict[str, float]:
@@ -153,7 +164,7 @@ def _ome_pixel_size(ome_xml: str) -> dict[str, float]:
         value = pixels.get(f"PhysicalSize{axis}")
         factor = _TO_MICROMETRES.get(pixels.get(f"PhysicalSize{axis}Unit", "µm"))
         if value is not None and factor is not None:
-            sizes[axis] = float(value) * factor
+            sizes[axis] = number(value) * factor
     return sizes
 
 
