@@ -72,12 +72,19 @@ class ImageFile:
         return tuple(self.data.shape)
 
 
-def read_image(path: str | os.PathLike[str], lazy: bool | None = None) -> ImageFile:
-    """Read a TIFF (plain, ImageJ hyperstack or OME) with its axes and pixel size.
+def read_image(path: str | os.PathLike[str], lazy: bool | None = None, level: int = 0) -> ImageFile:
+    """Read a TIFF (plain, ImageJ hyperstack or OME) or an OME-Zarr with its axes and pixel size.
 
     ``lazy=None`` opens files over :data:`LAZY_THRESHOLD_BYTES` lazily; ``True`` always does.
+    OME-Zarr is always lazy; ``level`` picks its resolution level (0 = full resolution).
     """
+    from napari_unet.core.omezarr import is_zarr_path, read_ome_zarr
+
+    if is_zarr_path(path):
+        return read_ome_zarr(path, level)
     path = Path(path)
+    if level != 0:
+        raise ValueError(f"{path} has one resolution level; level {level} does not exist")
     if not path.is_file():
         raise FileNotFoundError(f"no such file: {path}")
     try:
@@ -193,7 +200,15 @@ def write_labels(
     pixel_size_um: dict[str, float] | None = None,
     overwrite: bool = False,
 ) -> Path:
-    """Write a label image as compressed OME-TIFF in its smallest unsigned dtype, atomically."""
+    """Write a label image as compressed OME-TIFF in its smallest unsigned dtype, atomically.
+
+    A ``.zarr`` path (or ``<image>.ome.zarr/labels/<name>``) writes a multiscale OME-Zarr
+    label image instead, streamed chunk by chunk (:func:`napari_unet.core.omezarr.write_labels`).
+    """
+    from napari_unet.core import omezarr
+
+    if omezarr.is_zarr_path(path):
+        return omezarr.write_labels(path, labels, axes, pixel_size_um, overwrite=overwrite)
     array = np.asarray(labels)
     return write_image(
         path,
@@ -254,4 +269,5 @@ def describe_file(path: str | os.PathLike[str]) -> dict[str, Any]:
         "axes": image.axes,
         "pixel_size_um": image.pixel_size_um,
         "labels": image.is_labels,
+        "levels": [tuple(level.shape) for level in getattr(image, "levels", [image.data])],
     }

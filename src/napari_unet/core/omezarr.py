@@ -93,7 +93,7 @@ def is_ome_zarr(path: str | os.PathLike[str]) -> bool:
 
 
 def ome_attributes(path: Path) -> dict[str, Any]:
-    """The group's OME attributes: ``zarr.json`` ``attributes.ome`` (0.5) or ``.zattrs`` (0.4)."""
+    """Return the OME attributes: ``zarr.json`` ``attributes.ome`` (0.5) or ``.zattrs`` (0.4)."""
     v3, v2 = path / "zarr.json", path / ".zattrs"
     try:
         if v3.is_file():
@@ -164,7 +164,7 @@ def _axis_letters(axes_metadata: list[dict[str, Any]], path: Path) -> str:
 
 
 def level_scale(multiscale: Multiscale, level: int) -> np.ndarray:
-    """The physical size of one pixel of ``level`` along each axis, in the axes' own units."""
+    """Return the size of one pixel of ``level`` along each axis, in the axes' own units."""
     scale = np.ones(len(multiscale.axes))
     for transform in multiscale.transforms[level]:
         if transform.get("type") == "scale":
@@ -210,7 +210,7 @@ def read_ome_zarr(path: str | os.PathLike[str], level: int = 0) -> OmeZarrImage:
 
 
 def label_images(path: str | os.PathLike[str]) -> list[Path]:
-    """The complete label images listed in an OME-Zarr image's ``labels`` group."""
+    """List the complete label images in an OME-Zarr image's ``labels`` group."""
     folder = Path(path) / "labels"
     try:
         names = ome_attributes(folder).get("labels", []) if folder.is_dir() else []
@@ -406,8 +406,7 @@ def _container_layout(container: Path, shape: tuple[int, ...], axes: str) -> _La
             f"{image_shape} with axes {image_axes}"
         )
     transforms = [
-        [_drop_axes(transform, keep) for transform in level]
-        for level in multiscale.transforms
+        [_drop_axes(transform, keep) for transform in level] for level in multiscale.transforms
     ]
     return _Layout(
         [tuple(level.shape[i] for i in keep) for level in image.levels],
