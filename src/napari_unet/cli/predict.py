@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any
 
 TIFF_SUFFIXES = (".tif", ".tiff")
+ZARR_SUFFIX = ".zarr"
+"""A folder with this suffix is one OME-Zarr image, not a folder of images."""
 OUTPUT_SUFFIX = {"probabilities": "_probabilities", "semantic": "_classes"}
 
 
@@ -55,25 +57,38 @@ def _ints(text: str) -> int | tuple[int, ...]:
 
 
 def expand_inputs(inputs: list[str]) -> list[Path]:
-    """Files as given, TIFFs inside folders, and glob matches; an error for anything missing."""
+    """Files and ``.zarr`` images as given, the images inside folders, and glob matches.
+
+    An error for anything missing.
+    """
     paths: list[Path] = []
     for text in inputs:
         path = Path(text)
-        if path.is_dir():
-            found = sorted(p for p in path.iterdir() if p.suffix.lower() in TIFF_SUFFIXES)
-            if not found:
-                raise FileNotFoundError(f"no .tif/.tiff files in folder {path}")
-            paths += found
-        elif path.is_file():
+        if path.is_file() or _is_zarr(path):
             paths.append(path)
+        elif path.is_dir():
+            found = sorted(p for p in path.iterdir() if _is_zarr(p) or _is_tiff(p))
+            if not found:
+                raise FileNotFoundError(f"no .tif/.tiff files or .zarr images in folder {path}")
+            paths += found
         elif glob.has_magic(text):
-            matches = sorted(Path(p) for p in glob.glob(text) if Path(p).is_file())
+            matches = sorted(
+                Path(p) for p in glob.glob(text) if Path(p).is_file() or _is_zarr(Path(p))
+            )
             if not matches:
                 raise FileNotFoundError(f"no files match {text!r}")
             paths += matches
         else:
             raise FileNotFoundError(f"no such file or folder: {text}")
     return paths
+
+
+def _is_zarr(path: Path) -> bool:
+    return path.suffix.lower() == ZARR_SUFFIX and path.is_dir()
+
+
+def _is_tiff(path: Path) -> bool:
+    return path.suffix.lower() in TIFF_SUFFIXES and path.is_file()
 
 
 def output_paths(inputs: list[Path], target: Path, kind: str) -> list[Path]:
@@ -193,4 +208,6 @@ def run_info(args: argparse.Namespace) -> int:
     print(f"axes:       {info['axes']}")
     print(f"pixel size: {sizes or 'unknown'}")
     print(f"kind:       {'labels (napari-unet)' if info['labels'] else 'image'}")
+    if len(info["levels"]) > 1:
+        print(f"levels:     {', '.join(str(tuple(shape)) for shape in info['levels'])}")
     return 0
