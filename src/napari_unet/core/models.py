@@ -16,6 +16,7 @@ from typing import Any, Literal
 import torch
 from safetensors.torch import load_file, save_file
 
+from napari_unet.core.bioimageio import is_bioimageio_source
 from napari_unet.core.files import atomic_write
 from napari_unet.core.network import UNet, UNetConfig
 
@@ -159,9 +160,13 @@ def resolve_model_path(name_or_path: str | os.PathLike[str]) -> Path:
 
 
 def load_model(name_or_path: str | os.PathLike[str] | Model, device: str = "cpu") -> Model:
-    """Load a model by built-in name, user-model name, or folder path, without unpickling."""
+    """Load a model by built-in name, user-model name, folder or bioimage.io package (no pickle)."""
     if isinstance(name_or_path, Model):
         return name_or_path
+    if is_bioimageio_source(name_or_path):
+        from napari_unet.core.bioimageio.load import load_bioimageio
+
+        return load_bioimageio(name_or_path, device=device)
     folder = resolve_model_path(name_or_path)
     try:
         card = json.loads((folder / CARD_FILE).read_text(encoding="utf-8"))
