@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
@@ -16,6 +17,7 @@ from typing import Any, Literal
 import torch
 from safetensors.torch import load_file, save_file
 
+from napari_unet.core.card_checks import check_weights, read_card
 from napari_unet.core.bioimageio import is_bioimageio_source
 from napari_unet.core.files import atomic_write
 from napari_unet.core.network import UNet, UNetConfig
@@ -136,11 +138,33 @@ def _model_dirs(root: Path) -> dict[str, Path]:
 
 
 def list_models(include_user: bool = True) -> list[str]:
-    """Names of the built-in models, then those the user trained and saved."""
-    names = list(_model_dirs(BUILTIN_DIR))
+    """Names of the built-in models, then those the user trained and saved; broken ones warn."""
+    return [name for name, _ in _checked_models(include_user)]
+
+
+def _checked_models(include_user: bool) -> list[tuple[str, ModelDescription]]:
+    """Each model whose card and weight shapes pass the checks; a warning names each other one."""
+    folders = _model_dirs(BUILTIN_DIR)
     if include_user:
-        names += [name for name in _model_dirs(user_models_dir()) if name not in names]
-    return names
+        user = _model_dirs(user_models_dir())
+        folders |= {name: folder for name, folder in user.items() if name not in folders}
+    described = []
+    for name, folder in folders.items():
+        try:
+            described.append((name, read_description(folder)))
+        except ValueError as error:
+            warnings.warn(f"skipping a broken model: {error}", UserWarning, stacklevel=3)
+    return described
+
+
+def read_description(folder: Path) -> ModelDescription:
+    """Read and check a model folder's card, and its weights' names and shapes against it."""
+    try:
+        description = ModelDescription.from_dict(read_card(folder / CARD_FILE))
+        check_weights(folder / WEIGHTS_FILE, description.architecture)
+    except (KeyError, TypeError, ValueError) as error:
+        raise ValueError(f"model {folder.name!r} ({folder}) is invalid: {error}") from error
+    return description
 
 
 def resolve_model_path(name_or_path: str | os.PathLike[str]) -> Path:
@@ -168,11 +192,7 @@ def load_model(name_or_path: str | os.PathLike[str] | Model, device: str = "cpu"
 
         return load_bioimageio(name_or_path, device=device)
     folder = resolve_model_path(name_or_path)
-    try:
-        card = json.loads((folder / CARD_FILE).read_text(encoding="utf-8"))
-        description = ModelDescription.from_dict(card)
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
-        raise ValueError(f"model card {folder / CARD_FILE} is invalid: {error}") from error
+    description = read_description(folder)
     network = UNet(description.architecture)
     try:
         state = load_file(folder / WEIGHTS_FILE, device=device)
@@ -225,9 +245,5 @@ def _stored(key: str, tensor: torch.Tensor, half_precision: bool) -> torch.Tenso
 
 
 def describe_models() -> list[tuple[str, ModelDescription]]:
-    """Each available model's name and card, for listings (CLI ``models``, widget pickers)."""
-    described = []
-    for name in list_models():
-        card = json.loads((resolve_model_path(name) / CARD_FILE).read_text(encoding="utf-8"))
-        described.append((name, ModelDescription.from_dict(card)))
-    return described
+    """Each usable model's name and card, for listings (CLI ``models``, widget pickers)."""
+    return _checked_models(include_user=True)
