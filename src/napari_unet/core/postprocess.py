@@ -13,6 +13,11 @@ INSTANCE_DEFAULTS: dict[str, Any] = {
     "seed_threshold": 0.5,
     "min_size": 16,
 }
+CELL_DEFAULTS: dict[str, Any] = {
+    "interior_threshold": 0.5,
+    "seed_threshold": 0.8,
+    "min_size": 16,
+}
 
 
 def semantic_labels(probabilities: np.ndarray) -> np.ndarray:
@@ -45,6 +50,36 @@ def instance_labels(
         )
     interior = probabilities[1]
     foreground = interior + probabilities[2] > foreground_threshold
+    return _grow_seeds(interior, foreground, seed_threshold, min_size)
+
+
+def cell_instances(
+    probabilities: np.ndarray,
+    membrane_class: int = 0,
+    interior_threshold: float = CELL_DEFAULTS["interior_threshold"],
+    seed_threshold: float = CELL_DEFAULTS["seed_threshold"],
+    min_size: int = CELL_DEFAULTS["min_size"],
+) -> np.ndarray:
+    """One label per cell from ``(C, *spatial)`` probabilities of a membrane model (EM).
+
+    Cells are the regions between membranes. Seeds are connected regions of confident
+    interior, grown by a seeded watershed over the rest of the interior only, so a faint gap
+    in a membrane does not merge two cells, and membranes stay 0: they show as the lines
+    between cells. ``probabilities`` are softmax outputs; all classes but ``membrane_class``
+    count as interior.
+    """
+    if not -probabilities.shape[0] <= membrane_class < probabilities.shape[0]:
+        raise ValueError(
+            f"membrane_class={membrane_class} is not one of the {probabilities.shape[0]} classes"
+        )
+    interior = 1.0 - probabilities[membrane_class]
+    return _grow_seeds(interior, interior > interior_threshold, seed_threshold, min_size)
+
+
+def _grow_seeds(
+    interior: np.ndarray, foreground: np.ndarray, seed_threshold: float, min_size: int
+) -> np.ndarray:
+    """Seed on confident interior, grow the seeds over ``foreground``, drop small objects."""
     seeds, _ = ndi.label(interior > seed_threshold)
     if min_size > 1 and seeds.max() > 0:
         sizes = np.bincount(seeds.ravel())
