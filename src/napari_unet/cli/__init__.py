@@ -39,5 +39,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as error:
         if args.debug:
             raise
-        print(f"napari-unet {args.command}: error: {error}", file=sys.stderr)
+        print(f"napari-unet {args.command}: error: {error_line(error)}", file=sys.stderr)
         return 1
+
+
+def error_line(error: BaseException) -> str:
+    """Return the one line shown for an error, never empty: a bare MemoryError says what it is."""
+    text = " ".join(str(error).split())
+    if isinstance(error, MemoryError):
+        return f"out of memory{': ' + text if text else ''} (try a smaller --tile or --batch-size)"
+    return text or f"{type(error).__name__} (run with --debug for the traceback)"

@@ -92,19 +92,36 @@ def _is_tiff(path: Path) -> bool:
 
 
 def output_paths(inputs: list[Path], target: Path, kind: str) -> list[Path]:
-    """One output per input: ``target`` itself for one input, else ``target/<name>_labels.tif``."""
-    if len(inputs) == 1 and not target.is_dir() and target.suffix.lower() in TIFF_SUFFIXES:
+    """One output per input: ``target`` itself for one input, else one per input inside it.
+
+    ``target`` names an image when it ends in .tif, .tiff or .zarr (and is not an existing
+    folder of that name); several inputs need a folder. In a folder, each input ``<stem>``
+    gets ``<stem>_labels.tif`` (``_classes``, ``_probabilities`` for those outputs), or
+    ``<stem>_labels.ome.zarr`` for an OME-Zarr input (probabilities are always OME-TIFF).
+    """
+    suffix = target.suffix.lower()
+    if suffix in (*TIFF_SUFFIXES, ZARR_SUFFIX) and not (target.is_dir() and suffix != ZARR_SUFFIX):
+        if len(inputs) > 1:
+            raise ValueError(
+                f"{len(inputs)} inputs need an output folder, not the single file {target}"
+            )
+        if kind == "probabilities" and suffix == ZARR_SUFFIX:
+            raise ValueError("probabilities are written as OME-TIFF; give a .tif output")
         return [target]
-    suffix = OUTPUT_SUFFIX.get(kind, "_labels")
-    names = [_stem(path) + suffix + ".tif" for path in inputs]
-    if len(set(names)) != len(names):
-        raise ValueError("two inputs have the same file name; give them separate output folders")
-    return [target / name for name in names]
+    ending = OUTPUT_SUFFIX.get(kind, "_labels")
+    return [
+        target / (_stem(path) + ending + (".ome.zarr" if _zarr_labels(path, kind) else ".tif"))
+        for path in inputs
+    ]
+
+
+def _zarr_labels(source: Path, kind: str) -> bool:
+    return kind != "probabilities" and _is_zarr(source)
 
 
 def _stem(path: Path) -> str:
     name = path.name
-    for suffix in (".ome.tiff", ".ome.tif", ".tiff", ".tif"):
+    for suffix in (".ome.tiff", ".ome.tif", ".tiff", ".tif", ".ome.zarr", ".zarr"):
         if name.lower().endswith(suffix):
             return name[: -len(suffix)]
     return path.stem
@@ -112,14 +129,13 @@ def _stem(path: Path) -> str:
 
 def run_predict(args: argparse.Namespace) -> int:
     """Segment every input and write its result; checks every path before any work."""
+    from napari_unet.core.files import check_outputs
     from napari_unet.core.io import read_image, write_image, write_labels
     from napari_unet.core.predict import DEFAULT_MODEL, Predictor
 
     inputs = expand_inputs(args.inputs)
     outputs = output_paths(inputs, args.target, args.kind)
-    existing = [str(path) for path in outputs if path.exists()]
-    if existing and not args.overwrite:
-        raise FileExistsError(f"{', '.join(existing)} exists; pass --overwrite to replace")
+    check_outputs(inputs, outputs, args.overwrite)
     predictor = Predictor(
         args.model or DEFAULT_MODEL,
         device=args.device,
@@ -137,9 +153,9 @@ def run_predict(args: argparse.Namespace) -> int:
             )
         plain = axes.upper().replace("C", "")
         if args.kind == "probabilities":
-            write_image(target, result, "C" + plain, image.pixel_size_um, overwrite=True)
+            write_image(target, result, "C" + plain, image.pixel_size_um, overwrite=args.overwrite)
         else:
-            write_labels(target, result, plain, image.pixel_size_um, overwrite=True)
+            write_labels(target, result, plain, image.pixel_size_um, overwrite=args.overwrite)
         if not args.quiet:
             print(f"{source} -> {target}", file=sys.stderr)
     return 0

@@ -1,19 +1,27 @@
-"""Atomic file writes: a temporary file in the target's folder, renamed into place when complete.
+"""Safe output files: atomic writes, exclusive creation, and checks made before any work.
 
-An interrupted or failed write therefore never leaves a partial file behind, and readers see
-either the old file or the new one.
+A write goes to a temporary file in the target's folder that is renamed into place when
+complete, so an interrupted or failed write never leaves a partial file and readers see the
+old file or the new one. Without ``overwrite`` the rename is a hard link, which fails if the
+name was taken meanwhile: two runs racing for one output cannot both succeed. Before a run,
+:func:`check_outputs` refuses outputs that would replace an input (compared as resolved
+files, not names) and places that cannot be written, so no work is lost at the end.
 """
 
 from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 
-def atomic_write(target: Path, write: Callable[[str], object]) -> None:
-    """Call ``write(temporary_path)``, then move the file to ``target`` with normal permissions."""
+def atomic_write(target: Path, write: Callable[[str], object], overwrite: bool = True) -> None:
+    """Call ``write(temporary_path)``, then move the file to ``target`` with normal permissions.
+
+    ``overwrite=False`` refuses (``FileExistsError``) if ``target`` exists when the file is
+    moved into place, even if another process created it during the write.
+    """
     handle, temporary = tempfile.mkstemp(
         dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"
     )
@@ -21,10 +29,78 @@ def atomic_write(target: Path, write: Callable[[str], object]) -> None:
     try:
         write(temporary)
         os.chmod(temporary, 0o666 & ~_umask())  # mkstemp makes files private (0600)
-        os.replace(temporary, target)
+        if overwrite:
+            os.replace(temporary, target)
+        else:
+            _move_exclusively(temporary, target)
     finally:
         if os.path.exists(temporary):
             os.unlink(temporary)
+
+
+def check_outputs(inputs: Sequence[Path], outputs: Sequence[Path], overwrite: bool) -> None:
+    """Refuse, before any work, outputs that cannot or must not be written.
+
+    An output that is one of the inputs (same resolved path or same file through a link), or
+    a folder holding one, is refused even with ``overwrite``; so are two outputs of one name,
+    existing outputs without ``overwrite``, and folders where no file can be created.
+    """
+    sources = [Path(path).resolve() for path in inputs]
+    seen: set[Path] = set()
+    for output in outputs:
+        target = Path(output).resolve()
+        for source in sources:
+            if target == source or target in source.parents or _same_file(target, source):
+                raise ValueError(
+                    f"output {output} would replace the input {source}; choose another output"
+                )
+        if target.is_dir() and target.suffix.lower() != ".zarr":
+            raise IsADirectoryError(f"output {output} is a folder, not an image file")
+        if target in seen:
+            raise ValueError(
+                f"two inputs would be written to {output}; give them separate output folders"
+            )
+        seen.add(target)
+    existing = [str(path) for path in outputs if os.path.lexists(path)]
+    if existing and not overwrite:
+        raise _exists(", ".join(existing))
+    for folder in sorted({Path(path).parent for path in outputs}):
+        _check_writable(folder)
+
+
+def _check_writable(folder: Path) -> None:
+    """Create ``folder`` if needed and prove a file can be created in it."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        reason = error.strerror or type(error).__name__
+        raise type(error)(f"cannot write outputs in {folder}: {reason}") from error
+
+
+def _same_file(first: Path, second: Path) -> bool:
+    try:
+        return os.path.samefile(first, second)
+    except OSError:  # one of them does not exist yet
+        return False
+
+
+def _move_exclusively(temporary: str, target: Path) -> None:
+    try:
+        os.link(temporary, target)  # atomic, and fails if the name is taken
+    except FileExistsError:
+        raise _exists(target) from None
+    except OSError:  # no hard links on this file system (FAT, some network shares)
+        try:
+            os.close(os.open(target, os.O_CREAT | os.O_EXCL | os.O_WRONLY))  # claim the name
+        except FileExistsError:
+            raise _exists(target) from None
+        os.replace(temporary, target)
+
+
+def _exists(target: Path | str) -> FileExistsError:
+    return FileExistsError(f"{target} exists; pass overwrite=True (--overwrite) to replace it")
 
 
 def _umask() -> int:

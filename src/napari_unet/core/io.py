@@ -85,6 +85,10 @@ def read_image(path: str | os.PathLike[str], lazy: bool | None = None, level: in
     path = Path(path)
     if level != 0:
         raise ValueError(f"{path} has one resolution level; level {level} does not exist")
+    if path.is_dir():
+        raise IsADirectoryError(
+            f"{path} is a folder, not an image; give a .tif file or an OME-Zarr folder (.zarr)"
+        )
     if not path.is_file():
         raise FileNotFoundError(f"no such file: {path}")
     try:
@@ -255,6 +259,7 @@ def write_image(
             compression="zlib",
             software=software,
         ),
+        overwrite=overwrite,
     )
     return path
 

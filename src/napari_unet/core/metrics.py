@@ -17,7 +17,16 @@ IOU_THRESHOLDS: tuple[float, ...] = tuple(np.round(np.arange(0.5, 1.0, 0.05), 2)
 
 
 def confusion_matrix(truth: np.ndarray, prediction: np.ndarray, n_classes: int) -> np.ndarray:
-    """``(n_classes, n_classes)`` pixel counts, rows = true class, columns = predicted class."""
+    """``(n_classes, n_classes)`` pixel counts, rows = true class, columns = predicted class.
+
+    True values must be class numbers: instance masks (one label per object) are refused.
+    """
+    if truth.size and (truth.min() < 0 or truth.max() >= n_classes):
+        raise ValueError(
+            f"masks hold values {truth.min()} to {truth.max()}, but the model has {n_classes} "
+            f"classes (0 to {n_classes - 1}); instance masks (one label per object) need an "
+            "instances model"
+        )
     return _pair_counts(truth, prediction, n_classes, n_classes)
 
 

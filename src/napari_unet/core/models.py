@@ -17,8 +17,8 @@ from typing import Any, Literal
 import torch
 from safetensors.torch import load_file, save_file
 
-from napari_unet.core.card_checks import check_weights, read_card
 from napari_unet.core.bioimageio import is_bioimageio_source
+from napari_unet.core.card_checks import check_weights, read_card
 from napari_unet.core.files import atomic_write
 from napari_unet.core.network import UNet, UNetConfig
 
