@@ -29,12 +29,16 @@ _API = {
     "train": "napari_unet.core.train",
     "TrainingProgress": "napari_unet.core.train",
     "evaluate": "napari_unet.core.evaluate",
+    "export_bioimageio": "napari_unet.core.bioimageio.export",
+    "load_bioimageio": "napari_unet.core.bioimageio.load",
 }
 
 __all__ = sorted(_API)
 
 if TYPE_CHECKING:
     from napari_unet._napari.layer_data import segment_layer
+    from napari_unet.core.bioimageio.export import export_bioimageio
+    from napari_unet.core.bioimageio.load import load_bioimageio
     from napari_unet.core.evaluate import evaluate
     from napari_unet.core.io import read_image, write_labels
     from napari_unet.core.models import (

@@ -22,9 +22,7 @@ def is_bioimageio_source(source: str | os.PathLike[str]) -> bool:
     """Tell whether ``source`` is a bioimage.io package: a zip, a folder or its YAML file."""
     path = Path(source).expanduser()
     if path.is_file():
-        return path.name.endswith(RDF_NAMES) or (
-            path.suffix == ".zip" and zipfile.is_zipfile(path)
-        )
+        return path.name.endswith(RDF_NAMES) or (path.suffix == ".zip" and zipfile.is_zipfile(path))
     return path.is_dir() and any((path / name).is_file() for name in RDF_NAMES)
 
 

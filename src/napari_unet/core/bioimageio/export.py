@@ -1,4 +1,4 @@
-"""Write a napari-unet model as a bioimage.io model package (the spec ``bioimageio.core`` 0.11 pins).
+"""Write a napari-unet model as a bioimage.io package (the spec that bioimageio.core 0.11 pins).
 
 The package carries the weights twice, as the spec asks of PyTorch models: a
 ``pytorch_state_dict`` whose architecture is :class:`napari_unet.core.network.UNet` with the
@@ -23,6 +23,7 @@ import torch
 
 from napari_unet.core.axes import CanonicalView
 from napari_unet.core.bioimageio import require_bioimageio
+from napari_unet.core.bioimageio.scripted import script_unet
 from napari_unet.core.models import CARD_FILE, WEIGHTS_FILE, Model, load_model, save_model
 from napari_unet.core.network import UNet
 from napari_unet.core.normalize import fit_normalizer
@@ -31,6 +32,17 @@ INPUT_ID = "raw"
 OUTPUT_ID = "probabilities"
 CONFIG_KEY = "napari_unet"
 """Key under the package's ``config`` that holds the napari-unet card."""
+PACKAGE_FILES = (
+    CARD_FILE,
+    WEIGHTS_FILE,
+    "weights.pt",
+    "weights_torchscript.pt",
+    "test_input.npy",
+    "test_output.npy",
+    "sample_input.tif",
+    "cover.png",
+    "README.md",
+)
 MAX_TEST_SIZE = 256
 """Test tensors are at most this long per axis, so ``bioimageio test`` stays quick."""
 
@@ -137,7 +149,7 @@ def _spatial_axes(dims: int) -> tuple[str, ...]:
 
 
 def _test_input(network: UNet, sample: np.ndarray | None) -> np.ndarray:
-    """A ``(1, C, *spatial)`` float32 crop of ``sample`` at a size the network accepts."""
+    """Crop ``sample`` to a ``(1, C, *spatial)`` float32 test input the network accepts."""
     dims, channels = network.spatial_dims, network.config.in_channels
     if sample is None:
         sample = _synthetic_image((96,) * dims if dims == 3 else (160, 192))
@@ -163,7 +175,7 @@ def _test_input(network: UNet, sample: np.ndarray | None) -> np.ndarray:
 
 
 def _min_size(network: UNet) -> int:
-    """The smallest input per axis: for ``"same"`` nets, larger than twice the halo."""
+    """Return the smallest input per axis; for ``"same"`` nets larger than twice the halo."""
     if network.config.padding == "same":
         return network.valid_input_size(2 * network.context + 1)
     return network.valid_input_size(1)
@@ -188,7 +200,7 @@ def _synthetic_image(shape: tuple[int, ...]) -> np.ndarray:
 
 
 def _export_normalization(settings: dict[str, Any]) -> dict[str, Any]:
-    """The part of the card's normalisation the spec can express (no flip, no RGB mean)."""
+    """Keep the part of the normalisation the spec can express (no flip, no RGB mean)."""
     kind = settings.get("kind", "percentile")
     if kind == "percentile":
         return {"kind": kind, "low": settings["low"], "high": settings["high"]}
@@ -196,7 +208,7 @@ def _export_normalization(settings: dict[str, Any]) -> dict[str, Any]:
 
 
 def _reference_output(model: Model, test_input: np.ndarray) -> np.ndarray:
-    """The probabilities our own normalisation and network give for the test input."""
+    """Compute the test output with our own normalisation and network (an independent check)."""
     image = test_input[0]
     axes = "C" + "ZYX"[-model.description.spatial_dims :]
     settings = _export_normalization(model.description.normalization)
@@ -214,20 +226,16 @@ def _write_files(
     """Write every file the package holds into ``folder``; return them by name."""
     import tifffile
 
-    save_model(model, folder)
-    files = {CARD_FILE: folder / CARD_FILE, WEIGHTS_FILE: folder / WEIGHTS_FILE}
+    save_model(model, folder)  # the card and safetensors weights, for napari-unet itself
+    files = {name: folder / name for name in PACKAGE_FILES}
     state = {key: value.float() for key, value in model.network.state_dict().items()}
-    torch.save(state, files.setdefault("weights.pt", folder / "weights.pt"))
-    example = torch.from_numpy(test_input)
-    with torch.no_grad():
-        traced = torch.jit.trace(model.network, example)
-    traced.save(files.setdefault("weights_torchscript.pt", folder / "weights_torchscript.pt"))
-    np.save(files.setdefault("test_input.npy", folder / "test_input.npy"), test_input)
-    np.save(files.setdefault("test_output.npy", folder / "test_output.npy"), test_output)
-    tifffile.imwrite(files.setdefault("sample_input.tif", folder / "sample_input.tif"), test_input)
-    _write_cover(files.setdefault("cover.png", folder / "cover.png"), test_input, test_output)
-    readme = files.setdefault("README.md", folder / "README.md")
-    readme.write_text(_documentation(model), encoding="utf-8")
+    torch.save(state, files["weights.pt"])
+    script_unet(model.network).save(files["weights_torchscript.pt"])
+    np.save(files["test_input.npy"], test_input)
+    np.save(files["test_output.npy"], test_output)
+    tifffile.imwrite(files["sample_input.tif"], test_input)
+    _write_cover(files["cover.png"], test_input, test_output)
+    files["README.md"].write_text(_documentation(model), encoding="utf-8")
     return files
 
 
@@ -255,7 +263,7 @@ def _fit(image: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
 
 
 def _documentation(model: Model) -> str:
-    """The model card (the built-in's README when there is one) plus how to run the package."""
+    """Write the model card (a built-in's README) plus how to run the package."""
     from napari_unet.core.models import BUILTIN_DIR
 
     card_readme = BUILTIN_DIR / model.name / "README.md"
@@ -282,9 +290,7 @@ def _input_descr(v0_5: Any, network: UNet, description: Any, files: dict[str, Pa
     spatial = _spatial_axes(network.spatial_dims)
     axes = [
         v0_5.BatchAxis(),
-        v0_5.ChannelAxis(
-            channel_names=[f"channel{i}" for i in range(description.in_channels)]
-        ),
+        v0_5.ChannelAxis(channel_names=[f"channel{i}" for i in range(description.in_channels)]),
         *(v0_5.SpaceInputAxis(id=axis, size=size) for axis in spatial),
     ]
     return v0_5.InputTensorDescr(

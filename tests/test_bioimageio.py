@@ -1,0 +1,256 @@
+"""bioimage.io packages: export, the reference tools' checks, import and the round trip."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tiny_models import make_model
+
+pytest.importorskip("bioimageio.core")
+
+from bioimageio.spec import load_description
+
+from napari_unet.core.bioimageio.export import export_bioimageio
+from napari_unet.core.bioimageio.load import load_bioimageio
+from napari_unet.core.models import load_model
+from napari_unet.core.predict import Predictor
+
+
+@pytest.fixture(scope="module")
+def tiny_package(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return export_bioimageio(make_model(), tmp_path_factory.mktemp("pkg") / "tiny.zip")
+
+
+def _probabilities(model, image: np.ndarray, **options) -> np.ndarray:
+    predictor = Predictor(model, device="cpu", precision="fp32", **options)
+    return predictor.predict(image, output="probabilities")
+
+
+def test_reference_tools_validate_and_reproduce_the_test_outputs(tiny_package: Path) -> None:
+    from bioimageio.core import test_model
+
+    described = load_description(tiny_package)
+    assert described.validation_summary.status == "valid-format"
+    summary = test_model(tiny_package)
+    failed = [(d.name, [e.msg for e in d.errors]) for d in summary.details if d.status != "passed"]
+    assert summary.status == "passed", failed
+    names = " ".join(d.name for d in summary.details)
+    assert "(pytorch_state_dict)" in names and "(torchscript)" in names
+
+
+def test_package_describes_the_network(tiny_package: Path) -> None:
+    model = make_model()
+    described = load_description(tiny_package)
+    (tensor_in,), (tensor_out,) = described.inputs, described.outputs
+    size = tensor_in.axes[-1].size
+    assert size.step == model.network.size_multiple
+    assert size.min > 2 * model.network.context
+    assert tensor_out.axes[-1].halo == model.network.context
+    steps = [tensor_in.preprocessing, tensor_out.postprocessing]
+    assert [[p.id for p in s if p.id != "ensure_dtype"] for s in steps] == [
+        ["scale_range"],
+        ["softmax"],
+    ]
+    assert described.weights.torchscript.parent == "pytorch_state_dict"
+    assert any("U-Net" in entry.text for entry in described.cite)
+
+
+def test_round_trip_restores_the_model_exactly(tiny_package: Path, blobs: np.ndarray) -> None:
+    original, loaded = make_model(), load_model(tiny_package)
+    assert loaded.description == original.description
+    np.testing.assert_array_equal(
+        _probabilities(loaded, blobs), _probabilities(original, blobs)
+    )
+
+
+@pytest.mark.parametrize("padding", ["same", "valid"])
+def test_round_trip_through_torchscript(tmp_path: Path, blobs: np.ndarray, padding: str) -> None:
+    model = make_model(padding=padding)
+    package = export_bioimageio(model, tmp_path / "m.zip")
+    loaded = load_bioimageio(package, weight_format="torchscript")
+    assert type(loaded.network).__name__ == "PackagedNetwork"
+    expected = _probabilities(model, blobs)
+    np.testing.assert_allclose(_probabilities(loaded, blobs), expected, atol=1e-5)
+    tiled = _probabilities(loaded, blobs, tile_shape=48)
+    np.testing.assert_allclose(tiled, _probabilities(model, blobs, tile_shape=48), atol=1e-5)
+
+
+def test_state_dict_weights_need_allow_pickle(tiny_package: Path, blobs: np.ndarray) -> None:
+    with pytest.raises(PermissionError, match="allow_pickle=True"):
+        load_bioimageio(tiny_package, weight_format="pytorch_state_dict")
+    loaded = load_bioimageio(tiny_package, weight_format="pytorch_state_dict", allow_pickle=True)
+    expected = _probabilities(make_model(), blobs)
+    np.testing.assert_allclose(_probabilities(loaded, blobs), expected, atol=1e-5)
+
+
+def test_builtin_models_export_as_valid_packages(tmp_path: Path) -> None:
+    from napari_unet.core.io import read_image
+
+    samples = Path(__file__).parent.parent / "src" / "napari_unet" / "samples"
+    for name, sample in [("nuclei", "nuclei.tif"), ("em-membranes", "em.tif")]:
+        image = read_image(samples / sample).data
+        with pytest.warns(UserWarning, match="bright-background") if name == "nuclei" else _none():
+            package = export_bioimageio(name, tmp_path / f"{name}.zip", sample=image)
+        described = load_description(package)
+        assert described.validation_summary.status == "valid-format", name
+        assert described.name == f"napari-unet {name}"
+        assert len(described.cite) == 2  # the U-Net paper and the training data
+
+
+def _none():
+    import contextlib
+
+    return contextlib.nullcontext()
+
+
+def test_export_refuses_to_overwrite(tiny_package: Path) -> None:
+    with pytest.raises(FileExistsError, match="overwrite"):
+        export_bioimageio(make_model(), tiny_package)
+    with pytest.raises(ValueError, match=r"\.zip"):
+        export_bioimageio(make_model(), tiny_package.with_suffix(".tar"))
+
+
+def test_cli_export(tmp_path: Path) -> None:
+    from napari_unet.cli import main
+    from napari_unet.core.models import save_model
+
+    folder = save_model(make_model(), tmp_path / "tiny")
+    out = tmp_path / "tiny.zip"
+    assert main(["export", str(folder), str(out)]) == 0
+    assert load_model(out).name == make_model().name
+    assert main(["export", str(folder), str(out)]) == 1  # exists: refused, one-line error
+
+
+# -- a U-Net that is not ours -----------------------------------------------------------------
+
+
+class _ForeignUNet(torch.nn.Module):
+    """One pooling level, channels last in and out: (batch, y, x, channel)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(1)
+        self.down = torch.nn.Conv2d(1, 4, 3, padding=1)
+        self.bottom = torch.nn.Conv2d(4, 8, 3, padding=1)
+        self.up = torch.nn.ConvTranspose2d(8, 4, 2, stride=2)
+        self.head = torch.nn.Conv2d(8, 1, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.permute(0, 3, 1, 2)
+        skip = torch.relu(self.down(x))
+        deep = torch.relu(self.bottom(torch.nn.functional.max_pool2d(skip, 2)))
+        return self.head(torch.cat([skip, self.up(deep)], 1)).permute(0, 2, 3, 1)
+
+
+def _zmuv(image: np.ndarray) -> np.ndarray:
+    return ((image - image.mean()) / image.std()).astype(np.float32)
+
+
+def _foreign_package(tmp_path: Path, postprocessing: list, test_output_fn) -> Path:
+    """A package built as another tool would: torchscript, byxc axes, zero-mean preprocessing."""
+    from bioimageio.spec import save_bioimageio_package
+    from bioimageio.spec.model import v0_5
+
+    module = torch.jit.script(_ForeignUNet().eval())
+    module.save(tmp_path / "foreign.pt")
+    test_input = np.random.default_rng(0).normal(50, 10, (1, 32, 32, 1)).astype(np.float32)
+    with torch.no_grad():
+        raw = module(torch.from_numpy(_zmuv(test_input))).numpy()
+    np.save(tmp_path / "in.npy", test_input)
+    np.save(tmp_path / "out.npy", test_output_fn(raw))
+    (tmp_path / "README.md").write_text("# foreign\n")
+    size = v0_5.ParameterizedSize(min=16, step=2)
+    descr = v0_5.ModelDescr(
+        name="foreign unet",
+        description="a hand-built U-Net",
+        authors=[v0_5.Author(name="someone else")],
+        cite=[v0_5.CiteEntry(text="a paper", doi="10.1007/978-3-319-24574-4_28")],
+        license="MIT",
+        documentation=v0_5.FileDescr(source=tmp_path / "README.md"),
+        inputs=[
+            v0_5.InputTensorDescr(
+                id="image",
+                axes=[
+                    v0_5.BatchAxis(),
+                    *(v0_5.SpaceInputAxis(id=a, size=size) for a in "yx"),
+                    v0_5.ChannelAxis(channel_names=["gray"]),
+                ],
+                test_tensor=v0_5.FileDescr(source=tmp_path / "in.npy"),
+                preprocessing=[
+                    v0_5.ZeroMeanUnitVarianceDescr(
+                        kwargs=v0_5.ZeroMeanUnitVarianceKwargs(axes=["y", "x"])
+                    )
+                ],
+            )
+        ],
+        outputs=[
+            v0_5.OutputTensorDescr(
+                id="mask",
+                axes=[
+                    v0_5.BatchAxis(),
+                    *(
+                        v0_5.SpaceOutputAxisWithHalo(
+                            id=a, halo=4, size=v0_5.SizeReference(tensor_id="image", axis_id=a)
+                        )
+                        for a in "yx"
+                    ),
+                    v0_5.ChannelAxis(channel_names=["foreground"]),
+                ],
+                test_tensor=v0_5.FileDescr(source=tmp_path / "out.npy"),
+                postprocessing=postprocessing,
+            )
+        ],
+        weights=v0_5.WeightsDescr(
+            torchscript=v0_5.TorchscriptWeightsDescr(
+                source=tmp_path / "foreign.pt", pytorch_version=torch.__version__.split("+")[0]
+            )
+        ),
+    )
+    return save_bioimageio_package(descr, output_path=tmp_path / "foreign.zip")
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1 / (1 + np.exp(-x))
+
+
+def test_foreign_torchscript_unet_matches_the_module(tmp_path: Path) -> None:
+    from bioimageio.spec.model import v0_5
+
+    package = _foreign_package(tmp_path, [v0_5.SigmoidDescr()], _sigmoid)
+    model = load_model(package)
+    assert model.description.normalization == {"kind": "meanstd"}
+    assert model.description.class_names == ["background", "foreground"]
+    image = np.random.default_rng(2).normal(300, 40, (40, 48)).astype(np.float32)
+    module = torch.jit.load(tmp_path / "foreign.pt")
+    with torch.no_grad():
+        direct = _sigmoid(module(torch.from_numpy(_zmuv(image)[None, :, :, None])).numpy())
+    foreground = _probabilities(model, image)[1]  # one tile: the image is a valid size
+    np.testing.assert_allclose(foreground, direct[0, :, :, 0], atol=1e-4)
+    labels = Predictor(model, device="cpu", precision="fp32").predict(image)
+    np.testing.assert_array_equal(labels, direct[0, :, :, 0] > 0.5)
+    # Tiles that overlap by twice the declared halo plus a pooling cell add no seams.
+    tiled = _probabilities(model, image, tile_shape=24, overlap=10)[1]
+    np.testing.assert_allclose(tiled, foreground, atol=1e-5)
+
+
+def test_foreign_binarize_threshold_decides_the_labels(tmp_path: Path) -> None:
+    from bioimageio.spec.model import v0_5
+
+    steps = [v0_5.SigmoidDescr(), v0_5.BinarizeDescr(kwargs=v0_5.BinarizeKwargs(threshold=0.3))]
+    package = _foreign_package(tmp_path, steps, lambda raw: (_sigmoid(raw) > 0.3) * 1.0)
+    image = np.random.default_rng(2).normal(300, 40, (40, 48)).astype(np.float32)
+    module = torch.jit.load(tmp_path / "foreign.pt")
+    with torch.no_grad():
+        direct = _sigmoid(module(torch.from_numpy(_zmuv(image)[None, :, :, None])).numpy())
+    labels = Predictor(load_model(package), device="cpu", precision="fp32").predict(image)
+    np.testing.assert_array_equal(labels, direct[0, :, :, 0] > 0.3)
+
+
+def test_image_outputs_are_refused(tmp_path: Path) -> None:
+    package = _foreign_package(tmp_path, [], lambda raw: raw * 100)
+    with pytest.raises(ValueError, match="not a segmentation"):
+        load_model(package)
