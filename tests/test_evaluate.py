@@ -4,7 +4,6 @@ import pytest
 from napari_unet.core.evaluate import (
     calibrate_binary_decision,
     evaluate,
-    predict_probabilities,
     tune_instance_postprocess,
 )
 from napari_unet.core.models import Model, ModelDescription
@@ -20,13 +19,6 @@ def semantic_model() -> Model:
         class_names=["membrane", "interior"],
     )
     return Model.create(card)
-
-
-def test_predictions_cover_every_pixel_of_odd_sized_images():
-    model = semantic_model()
-    probabilities = predict_probabilities(model, np.zeros((1, 13, 21), dtype=np.float32))
-    assert probabilities.shape == (2, 13, 21)
-    np.testing.assert_allclose(probabilities.sum(0), 1, rtol=1e-5)
 
 
 def test_semantic_evaluation_reports_pixel_error_iou_and_rand_per_group(monkeypatch):

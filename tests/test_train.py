@@ -2,10 +2,9 @@ import numpy as np
 import pytest
 import torch
 
-from napari_unet.core.datasets import prepare_image
-from napari_unet.core.evaluate import predict_probabilities
 from napari_unet.core.metrics import class_scores, confusion_matrix
 from napari_unet.core.models import load_model, save_model
+from napari_unet.core.predict import Predictor
 from napari_unet.core.progress import Cancelled, CancelToken
 from napari_unet.core.train import TrainingProgress, train
 
@@ -28,18 +27,18 @@ def squares(n_images: int = 3, size: int = 32, seed: int = 0) -> tuple[list, lis
     return images, masks
 
 
-def foreground_iou(model, images, masks) -> float:
+def class_iou(model, images, masks) -> np.ndarray:
+    predictor = Predictor(model, device="cpu", precision="fp32")
+    n_classes = model.description.architecture.out_channels
     confusion = sum(
-        confusion_matrix(
-            mask,
-            predict_probabilities(
-                model, prepare_image(image, 2, 1, model.description.normalization)
-            ).argmax(0),
-            2,
-        )
+        confusion_matrix(mask, predictor.predict(image, axes="YX", output="semantic"), n_classes)
         for image, mask in zip(images, masks, strict=True)
     )
-    return class_scores(confusion)["iou"][1]
+    return class_scores(confusion)["iou"]
+
+
+def foreground_iou(model, images, masks) -> float:
+    return class_iou(model, images, masks)[1]
 
 
 def test_a_tiny_set_is_overfit_in_a_few_dozen_steps():
@@ -116,9 +115,13 @@ def test_saved_model_reloads_with_its_card_and_identical_outputs(tmp_path):
     assert model.description.output_kind == "instances"
     assert "ap50" in model.description.metrics["validation"]
     loaded = load_model(save_model(model, tmp_path / "tiny"))
-    image = np.random.default_rng(0).random((1, 32, 32), dtype=np.float32)
+    image = np.random.default_rng(0).random((32, 32), dtype=np.float32)
     np.testing.assert_allclose(
-        predict_probabilities(loaded, image), predict_probabilities(model, image), atol=1e-6
+        *[
+            Predictor(m, device="cpu", precision="fp32").predict(image, output="probabilities")
+            for m in (loaded, model)
+        ],
+        atol=1e-6,
     )
 
 
@@ -199,3 +202,59 @@ def test_weight_averaging_share_must_be_a_fraction():
     images, masks = squares(2)
     with pytest.raises(ValueError, match="share of the epochs"):
         train(images, masks, target="semantic", architecture=TINY, epochs=1, average_weights=2)
+
+
+def test_the_validation_score_is_what_the_predictor_gives_with_the_cards_normalisation():
+    images, masks = squares(3)
+    bright = [image * 50 + 1000 for image in images]  # meanstd undoes this; raw values would not
+    model = train(
+        images[:2],
+        masks[:2],
+        validation=(bright[2:], masks[2:]),
+        target="semantic",
+        architecture=TINY,
+        normalization={"kind": "meanstd"},
+        epochs=1,
+        steps_per_epoch=3,
+    )
+    assert model.description.normalization == {"kind": "meanstd"}
+    iou = class_iou(model, bright[2:], masks[2:])
+    validation = model.description.metrics["validation"]
+    assert validation["score"] == pytest.approx(np.nanmean(iou), abs=1e-9)
+    assert validation["iou_class 1"] == pytest.approx(iou[1], abs=1e-9)
+
+
+def test_training_on_an_image_with_nan_fails_before_any_weight_changes():
+    images, masks = squares(2)
+    images[1][5, 5] = np.nan
+    with pytest.raises(ValueError, match="image 1 contains 1 NaN"):
+        train(images, masks, target="semantic", architecture=TINY, epochs=1)
+
+
+def test_semantic_masks_of_object_labels_are_refused_before_building_a_network():
+    images, masks = squares(1, size=64)
+    masks[0] = np.arange(64 * 64, dtype=np.uint16).reshape(64, 64)
+    with pytest.raises(ValueError, match=r"4096 classes, more than 64"):
+        train(images, masks, target="semantic", epochs=1)
+
+
+def test_a_non_finite_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    from napari_unet.core import train as training
+
+    calls = []
+
+    def diverging(*args, **kwargs):
+        calls.append(1)
+        loss = training_loss(*args, **kwargs)
+        return loss * float("nan") if len(calls) == 4 else loss
+
+    training_loss = training.segmentation_loss
+    monkeypatch.setattr(training, "segmentation_loss", diverging)
+    images, masks = squares(3)
+    with pytest.raises(FloatingPointError, match=rf"loss became NaN .*epoch 2, step 2.*{tmp_path}"):
+        train(images, masks, checkpoint_dir=tmp_path, **SHORT_RUN)
+    state = torch.load(tmp_path / "last.pt", weights_only=True)
+    assert state["run"]["epoch"] == 1
+    assert all(torch.isfinite(value).all() for value in state["network"].values())
+    best = load_model(tmp_path / "best")
+    assert all(torch.isfinite(value).all() for value in best.network.state_dict().values())

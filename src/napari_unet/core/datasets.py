@@ -6,11 +6,14 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import tifffile
 
 from napari_unet.core.augment import Sample
+from napari_unet.core.models import ModelDescription
+from napari_unet.core.normalize import model_input
 from napari_unet.core.targets import (
     IGNORE_INDEX,
     Target,
@@ -24,10 +27,18 @@ ArrayList = Sequence[np.ndarray]
 TIFF_SUFFIXES = (".tif", ".tiff")
 
 
+MAX_SEMANTIC_CLASSES = 64
+"""More classes than this is almost surely a mask of object labels or of 0/255 values."""
+
+
 def read_pairs(
     images: str | os.PathLike[str] | ArrayList, masks: str | os.PathLike[str] | ArrayList
 ) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Images and masks as lists of arrays, from lists or from two folders of same-named TIFFs."""
+    """Images and masks as lists of checked arrays, from lists or from two folders of TIFFs.
+
+    Folders pair files by name. Every pair is checked as prediction checks its input (see
+    :func:`check_pair`), so bad data fails before training rather than as a broken model.
+    """
     if isinstance(images, str | os.PathLike) or isinstance(masks, str | os.PathLike):
         if not (isinstance(images, str | os.PathLike) and isinstance(masks, str | os.PathLike)):
             raise TypeError("give images and masks both as folders or both as lists of arrays")
@@ -35,14 +46,7 @@ def read_pairs(
     images, masks = list(images), list(masks)
     if len(images) != len(masks):
         raise ValueError(f"got {len(images)} images but {len(masks)} masks")
-    if not images:
-        raise ValueError("no training images given")
-    for index, (image, mask) in enumerate(zip(images, masks, strict=True)):
-        if np.shape(image)[: np.ndim(mask)] != np.shape(mask):
-            raise ValueError(
-                f"image {index} has shape {np.shape(image)} but its mask has {np.shape(mask)}"
-            )
-    return [np.asarray(image) for image in images], [np.asarray(mask) for mask in masks]
+    return _checked(images, masks, [f"image {index}" for index in range(len(images))])
 
 
 def _read_folders(image_dir: Path, mask_dir: Path) -> tuple[list[np.ndarray], list[np.ndarray]]:
@@ -52,17 +56,89 @@ def _read_folders(image_dir: Path, mask_dir: Path) -> tuple[list[np.ndarray], li
     missing = [name for name in names if not (mask_dir / name).is_file()]
     if missing:
         raise FileNotFoundError(f"no mask in {mask_dir} for {missing[:3]} ({len(missing)} in all)")
-    return read_pairs(
+    return _checked(
         [tifffile.imread(image_dir / name) for name in names],
         [tifffile.imread(mask_dir / name) for name in names],
+        [str(image_dir / name) for name in names],
     )
+
+
+def _checked(
+    images: list[Any], masks: list[Any], names: list[str]
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    if not images:
+        raise ValueError("no training images given")
+    images, masks = [np.asarray(image) for image in images], [np.asarray(mask) for mask in masks]
+    for image, mask, name in zip(images, masks, names, strict=True):
+        check_pair(image, mask, name)
+    if len({mask.ndim for mask in masks}) > 1:
+        raise ValueError("the masks mix 2D and 3D; train a 2D and a 3D model on separate sets")
+    return images, masks
+
+
+def check_pair(image: np.ndarray, mask: np.ndarray, name: str = "the image") -> None:
+    """Refuse a pair that would train a broken model, with one line that names the problem.
+
+    Images are numbers without NaN or infinity; masks hold non-negative integer labels and
+    have the image's spatial shape (images are ``YX``, ``ZYX``, or either with colour last).
+    """
+    if image.dtype.kind not in "biuf":
+        raise ValueError(f"{name} has dtype {image.dtype}; training needs integers or floats")
+    if image.size == 0:
+        raise ValueError(f"{name} is empty: shape {image.shape}")
+    if image.dtype.kind == "f" and not np.isfinite(image).all():
+        bad = int(np.count_nonzero(~np.isfinite(image)))
+        raise ValueError(
+            f"{name} contains {bad} NaN or infinite values; replace them (e.g. np.nan_to_num) "
+            "or crop them away before training"
+        )
+    if mask.dtype.kind not in "biu":
+        raise ValueError(
+            f"the mask of {name} has dtype {mask.dtype}; masks hold integer labels "
+            "(cast whole-number masks with mask.astype(np.uint16))"
+        )
+    if (
+        mask.ndim not in (2, 3)
+        or image.shape[: mask.ndim] != mask.shape
+        or image.ndim > mask.ndim + 1
+    ):
+        raise ValueError(
+            f"{name} has shape {image.shape} but its mask has {mask.shape}; a mask must have "
+            "the image's spatial shape (images are YX or ZYX, colour last as YXC)"
+        )
+    if mask.dtype.kind == "i" and mask.min() < 0:
+        raise ValueError(f"the mask of {name} has negative values (down to {mask.min()})")
+
+
+def semantic_class_count(masks: ArrayList, sparse: bool) -> int:
+    """Classes that semantic masks ask for (value ``k``, or ``k - 1`` if sparse, is a class).
+
+    Refuses values that would make an absurd number of output channels, naming them: they
+    are usually object labels (train ``target="instances"``) or a 0/255 binary mask.
+    """
+    values = np.unique(np.concatenate([np.unique(mask) for mask in masks]))
+    needed = max(2, int(values.max()) + (0 if sparse else 1))
+    if needed > MAX_SEMANTIC_CLASSES:
+        shown = ", ".join(str(v) for v in values[:6]) + (
+            f", ..., {values[-1]}" if values.size > 6 else ""
+        )
+        raise ValueError(
+            f"semantic masks hold class indices, but these hold {values.size} values ({shown}): "
+            f"that is {needed} classes, more than {MAX_SEMANTIC_CLASSES}. For one label per "
+            "object use target='instances'; for a 0/255 mask divide it by 255"
+        )
+    return needed
 
 
 @dataclass
 class LabelledImage:
-    """One normalised image ``(C, *spatial)`` with its mask, target classes and loss weights."""
+    """One image, as given and as the network sees it, with its mask, classes and weights."""
 
+    source: np.ndarray
+    """The image as given: validation runs it through the Predictor, as users will."""
+    axes: str
     image: np.ndarray
+    """Channels matched and normalised as in prediction, float32 ``(C, *spatial)``."""
     mask: np.ndarray
     target: np.ndarray
     weights: np.ndarray | None
@@ -72,25 +148,38 @@ class LabelledImage:
     @classmethod
     def build(
         cls,
-        image: np.ndarray,
+        source: np.ndarray,
         mask: np.ndarray,
+        description: ModelDescription,
         target: Target,
         sparse: bool,
         with_weights: bool,
-        n_classes: int,
     ) -> LabelledImage:
-        """Compute the target (and the paper's weight map if asked) for one pair."""
+        """Normalise the image and compute the target (and the paper's weight map if asked)."""
+        axes = training_axes(source, mask, description.spatial_dims)
+        image = model_input(source, axes, description)
         if target == "instances":
             classes = instance_target(mask, sparse=sparse)
             objects = np.where(classes == 1, object_labels(mask, target, sparse), 0)
         else:
             classes = semantic_target(mask, sparse=sparse)
             objects = object_labels(mask, target, sparse)
+        n_classes = description.architecture.out_channels
         weights = weight_map(classes, objects, n_classes=n_classes) if with_weights else None
         candidates = np.flatnonzero(classes >= (0 if sparse else 1))
         if candidates.size > 20_000:
             candidates = np.random.default_rng(0).choice(candidates, 20_000, replace=False)
-        return cls(image, mask, classes, weights, candidates)
+        return cls(source, axes, image, mask, classes, weights, candidates)
+
+
+def training_axes(image: np.ndarray, mask: np.ndarray, spatial_dims: int) -> str:
+    """Axis letters of a training image: ``YX`` or ``ZYX``, with ``C`` last for colour."""
+    if mask.ndim != spatial_dims:
+        raise ValueError(
+            f"the model is {spatial_dims}D but a mask has {mask.ndim} dims (shape {mask.shape})"
+        )
+    axes = "ZYX"[-spatial_dims:]
+    return axes + "C" if image.ndim > mask.ndim else axes
 
 
 class PatchSampler:
@@ -151,44 +240,3 @@ def _pad_to(
     if value is None:
         return np.pad(array, widths, mode=mode)
     return np.pad(array, widths, mode=mode, constant_values=value)
-
-
-def prepare_image(
-    image: np.ndarray, spatial_dims: int, in_channels: int, normalization: dict
-) -> np.ndarray:
-    """Channels-first float32 image normalised as the model card says.
-
-    A trailing colour axis (``YXC``) is averaged to gray for 1-channel models
-    (``normalization["rgb"] == "mean"``, the default) and a gray image is repeated for
-    multi-channel models, so one model accepts both kinds of input. With
-    ``normalization["dark_background"]``, images that are mostly bright after normalisation
-    (stained tissue, brightfield) are inverted, so objects are always bright on dark.
-    """
-    image = np.asarray(image, dtype=np.float32)
-    if image.ndim == spatial_dims:
-        image = image[np.newaxis]
-    elif image.ndim == spatial_dims + 1:
-        image = np.moveaxis(image, -1, 0)
-    else:
-        raise ValueError(
-            f"expected a {spatial_dims}D image with optional colour axis, got shape {image.shape}"
-        )
-    if image.shape[0] != in_channels:
-        if in_channels == 1 and normalization.get("rgb", "mean") == "mean":
-            image = image.mean(axis=0, keepdims=True)
-        elif image.shape[0] == 1:
-            image = np.repeat(image, in_channels, axis=0)
-        else:
-            raise ValueError(
-                f"the model expects {in_channels} channels, the image has {image.shape[0]}"
-            )
-    if normalization.get("kind", "percentile") == "percentile":
-        low, high = np.percentile(
-            image, [normalization.get("low", 1.0), normalization.get("high", 99.8)]
-        )
-        image = (image - low) / max(float(high - low), 1e-6)
-        if normalization.get("dark_background") and np.median(image) > 0.5:
-            image = (
-                1 - image
-            )  # mostly bright: stained or brightfield, flip to look like fluorescence
-    return image.astype(np.float32)

@@ -23,42 +23,27 @@ from napari_unet.core.postprocess import instance_labels
 from napari_unet.core.predict import Predictor
 
 
-def predict_probabilities(model: Model, image: np.ndarray) -> np.ndarray:
-    """Class probabilities ``(K, *spatial)`` of one normalised channels-first image, in one pass.
+def validation_metrics(
+    model: Model, items: Sequence[LabelledImage], device: str = "cpu"
+) -> dict[str, float]:
+    """Score each epoch; ``score`` (AP@0.5 for instances, else mean IoU) picks the best model.
 
-    The image is mirrored at its border up to a size the network accepts (plus the context
-    a valid-padding network consumes), so every pixel gets a prediction.
+    Images go through the :class:`Predictor` as users' images will (normalisation, channels,
+    tiling), in fp32 so that the choice of the best epoch does not depend on the hardware.
     """
-    network = model.network
-    device = next(network.parameters()).device
-    same = network.config.padding == "same"
-    widths, spatial = [(0, 0)], image.shape[1:]
-    for n in spatial:
-        before = 0 if same else network.context
-        size = network.valid_input_size(n + 2 * before)
-        widths.append((before, size - n - before))
-    padded = np.pad(image, widths, mode="reflect" if min(spatial) > 1 else "edge")
-    was_training = network.training
-    network.eval()
-    with torch.inference_mode():
-        logits = network(torch.from_numpy(padded[np.newaxis]).to(device))
-    network.train(was_training)
-    probabilities = logits.float().softmax(dim=1)[0].cpu().numpy()
-    return probabilities[(slice(None), *[slice(0, n) for n in spatial])]
-
-
-def validation_metrics(model: Model, items: Sequence[LabelledImage]) -> dict[str, float]:
-    """Score each epoch; ``score`` (AP@0.5 for instances, else mean IoU) picks the best model."""
+    predictor = Predictor(model, device=device, precision="fp32")
+    probabilities = [
+        predictor.predict(item.source, axes=item.axes, output="probabilities") for item in items
+    ]
     description = model.description
     if description.output_kind == "instances":
-        probabilities = [predict_probabilities(model, item.image) for item in items]
         summary = _instance_summary(model, probabilities, [item.mask for item in items])
         return {"ap50": summary["ap50"], "map": summary["map"], "score": summary["ap50"]}
     n_classes = description.architecture.out_channels
     confusion = np.zeros((n_classes, n_classes), dtype=np.int64)
-    for item in items:
-        predicted = predict_probabilities(model, item.image).argmax(axis=0)
+    for item, probs in zip(items, probabilities, strict=True):
         annotated = item.target >= 0
+        predicted = probs.argmax(axis=0)
         confusion += confusion_matrix(item.target[annotated], predicted[annotated], n_classes)
     iou = class_scores(confusion)["iou"]
     metrics = {

@@ -1,18 +1,22 @@
-"""Input intensity normalisation as the model card prescribes, computed once per image.
+"""What the network sees: the image's channels matched to the model, normalised per the card.
 
-Statistics come from the whole image (a strided sample of at most ``MAX_SAMPLES`` pixels per
-channel for big or lazy inputs), so every tile and every slice is scaled the same way.
+Training and prediction both go through here, so a model sees in use exactly what it saw in
+training. Statistics come from the whole image (a strided sample of at most ``MAX_SAMPLES``
+pixels per channel for big or lazy inputs), so every tile and every slice is scaled the same way.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from napari_unet.core.axes import CanonicalView
+from napari_unet.core.axes import CanonicalView, match_channels
+
+if TYPE_CHECKING:
+    from napari_unet.core.models import ModelDescription
 
 MAX_SAMPLES = 2**22
 """Pixels per channel the statistics are computed from; a strided sample of larger images."""
@@ -71,10 +75,33 @@ def fit_normalizer(view: CanonicalView, settings: dict[str, Any], channels: slic
     scale = np.where(spread > 0, 1.0 / np.where(spread > 0, spread, 1.0), 1.0)
     if settings.get("dark_background") and kind == "percentile":
         # Mostly bright images (stained tissue, brightfield) are flipped to bright objects on
-        # a dark background, as training did (napari_unet.core.datasets.prepare_image).
+        # a dark background, in training and in use alike.
         bright = (np.median(per_channel, axis=1) - shift) * scale > 0.5
         shift, scale = np.where(bright, top, shift), np.where(bright, -scale, scale)
     return Normalizer(shift.astype(np.float32), scale.astype(np.float32))
+
+
+def model_input(
+    image: np.ndarray, axes: str, description: ModelDescription, channel: int | None = None
+) -> np.ndarray:
+    """Return the whole image as the network sees it: float32 ``(C, *spatial)``.
+
+    Training prepares its images with this; prediction reads the same values tile by tile.
+    """
+    check_dtype(np.dtype(image.dtype))
+    view, channels = match_channels(
+        CanonicalView(image, axes),
+        axes,
+        channel,
+        description.in_channels,
+        description.normalization.get("rgb", "mean"),
+        description.name,
+    )
+    normalizer = fit_normalizer(view, description.normalization, channels)
+    block = view.read((slice(None), channels, slice(None), slice(None), slice(None)))
+    normalized = normalizer(block)
+    spatial = normalized.shape[-description.spatial_dims :]
+    return normalized.reshape(normalized.shape[1], *spatial)
 
 
 def _sample(view: CanonicalView, channels: slice) -> np.ndarray:

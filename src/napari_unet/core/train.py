@@ -19,7 +19,12 @@ import torch
 
 from napari_unet.core.augment import Augmenter, Sample
 from napari_unet.core.averaging import WeightAverage, first_averaged_epoch
-from napari_unet.core.datasets import LabelledImage, PatchSampler, prepare_image, read_pairs
+from napari_unet.core.datasets import (
+    LabelledImage,
+    PatchSampler,
+    read_pairs,
+    semantic_class_count,
+)
 from napari_unet.core.evaluate import validation_metrics
 from napari_unet.core.losses import LossName, segmentation_loss
 from napari_unet.core.models import Model, ModelDescription, load_model, save_model
@@ -132,23 +137,10 @@ def train(
     if normalization is not None and base_model is None:
         model.description.normalization = dict(normalization)
     description = model.description
-    n_classes = description.architecture.out_channels
 
     def labelled(image_list: list[np.ndarray], mask_list: list[np.ndarray]) -> list[LabelledImage]:
         return [
-            LabelledImage.build(
-                prepare_image(
-                    image,
-                    description.spatial_dims,
-                    description.in_channels,
-                    description.normalization,
-                ),
-                mask,
-                target,
-                sparse,
-                weight_map,
-                n_classes,
-            )
+            LabelledImage.build(image, mask, description, target, sparse, weight_map)
             for image, mask in zip(image_list, mask_list, strict=True)
         ]
 
@@ -202,6 +194,8 @@ def train(
                 with torch.autocast(torch_device.type, enabled=use_amp):
                     logits = network(inputs)
                 step_loss = segmentation_loss(logits.float(), labels, weights, loss)
+                if not torch.isfinite(step_loss):
+                    raise _diverged("loss", run, folder, learning_rate)
                 scaler.scale(step_loss).backward()
                 scaler.step(optimizer)
                 scaler.update()
@@ -215,13 +209,17 @@ def train(
                         )
                     )
                 if folder is not None and time.monotonic() - last_save > checkpoint_interval_s:
+                    _check_finite(network, run, folder, learning_rate)
                     save_last()
                     last_save = time.monotonic()
             train_loss = run.loss_sum / steps_per_epoch
+            _check_finite(network, run, folder, learning_rate)
             if average is not None and run.epoch + 1 >= first_average:
                 average.update(network)
             metrics = (
-                validation_metrics(Model(description, network), validating) if validating else {}
+                validation_metrics(Model(description, network), validating, str(torch_device))
+                if validating
+                else {}
             )
             metrics["train_loss"] = train_loss
             score = (metrics.get("score", 0.0), -train_loss)  # ties go to the lower loss
@@ -260,7 +258,11 @@ def train(
             for _ in range(min(steps_per_epoch, 50))
         )
         averaged = average.network(normalising)
-        metrics = validation_metrics(Model(description, averaged), validating) if validating else {}
+        metrics = (
+            validation_metrics(Model(description, averaged), validating, str(torch_device))
+            if validating
+            else {}
+        )
         metrics["averaged_epochs"] = float(average.count)
         run.best_metrics = metrics
         run.best_state = {k: v.detach().cpu().clone() for k, v in averaged.state_dict().items()}
@@ -273,6 +275,26 @@ def train(
     elif folder is not None and (folder / BEST_DIR).is_dir():
         network.load_state_dict(load_model(folder / BEST_DIR).network.state_dict())
     return _finished(description, network, run.best_metrics, run)
+
+
+def _check_finite(network: UNet, run: _RunState, folder: Path | None, learning_rate: float) -> None:
+    """Refuse to checkpoint or validate weights that a step has made NaN or infinite."""
+    if not all(torch.isfinite(value).all() for value in network.parameters()):
+        raise _diverged("weights", run, folder, learning_rate)
+
+
+def _diverged(what: str, run: _RunState, folder: Path | None, learning_rate: float) -> Exception:
+    """Return the error that stops a run gone non-finite; what is on disk predates it."""
+    kept = (
+        f"; the last good checkpoint stays in {folder} (resume=True continues from it)"
+        if folder is not None
+        else ""
+    )
+    return FloatingPointError(
+        f"training stopped: the {what} became NaN or infinite at epoch {run.epoch + 1}, "
+        f"step {run.step + 1}{kept}. The data were checked for NaN and infinity, so try a "
+        f"lower learning rate than {learning_rate:g}"
+    )
 
 
 @dataclass
@@ -336,8 +358,13 @@ def _initial_model(
         names = list(INSTANCE_CLASSES)
     elif class_names is not None:
         names = list(class_names)
+        needed = semantic_class_count(masks, sparse)
+        if needed > len(names):
+            raise ValueError(
+                f"the masks hold {needed} classes but class_names names {len(names)}: {names}"
+            )
     else:
-        n_classes = max(2, max(int(mask.max()) for mask in masks) + (0 if sparse else 1))
+        n_classes = semantic_class_count(masks, sparse)
         inherited = base.description.class_names if base is not None else []
         names = (
             inherited if len(inherited) >= n_classes else [f"class {k}" for k in range(n_classes)]
