@@ -14,6 +14,9 @@ same for training on painted labels.
 
 from __future__ import annotations
 
+import atexit
+import shutil
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -22,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from napari_unet._napari.model_choices import DEFAULT_MODEL, model_label
+from napari_unet.core.omezarr import OmeZarrImage
 from napari_unet.core.progress import CancelToken, ProgressCallback
 
 if TYPE_CHECKING:
@@ -90,35 +94,45 @@ def file_placement(image: ImageFile) -> Placement:
 def file_layer_name(path: str | Path) -> str:
     """Name a layer after its file, without ``.tif`` or ``.ome.tif``."""
     name = Path(path).name
-    for suffix in (".ome.tiff", ".ome.tif", ".tiff", ".tif"):
+    for suffix in (".ome.tiff", ".ome.tif", ".tiff", ".tif", ".ome.zarr", ".zarr"):
         if name.lower().endswith(suffix):
             return name[: -len(suffix)]
     return name
 
 
 def image_file_layer(image: ImageFile) -> LayerDataTuple:
-    """Make an Image layer (channels split, or RGB) or, for our label files, a Labels layer."""
+    """Make an Image layer (channels split, or RGB) or, for label images, a Labels layer.
+
+    An OME-Zarr with several resolution levels becomes a multiscale layer of its lazy levels.
+    """
     meta = {"name": file_layer_name(image.path), **file_placement(image).meta()}
     axes = image.axes.upper()
+    data = image.data
+    if isinstance(image, OmeZarrImage) and len(image.levels[image.level :]) > 1:
+        data, meta["multiscale"] = image.levels[image.level :], True
     if image.is_labels:
-        return image.data, meta, "labels"
+        return data, meta, "labels"
     if "C" in axes:
         channels = image.data.shape[axes.index("C")]
         if axes.endswith("C") and channels in (3, 4) and image.data.dtype == np.uint8:
             meta["rgb"] = True
         else:
             meta["channel_axis"] = axes.index("C")
-    return image.data, meta, "image"
+    return data, meta, "image"
 
 
-def result_layer(
-    result: np.ndarray, output: Output, name: str, placement: Placement
-) -> LayerDataTuple:
-    """Show labels as a Labels layer, probabilities as an Image layer with a leading class axis."""
+def result_layer(result: Any, output: Output, name: str, placement: Placement) -> LayerDataTuple:
+    """Show labels as a Labels layer, probabilities as an Image layer with a leading class axis.
+
+    A list of arrays (the levels of a label pyramid) becomes a multiscale Labels layer.
+    """
     if output == "probabilities":
         meta = {"name": name, **placement.with_leading_axis("class").meta()}
         return result, {**meta, "colormap": "magma", "contrast_limits": (0.0, 1.0)}, "image"
-    return result, {"name": name, **placement.meta()}, "labels"
+    meta = {"name": name, **placement.meta()}
+    if isinstance(result, list):
+        meta["multiscale"] = True
+    return result, meta, "labels"
 
 
 def axes_from_labels(axis_labels: Sequence[str], ndim: int) -> str:
@@ -163,6 +177,7 @@ def segment_layer(
     overlap: int | Sequence[int] | None = None,
     progress: ProgressCallback | None = None,
     cancel: CancelToken | None = None,
+    store: str | Path | None = None,
 ) -> LayerDataTuple:
     """Segment a napari Image layer and return the result as a ``LayerDataTuple``.
 
@@ -191,6 +206,11 @@ def segment_layer(
         (3D) through it, as a quick preview on big stacks. ``None`` segments everything.
     device, tile_shape, overlap, progress, cancel
         Passed to :func:`napari_unet.core.predict.segment`.
+    store
+        For a multiscale layer, the OME-Zarr path (``.ome.zarr``) that receives the labels
+        (default: a temporary folder, deleted when Python exits). Labels of a multiscale layer
+        are written there block by block and come back as a lazy multiscale Labels layer, so
+        the full level is never held in memory (probabilities and previews still are).
     """
     from napari_unet.core.predict import segment
 
@@ -199,22 +219,61 @@ def segment_layer(
     placement = _layer_placement(layer, level)
     if position is not None:
         data, placement = _plane_through(layer, data, axes, placement, level, position)
-    result = segment(
-        data,
-        model,
-        axes=axes,
-        tile_shape=tile_shape,
-        overlap=overlap,
-        device=device,
-        output=output,
-        progress=progress,
-        cancel=cancel,
-        channel=channel,
-    )
+    options = {
+        "axes": axes,
+        "tile_shape": tile_shape,
+        "overlap": overlap,
+        "device": device,
+        "output": output,
+        "progress": progress,
+        "cancel": cancel,
+        "channel": channel,
+    }
+    if layer.multiscale and position is None and output != "probabilities":
+        result = segment_into_pyramid(data, model, placement, store, **options)
+    else:
+        result = segment(data, model, **options)
     name = f"{layer.name} ({model_label(model)})"
     if output == "probabilities":
         name += " probabilities"
     return result_layer(result, output, name, placement)
+
+
+def segment_into_pyramid(
+    data: Any,
+    model: str | Path | Model,
+    placement: Placement,
+    store: str | Path | None,
+    **options: Any,
+) -> Any:
+    """Segment into a new OME-Zarr label image; return its levels, or its one level if small.
+
+    Levels are lazy zarr arrays. The engine writes level 0 through ``out=`` block by block and the pyramid is built one
+    chunk at a time, so memory stays bounded whatever the image's size.
+    """
+    from napari_unet.core.omezarr import create_labels
+    from napari_unet.core.predict import segment
+
+    axes = options["axes"]
+    label_axes = axes.replace("C", "")
+    shape = tuple(n for n, letter in zip(data.shape, axes, strict=True) if letter != "C")
+    pixel_size_um = {
+        letter: scale
+        for letter, scale, unit in zip(label_axes, placement.scale, placement.units, strict=True)
+        if letter in "ZYX" and unit == "micrometer"
+    }
+    target = Path(store) if store is not None else _temporary_store()
+    with create_labels(target, shape, label_axes, pixel_size_um=pixel_size_um) as labels:
+        segment(data, model, out=labels.array, **options)
+        levels = labels.finish()
+    return levels if len(levels) > 1 else levels[0]
+
+
+def _temporary_store() -> Path:
+    """Make a folder for one result's labels, deleted when Python exits (layers read it)."""
+    folder = Path(tempfile.mkdtemp(prefix="napari-unet-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return folder / "labels.ome.zarr"
 
 
 def _level_factors(layer: Image, level: int) -> np.ndarray:

@@ -1,7 +1,12 @@
-"""napari reader: TIFF and OME-TIFF files as layers that keep their pixel size.
+"""napari reader: TIFF, OME-TIFF and OME-Zarr images as layers that keep their pixel size.
 
 It goes through :func:`napari_unet.core.io.read_image`, so napari, the CLI and the Python API
-read a file the same way.
+read a file the same way. An OME-Zarr image opens as a multiscale layer of lazy zarr levels,
+followed by the label images of its ``labels`` group as Labels layers. We read OME-Zarr
+ourselves rather than defer to napari-ome-zarr (napari then asks which plugin to use when both
+are installed): the plugin should open what its CLI and API write without another plugin, and
+its layers get the same µm scale and axis names (``z``, ``y``, ``x``) as a TIFF, which the
+Segment widget reads.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from pathlib import Path
 
 from napari_unet._napari.layer_data import LayerDataTuple, image_file_layer
 from napari_unet.core.io import read_image
+from napari_unet.core.omezarr import is_ome_zarr, label_images
 
 PathOrPaths = str | list[str]
 ReaderFunction = Callable[[PathOrPaths], list[LayerDataTuple]]
@@ -24,8 +30,12 @@ def get_reader(path: PathOrPaths) -> ReaderFunction | None:
 
 
 def read_layers(path: PathOrPaths) -> list[LayerDataTuple]:
-    """One layer per file: an Image layer, or a Labels layer for files our writer made."""
-    return [image_file_layer(read_image(one)) for one in _as_list(path)]
+    """One layer per image (Labels for label images), then an OME-Zarr image's label images."""
+    layers = []
+    for one in _as_list(path):
+        layers.append(image_file_layer(read_image(one)))
+        layers += [image_file_layer(read_image(labels)) for labels in label_images(one)]
+    return layers
 
 
 def _as_list(path: PathOrPaths) -> list[str]:
@@ -38,4 +48,4 @@ def _readable(path: PathOrPaths) -> bool:
 
 
 def _readable_one(path: Path) -> bool:
-    return path.suffix.lower() in TIFF_SUFFIXES and path.is_file()
+    return (path.suffix.lower() in TIFF_SUFFIXES and path.is_file()) or is_ome_zarr(path)
