@@ -248,8 +248,8 @@ def segment_into_pyramid(
 ) -> Any:
     """Segment into a new OME-Zarr label image; return its levels, or its one level if small.
 
-    Levels are lazy zarr arrays. The engine writes level 0 through ``out=`` block by block and the pyramid is built one
-    chunk at a time, so memory stays bounded whatever the image's size.
+    Levels are lazy zarr arrays. The engine writes level 0 through ``out=`` block by block
+    and the pyramid is built one chunk at a time, so memory stays bounded at any image size.
     """
     from napari_unet.core.omezarr import create_labels
     from napari_unet.core.predict import segment
