@@ -81,6 +81,20 @@ def fit_normalizer(view: CanonicalView, settings: dict[str, Any], channels: slic
     return Normalizer(shift.astype(np.float32), scale.astype(np.float32))
 
 
+def model_channels(
+    view: CanonicalView, axes: str, description: ModelDescription, channel: int | None = None
+) -> tuple[CanonicalView, slice]:
+    """Match an image's channels to what the model card expects (see ``match_channels``)."""
+    return match_channels(
+        view,
+        axes,
+        channel,
+        description.in_channels,
+        description.normalization.get("rgb", "mean"),
+        description.name,
+    )
+
+
 def model_input(
     image: np.ndarray, axes: str, description: ModelDescription, channel: int | None = None
 ) -> np.ndarray:
@@ -89,14 +103,7 @@ def model_input(
     Training prepares its images with this; prediction reads the same values tile by tile.
     """
     check_dtype(np.dtype(image.dtype))
-    view, channels = match_channels(
-        CanonicalView(image, axes),
-        axes,
-        channel,
-        description.in_channels,
-        description.normalization.get("rgb", "mean"),
-        description.name,
-    )
+    view, channels = model_channels(CanonicalView(image, axes), axes, description, channel)
     normalizer = fit_normalizer(view, description.normalization, channels)
     block = view.read((slice(None), channels, slice(None), slice(None), slice(None)))
     normalized = normalizer(block)
