@@ -1,15 +1,22 @@
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 import tifffile
 from napari.layers import Image, Labels
 from qtpy.QtCore import QTimer
 
-from napari_unet._napari import segment_widget
+from napari_unet._napari import live_labels, segment_widget
 from napari_unet._napari.segment_widget import LOAD_FROM_FILE, SegmentWidget, open_and_segment
 from napari_unet.core.device import resolve_device
-from napari_unet.core.models import user_models_dir
+from napari_unet.core.models import save_model, user_models_dir
+from napari_unet.core.postprocess import instance_labels
+from napari_unet.core.predict import segment
+from tiny_models import make_model
+
+TINY_CLASSES = ("background", "interior", "boundary")
 
 
 @pytest.fixture
@@ -37,6 +44,8 @@ def test_run_adds_labels_layer_over_the_image(viewer_and_widget, tiny_model, blo
     np.testing.assert_allclose(labels.scale, (0.5, 0.25))
     np.testing.assert_allclose(labels.translate, (10, 20))
     assert widget.run_button.text == "Run"
+    count = len(np.unique(labels.data)) - 1
+    assert widget.status.value.startswith(f"blobs ({tiny_model}): {count} objects in ")
 
 
 def test_running_again_updates_the_layer(viewer_and_widget, tiny_model, blobs, qtbot) -> None:
@@ -60,6 +69,7 @@ def test_cancel_leaves_no_layer(viewer_and_widget, blobs, qtbot) -> None:
     qtbot.waitUntil(lambda: not widget.running, timeout=60_000)
     assert [layer.name for layer in viewer.layers] == ["big"]
     assert widget.status.value == "cancelled"
+    assert widget.progress.value == 0
 
 
 def test_image_picker_follows_layers(viewer_and_widget, blobs) -> None:
@@ -71,14 +81,17 @@ def test_image_picker_follows_layers(viewer_and_widget, blobs) -> None:
     assert [layer.name for layer in widget.image.choices] == ["b"]
 
 
-def test_errors_become_notifications(viewer_and_widget, qtbot, monkeypatch) -> None:
+def test_options_the_image_cannot_take_are_refused_before_any_compute(
+    viewer_and_widget, monkeypatch
+) -> None:
     viewer, widget = viewer_and_widget
     viewer.add_image(np.zeros((2, 3, 4, 5, 6), np.uint8), name="5d")
     shown = []
-    monkeypatch.setattr("napari_unet._napari.job_widget.show_error", shown.append)
-    run(widget, qtbot)
-    assert "segmentation failed" in shown[0]
-    assert widget.status.value == "failed"
+    monkeypatch.setattr("napari_unet._napari.job_widget.show_info", shown.append)
+    widget.run_button.clicked.emit()
+    assert not widget.running
+    assert widget.status.value == "cannot run: data with 5 axes is not supported; at most 4 (TZYX)"
+    assert "5 axes" in shown[0]
 
 
 def test_current_slice_only_segments_the_shown_plane(
@@ -94,17 +107,22 @@ def test_current_slice_only_segments_the_shown_plane(
     np.testing.assert_allclose(preview.translate, (6.0, 0, 0))
 
 
-def test_probabilities_output_is_an_image_with_a_class_axis(
+def test_probabilities_are_one_layer_per_class_named_after_it(
     tiny_model, viewer_and_widget, blobs, qtbot
 ) -> None:
     viewer, widget = viewer_and_widget
     viewer.add_image(blobs, name="blobs", scale=(0.5, 0.5))
     widget.output.value = "probabilities"
     run(widget, qtbot)
-    probabilities = viewer.layers[f"blobs ({tiny_model}) probabilities"]
-    assert isinstance(probabilities, Image)
-    assert probabilities.data.shape == (3, *blobs.shape)
-    np.testing.assert_allclose(probabilities.scale, (1.0, 0.5, 0.5))
+    names = [f"blobs ({tiny_model}) {name} probability" for name in TINY_CLASSES]
+    assert [layer.name for layer in viewer.layers][1:] == names
+    for name in names:
+        assert isinstance(viewer.layers[name], Image)
+        assert viewer.layers[name].data.shape == blobs.shape
+        np.testing.assert_allclose(viewer.layers[name].scale, (0.5, 0.5))
+    total = sum(np.asarray(viewer.layers[name].data) for name in names)
+    np.testing.assert_allclose(total, 1.0, atol=1e-5)
+    assert "background, interior, boundary" in widget.status.value
 
 
 def test_open_and_segment_adds_image_and_labels(
@@ -138,6 +156,9 @@ def test_model_can_be_loaded_from_a_folder(viewer_and_widget, tiny_model, monkey
     widget.model.value = LOAD_FROM_FILE
     assert widget.model.value == folder
     assert widget.output.value == "instances"
+    monkeypatch.setattr(segment_widget, "ask_model_folder", lambda: "")  # the dialog cancelled
+    widget.model.value = LOAD_FROM_FILE
+    assert widget.model.value == folder
 
 
 def test_device_shows_what_auto_resolves_to(viewer_and_widget) -> None:
@@ -169,3 +190,81 @@ def test_viewer_keeps_answering_while_segmenting(viewer_and_widget, blobs, qtbot
     run(widget, qtbot)
     timer.stop()
     assert sum(ticks_while_running) >= 3
+
+
+@pytest.fixture
+def semantic_model(models_dir) -> str:
+    save_model(make_model(output_kind="semantic"), models_dir / "tiny-semantic")
+    return "tiny-semantic"
+
+
+def test_only_what_the_model_can_do_is_offered(
+    viewer_and_widget, tiny_model, tiny_3d_model, semantic_model, blobs
+) -> None:
+    viewer, widget = viewer_and_widget
+    viewer.add_image(np.stack([blobs] * 3), name="stack")
+    assert widget.output.choices == ("semantic", "probabilities", "instances")
+    assert set(widget.mode.choices) == {"3D", "2D"}
+    widget.model.value = semantic_model
+    assert set(widget.output.choices) == {"semantic", "probabilities"}
+    assert widget.output.value == "semantic"
+    assert widget.foreground.native.isHidden()
+    widget.model.value = tiny_3d_model
+    assert widget.mode.choices == ("3D",)
+    viewer.add_image(blobs, name="flat")
+    widget.image.value = viewer.layers["flat"]
+    widget.run_button.clicked.emit()
+    assert not widget.running
+    assert (
+        widget.status.value
+        == f"cannot run: model {tiny_3d_model!r} is 3D: it needs a stack, and 'flat' is 2D"
+    )
+
+
+def test_stacks_default_to_objects_joined_in_3d_as_in_the_api(
+    viewer_and_widget, tiny_model, blobs, qtbot
+) -> None:
+    viewer, widget = viewer_and_widget
+    stack = np.stack([blobs, np.roll(blobs, 3, axis=1), np.roll(blobs, 6, axis=1)])
+    viewer.add_image(stack, name="stack")
+    assert widget.mode.value == "3D"
+    run(widget, qtbot)
+    expected = segment(stack, tiny_model, device="cpu")
+    np.testing.assert_array_equal(viewer.layers[f"stack ({tiny_model})"].data, expected)
+    viewer.add_image(stack, name="movie", axis_labels=("t", "y", "x"))
+    widget.image.value = viewer.layers["movie"]
+    assert widget.mode.value == "2D"  # a T axis keeps its planes apart, as in the CLI
+
+
+def test_thresholds_relabel_the_kept_probabilities_without_the_network(
+    viewer_and_widget, tiny_model, blobs, qtbot, monkeypatch
+) -> None:
+    viewer, widget = viewer_and_widget
+    viewer.add_image(np.tile(blobs, (2, 2)), name="blobs")
+    widget.seed.value = 0.3
+    run(widget, qtbot)
+    layer = viewer.layers[f"blobs ({tiny_model})"]
+    probabilities = widget._kept.probabilities
+    np.testing.assert_array_equal(layer.data, instance_labels(probabilities, **widget.thresholds()))
+    monkeypatch.setattr(live_labels, "segment_layer", None)  # the network must not run again
+    started = time.perf_counter()
+    widget.min_size.value = 40
+    widget.foreground.value = 0.6
+    took = time.perf_counter() - started
+    assert took < 1.0
+    np.testing.assert_array_equal(layer.data, instance_labels(probabilities, 0.6, 0.3, 40))
+    assert "re-labelled in" in widget.status.value
+
+
+def test_every_field_has_a_tooltip(viewer_and_widget) -> None:
+    _, widget = viewer_and_widget
+    fields = [field for field in widget if field is not widget.status]
+    assert all(field.tooltip for field in fields), [f.name for f in fields if not f.tooltip]
+
+
+def test_one_plane_shows_a_moving_busy_bar(viewer_and_widget) -> None:
+    _, widget = viewer_and_widget
+    widget.show_progress(0, 1)
+    assert widget.progress.max == 0  # Qt draws a moving bar
+    widget.show_progress(3, 8)
+    assert (widget.progress.value, widget.progress.max) == (3, 8)

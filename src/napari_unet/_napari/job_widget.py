@@ -1,25 +1,60 @@
-"""A dock widget that runs one engine call at a time in a worker, with Run turning into Cancel.
+"""A dock widget that runs one engine call in a worker, one job per viewer, Run turning into Cancel.
 
 The engine reports progress through a callback and stops at its next check once the
 :class:`CancelToken` is set; this class only carries those two across threads, so the viewer
-keeps answering while a U-Net runs or trains.
+keeps answering while a U-Net runs or trains. A viewer runs one job at a time, whoever asks
+(a dock, a menu command, a script driving a dock): a second request is refused with a message
+naming the running job, whose Cancel stays live. Closing the viewer, or the dock, cancels the
+job, and leaving Python during a job cancels it and waits for it, so the exit is clean.
 """
 
 from __future__ import annotations
 
+import atexit
+import time
+import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from magicgui.widgets import Container, Label, ProgressBar, PushButton, Widget
 from napari.layers import Layer
 from napari.qt.threading import create_worker
-from napari.utils.notifications import show_error
+from napari.utils.notifications import show_error, show_info
+from qtpy.QtCore import QThreadPool, QTimer
 from superqt.utils import ensure_main_thread
 
 from napari_unet.core.progress import Cancelled, CancelToken
 
 if TYPE_CHECKING:
     import napari
+
+PLUGIN_NAME = "napari-unet-segment"
+"""The npe2 plugin name (the distribution's name), as napari's menus show it."""
+
+EXIT_WAIT_MS = 60_000
+"""How long leaving Python waits for cancelled jobs to reach their next cancellation check."""
+
+_JOBS: weakref.WeakKeyDictionary[Any, JobWidget] = weakref.WeakKeyDictionary()
+"""The dock whose job runs in each viewer."""
+
+_TOKENS: set[CancelToken] = set()
+"""Tokens of all running jobs, cancelled when the interpreter exits."""
+
+
+def running_job(viewer: napari.Viewer) -> JobWidget | None:
+    """Return the dock whose job is running in ``viewer``, or ``None``."""
+    return _JOBS.get(viewer)
+
+
+def _cancel_all_and_wait() -> None:
+    """At interpreter exit: stop every job and let its thread finish before Python tears down."""
+    for token in list(_TOKENS):
+        token.cancel()
+    if _TOKENS:
+        QThreadPool.globalInstance().waitForDone(EXIT_WAIT_MS)
+
+
+atexit.register(_cancel_all_and_wait)
 
 
 class Signal(Protocol):
@@ -47,11 +82,17 @@ class JobWidget(Container):
         self._viewer = viewer
         self._worker: Any = None
         self._cancel = CancelToken()
-        self.run_button = PushButton(text=self.run_text)
-        self.progress = ProgressBar(label="progress", value=0)
+        self._gone = False
+        self._started = 0.0
+        self.run_button = PushButton(text=self.run_text, tooltip="start; while running: cancel")
+        self.progress = ProgressBar(label="progress", value=0, tooltip="work done, time taken")
         self.status = Label(value="")
         super().__init__(widgets=[self.run_button, self.progress, self.status])
+        self._clock = QTimer(self.native)
+        self._clock.setInterval(500)
+        self._clock.timeout.connect(self._show_time)
         self.run_button.changed.connect(self._run_or_cancel)
+        self.native.destroyed.connect(self._abandon)
         self.follow(viewer.layers.events.inserted, self.reset_choices)
         self.follow(viewer.layers.events.removed, self.reset_choices)
 
@@ -79,12 +120,23 @@ class JobWidget(Container):
 
     @property
     def running(self) -> bool:
-        """Whether a job is running now."""
+        """Whether a job of this dock is running now."""
         return self._worker is not None
 
     def start(self) -> None:
         """Translate the fields into one engine call and :meth:`launch` it."""
         raise NotImplementedError
+
+    def cancel(self) -> None:
+        """Ask the running job to stop at its next check (a no-op when none runs)."""
+        if self.running:
+            self._cancel.cancel()
+            self.status.value = "cancelling..."
+
+    def refuse(self, reason: str) -> None:
+        """Say why a job does not start, in the status line and as a notification."""
+        self.status.value = reason
+        show_info(f"{PLUGIN_NAME}: {reason}")
 
     def launch(
         self,
@@ -94,48 +146,98 @@ class JobWidget(Container):
         progress: Callable[..., None] | None = None,
         message: str,
         **kwargs: Any,
-    ) -> None:
+    ) -> bool:
         """Run ``function(*args, **kwargs, progress=..., cancel=...)`` in a worker thread.
 
         ``progress`` (default: the progress bar, as ``done, total``) and ``done`` (with the
-        result) run in the GUI thread; nothing is shown when the job is cancelled.
+        result) run in the GUI thread; nothing is shown when the job is cancelled. Returns
+        ``False``, starting nothing, while a job runs in this viewer.
         """
+        busy = running_job(self._viewer)
+        if busy is not None:
+            self.refuse(
+                f"busy: a {busy.job_name} runs in this viewer ({busy.status.value}); "
+                "wait, or cancel it first"
+            )
+            return False
         self._cancel = CancelToken()
         self._worker = create_worker(
             function,
             *args,
             **kwargs,
-            progress=ensure_main_thread(progress or self.show_progress),
+            progress=ensure_main_thread(self._if_shown(progress or self.show_progress)),
             cancel=self._cancel,
             _ignore_errors=True,
         )
-        self._worker.returned.connect(done)
-        self._worker.errored.connect(self._show_error)
+        self._worker.returned.connect(self._if_shown(done))
+        self._worker.errored.connect(self._if_shown(self._show_error))
         self._worker.finished.connect(self._finished)
+        _JOBS[self._viewer] = self
+        _TOKENS.add(self._cancel)
         self.run_button.text = "Cancel"
         self.status.value = message
-        self.progress.value = 0
+        self.status.tooltip = ""
+        self.progress.max, self.progress.value = 0, 0  # busy until the first count arrives
+        self._started = time.perf_counter()
+        self._show_time()
+        self._clock.start()
         self._worker.start()
+        return True
 
     def show_progress(self, done: int, total: int) -> None:
-        """Show ``done`` out of ``total`` units of work on the progress bar."""
-        self.progress.max = max(total, 1)
-        self.progress.value = done
+        """Show ``done`` out of ``total`` units of work; one unit shows as a moving busy bar."""
+        busy = total <= 1 and done < total
+        self.progress.max = 0 if busy else max(total, 1)
+        self.progress.value = 0 if busy else done
+
+    @property
+    def elapsed_s(self) -> float:
+        """Seconds since the current (or last) job started."""
+        return time.perf_counter() - self._started
+
+    def _show_time(self) -> None:
+        self.progress.native.setFormat(f"%p%  {self.elapsed_s:.0f} s")
+
+    def _if_shown(self, slot: Callable[..., None]) -> Callable[..., None]:
+        """Drop results that arrive after the dock (or its viewer) was closed."""
+
+        def call(*args: Any) -> None:
+            if not self._gone:
+                slot(*args)
+
+        return call
 
     def _run_or_cancel(self) -> None:
         if self.running:
-            self._cancel.cancel()
-            self.status.value = "cancelling..."
+            self.cancel()
         else:
             self.start()
+
+    def _abandon(self, *_: Any) -> bool:
+        """Cancel for good: the dock or its viewer is closing, so nothing more is shown."""
+        self._gone = True
+        self._cancel.cancel()
+        return True
 
     def _show_error(self, error: Exception) -> None:
         if isinstance(error, Cancelled):
             self.status.value = "cancelled"
             return
-        self.status.value = "failed"
-        show_error(f"napari-unet: {self.job_name} failed: {error}")
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        self.status.value = f"failed: {reason}"
+        self.status.tooltip = str(error)
+        show_error(f"{PLUGIN_NAME}: {self.job_name} failed: {error}")
 
     def _finished(self) -> None:
+        _TOKENS.discard(self._cancel)
+        if _JOBS.get(self._viewer) is self:
+            del _JOBS[self._viewer]
         self._worker = None
+        if self._gone:
+            return
+        self._clock.stop()
+        self._show_time()
         self.run_button.text = self.run_text
+        if self.progress.max == 0 or self.status.value.startswith(("cancelled", "failed")):
+            self.progress.max, self.progress.value = 1, 0
+

@@ -1,33 +1,63 @@
 """The Segment dock widget: its fields become one :func:`segment_layer` call in a worker.
 
-The result lands as a Labels layer named after the image and the model, placed over the image;
-running again updates that layer.
+It offers only what the chosen model can do (outputs, 2D/3D, channels) and checks every option
+before any compute. The result lands as a Labels layer named after the image and the model,
+placed over the image; running again updates that layer. *Instances* keep their probabilities,
+so the thresholds re-label them live (:mod:`napari_unet._napari.live_labels`).
 """
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
-from magicgui.widgets import CheckBox, ComboBox, SpinBox
+import numpy as np
+from magicgui.widgets import CheckBox, ComboBox, FloatSlider, SpinBox
 from napari.layers import Image, Labels
 from napari.utils.notifications import show_info
 from napari.viewer import Viewer
 
-from napari_unet._napari.job_widget import JobWidget
-from napari_unet._napari.layer_data import LayerDataTuple, segment_layer
+from napari_unet._napari.job_widget import PLUGIN_NAME, JobWidget, running_job
+from napari_unet._napari.layer_data import (
+    LayerDataTuple,
+    axes_from_labels,
+    layer_axes,
+    segment_layer,
+)
+from napari_unet._napari.live_labels import (
+    KeptProbabilities,
+    model_thresholds,
+    segment_instances,
+    without_leading_axis,
+)
 from napari_unet._napari.model_choices import (
     default_model,
     model_label,
     models_changed,
     saved_models,
 )
-from napari_unet.core.models import ModelDescription, describe_models, load_model
+from napari_unet.core.models import (
+    ModelDescription,
+    describe_models,
+    read_description,
+    resolve_model_path,
+)
 
 LOAD_FROM_FILE = "load from file..."
-OUTPUTS = ("instances", "semantic", "probabilities")
 PLACEMENT = ("scale", "translate", "affine", "axis_labels", "units")
 LAYER_TYPES = {"image": Image, "labels": Labels}
+CLASS_COLORMAPS = ("green", "magenta", "cyan", "yellow", "red", "blue")
+JOINED, PLANES = "3D", "2D"
+"""Stack modes: the axis before Y is Z (2D models: slices, objects joined in 3D), or each
+plane on its own. The first is the default of the CLI and the API on Z stacks too."""
+
+
+def model_outputs(description: ModelDescription) -> tuple[str, ...]:
+    """List the outputs a model can give: instances need a background/interior/boundary network."""
+    if description.output_kind == "instances":
+        return ("instances", "semantic", "probabilities")
+    return ("semantic", "probabilities")
 
 
 class SegmentWidget(JobWidget):
@@ -38,17 +68,81 @@ class SegmentWidget(JobWidget):
     def __init__(self, napari_viewer: Viewer) -> None:
         super().__init__(napari_viewer)
         self._loaded: list[str] = []
-        self.image = ComboBox(label="image", choices=self.layer_choices(Image))
-        self.model = ComboBox(label="model", choices=self._model_choices)
-        self.mode = ComboBox(label="mode", choices=[("2D slice by slice", "2D"), ("3D", "3D")])
-        self.channel = ComboBox(label="channel", choices=self._channel_choices)
-        self.level = SpinBox(label="resolution level", min=0)
-        self.output = ComboBox(label="output", choices=OUTPUTS)
-        self.device = ComboBox(label="device", choices=_device_choices())
-        self.current_slice = CheckBox(text="current slice only (preview)")
-        self.advanced = CheckBox(text="advanced")
-        self.tile_size = SpinBox(label="tile size (0 = auto)", min=0, max=4096, step=16)
-        self.overlap = SpinBox(label="overlap (0 = auto)", min=0, max=1024)
+        self._model_before = ""
+        self._kept: KeptProbabilities | None = None
+        self.image = ComboBox(
+            label="image", choices=self.layer_choices(Image), tooltip="the Image layer to segment"
+        )
+        self.model = ComboBox(
+            label="model",
+            choices=self._model_choices,
+            tooltip="built-in models, models you trained, or a model folder",
+        )
+        self.mode = ComboBox(
+            label="stack",
+            choices=self._mode_choices,
+            tooltip="on stacks: the axis before Y is Z and objects keep one label across "
+            "slices (the default, as in the CLI and the API), or each plane on its own",
+        )
+        self.channel = ComboBox(
+            label="channel",
+            choices=self._channel_choices,
+            tooltip="RGB layers: all channels (their mean for a one-channel model) or one",
+        )
+        self.level = SpinBox(
+            label="resolution level", min=0, tooltip="multiscale layers: 0 is full resolution"
+        )
+        self.output = ComboBox(
+            label="output",
+            choices=self._output_choices,
+            tooltip="what the model can give: one label per object, one label per class, "
+            "or one probability layer per class",
+        )
+        self.foreground = FloatSlider(
+            label="foreground",
+            min=0.05,
+            max=0.95,
+            step=0.05,
+            tracking=False,
+            tooltip="instances: pixels whose object probability is above this belong to an "
+            "object; lower finds larger objects (re-labels at once, no new run)",
+        )
+        self.seed = FloatSlider(
+            label="seed",
+            min=0.05,
+            max=0.95,
+            step=0.05,
+            tracking=False,
+            tooltip="instances: interior probability that starts an object; higher splits "
+            "touching objects less often (re-labels at once, no new run)",
+        )
+        self.min_size = SpinBox(
+            label="min size (px)",
+            min=0,
+            max=100_000,
+            tooltip="instances: smaller objects are dropped (re-labels at once, no new run)",
+        )
+        self.device = ComboBox(
+            label="device", choices=_device_choices(), tooltip="where the network runs"
+        )
+        self.current_slice = CheckBox(
+            text="current slice only (preview)",
+            tooltip="segment only the plane (or volume) on screen: a quick look at big stacks",
+        )
+        self.advanced = CheckBox(text="advanced", tooltip="show the tiling options")
+        self.tile_size = SpinBox(
+            label="tile size (0 = auto)",
+            min=0,
+            max=4096,
+            step=16,
+            tooltip="largest network input per axis; 0 takes what the memory allows",
+        )
+        self.overlap = SpinBox(
+            label="overlap (0 = auto)",
+            min=0,
+            max=1024,
+            tooltip="pixels neighbouring tiles share; 0 follows the network's receptive field",
+        )
         self.add_fields(
             [
                 self.image,
@@ -57,6 +151,9 @@ class SegmentWidget(JobWidget):
                 self.channel,
                 self.level,
                 self.output,
+                self.foreground,
+                self.seed,
+                self.min_size,
                 self.device,
                 self.current_slice,
                 self.advanced,
@@ -66,7 +163,10 @@ class SegmentWidget(JobWidget):
         )
         self.image.changed.connect(self._follow_image)
         self.model.changed.connect(self._follow_model)
+        self.output.changed.connect(self._show_thresholds)
         self.advanced.changed.connect(self._show_advanced)
+        for threshold in (self.foreground, self.seed, self.min_size):
+            threshold.changed.connect(self._relabel)
         self.follow(models_changed, self.model.reset_choices)
         self.reset_choices()
         if default_model() in self.model.choices:
@@ -76,14 +176,44 @@ class SegmentWidget(JobWidget):
         if self.model.value != LOAD_FROM_FILE:  # no model at all: ask only when the user picks it
             self._follow_model(self.model.value)
 
+    # -- what the chosen model and image allow -----------------------------------------------
+
+    def description(self) -> ModelDescription | None:
+        """Return the chosen model's card, or ``None`` while no model is chosen."""
+        model = self.model.value
+        if model in (None, LOAD_FROM_FILE):
+            return None
+        return dict(describe_models()).get(model) or read_description(resolve_model_path(model))
+
     def _model_choices(self, _: Any) -> list[tuple[str, str]]:
         loaded = [(f"{Path(path).name} ({path})", path) for path in self._loaded]
         return [*saved_models(), *loaded, (LOAD_FROM_FILE, LOAD_FROM_FILE)]
 
+    def _mode_choices(self, _: Any) -> list[tuple[str, str]]:
+        description = self._safe_description()
+        if description is not None and description.spatial_dims == 3:
+            return [("3D volumes", JOINED)]
+        return [("slices, objects joined in 3D", JOINED), ("each slice on its own", PLANES)]
+
     def _channel_choices(self, _: Any) -> list[tuple[str, int | None]]:
-        layer = self.image.value
-        channels = _channel_count(layer) if layer is not None and layer.rgb else 0
-        return [("all", None), *((str(c), c) for c in range(channels))]
+        layer, description = self.image.value, self._safe_description()
+        if layer is None or not layer.rgb:
+            return [("all", None)]
+        expected = description.in_channels if description is not None else 1
+        if expected != 1:
+            return [("all", None)]
+        names = ("red", "green", "blue", "alpha")
+        return [("all (mean)", None), *((names[c], c) for c in range(_channel_count(layer)))]
+
+    def _output_choices(self, _: Any) -> list[str]:
+        description = self._safe_description()
+        return list(model_outputs(description) if description else ("semantic", "probabilities"))
+
+    def _safe_description(self) -> ModelDescription | None:
+        try:
+            return self.description()
+        except (OSError, ValueError):
+            return None
 
     def _follow_image(self, layer: Image | None) -> None:
         self.channel.reset_choices()
@@ -91,58 +221,147 @@ class SegmentWidget(JobWidget):
         self.level.visible = layer is not None and layer.multiscale
         if layer is not None and layer.multiscale:
             self.level.max = len(layer.data) - 1
-        self._defaults()
+        self._default_mode()
 
     def _follow_model(self, model: str | None) -> None:
         if model == LOAD_FROM_FILE:
             self._load_from_file()
-        elif model is not None:
-            self.output.value = self._description(model).output_kind
-            self._defaults()
+            return
+        try:
+            description = self.description()
+        except (OSError, ValueError) as error:
+            self.status.value = f"cannot use this model: {error}"
+            return
+        if description is None:
+            return
+        self._model_before = model
+        self._kept = None  # the new model's thresholds must not re-label the old result
+        for field in (self.mode, self.channel, self.output):
+            field.reset_choices()
+        self.output.value = description.output_kind
+        thresholds = model_thresholds(description.postprocess)
+        with self.foreground.changed.blocked(), self.seed.changed.blocked():
+            self.foreground.value = thresholds["foreground_threshold"]
+            self.seed.value = thresholds["seed_threshold"]
+        with self.min_size.changed.blocked():
+            self.min_size.value = thresholds["min_size"]
+        self._default_mode()
+        self._show_thresholds(self.output.value)
 
-    def _defaults(self) -> None:
-        """Use 3D for a 3D model on a stack; otherwise segment each plane on its own."""
-        layer, model = self.image.value, self.model.value
+    def _default_mode(self) -> None:
+        """On stacks, follow the layer's axes as the CLI follows a file's: Z joins, T does not."""
+        layer = self.image.value
         stack = layer is not None and layer.ndim >= 3
         self.mode.visible = stack
-        if model not in (None, LOAD_FROM_FILE):
-            description = self._description(model)
-            self.mode.value = "3D" if stack and description.spatial_dims == 3 else "2D"
-
-    def _description(self, model: str) -> ModelDescription:
-        return dict(describe_models()).get(model) or load_model(model).description
+        self.mode.reset_choices()
+        if stack and len(self.mode.choices) > 1:
+            try:
+                has_z = "Z" in axes_from_labels(layer.axis_labels, layer.ndim)
+            except ValueError:  # too many axes: Run says so
+                has_z = True
+            self.mode.value = JOINED if has_z else PLANES
 
     def _load_from_file(self) -> None:
+        """Ask for a model folder; on Cancel, the model chosen before stays."""
         folder = ask_model_folder()
         if folder:
             self._loaded.append(folder)
         self.model.reset_choices()
-        self.model.value = folder or self.model.choices[0]
+        self.model.value = folder or self._model_before or self.model.choices[0]
 
     def _show_advanced(self, shown: bool) -> None:
         self.tile_size.visible = self.overlap.visible = shown
 
-    def start(self) -> None:
-        """Segment the chosen layer with the chosen model in a worker."""
-        layer, model = self.image.value, self.model.value
+    def _show_thresholds(self, output: str | None) -> None:
+        for field in (self.foreground, self.seed, self.min_size):
+            field.visible = output == "instances"
+
+    def thresholds(self) -> dict[str, Any]:
+        """Return the post-processing thresholds as :func:`instance_labels` takes them."""
+        return {
+            "foreground_threshold": round(float(self.foreground.value), 3),
+            "seed_threshold": round(float(self.seed.value), 3),
+            "min_size": int(self.min_size.value),
+        }
+
+    # -- checks, then one worker -------------------------------------------------------------
+
+    def check_options(self) -> ModelDescription:
+        """Raise ``ValueError`` naming the first option the model or image cannot honour."""
+        layer = self.image.value
         if layer is None:
-            show_info("napari-unet: add or open an image layer to segment first")
+            raise ValueError("add or open an image layer to segment first")
+        try:
+            description = self.description()
+        except (OSError, ValueError) as error:
+            raise ValueError(f"model {self.model.value!r} cannot be used: {error}") from error
+        if description is None:
+            raise ValueError("choose a model")
+        name = description.name
+        axes = layer_axes(layer, self.mode.value if layer.ndim >= 3 else None)
+        if description.spatial_dims == 3 and layer.ndim < 3:
+            raise ValueError(f"model {name!r} is 3D: it needs a stack, and {layer.name!r} is 2D")
+        if self.output.value not in model_outputs(description):
+            raise ValueError(
+                f"model {name!r} gives {description.output_kind} "
+                f"({', '.join(description.class_names)}), not {self.output.value}; "
+                f"choose {' or '.join(model_outputs(description))}"
+            )
+        if "C" in axes:
+            have = 1 if self.channel.value is not None else _channel_count(layer)
+            if have not in (1, description.in_channels) and description.in_channels != 1:
+                raise ValueError(
+                    f"model {name!r} expects {description.in_channels} channels; "
+                    f"{layer.name!r} has {have}"
+                )
+        if layer.multiscale and not 0 <= self.level.value < len(layer.data):
+            raise ValueError(f"{layer.name!r} has levels 0 to {len(layer.data) - 1}")
+        return description
+
+    def start(self) -> None:
+        """Check every option, then segment the chosen layer with the chosen model in a worker."""
+        try:
+            description = self.check_options()
+        except ValueError as error:
+            self.refuse(f"cannot run: {error}")
             return
-        self.launch(
-            segment_layer,
-            layer,
-            model,
-            **self.segment_options(),
-            done=self._show_result,
-            message=f"segmenting {layer.name} with {model_label(model)}...",
-        )
+        layer, model = self.image.value, self.model.value
+        message = f"segmenting {layer.name} with {model_label(model)}..."
+        options = self.segment_options()
+        if options["output"] == "instances":
+            del options["output"]
+            self.launch(
+                segment_instances,
+                layer,
+                model,
+                label=model_label(model),
+                thresholds=self.thresholds(),
+                **options,
+                done=self._show_instances,
+                message=message,
+            )
+        else:
+            self.launch(
+                segment_layer,
+                layer,
+                model,
+                **options,
+                done=lambda result: self._show_classes(result, description),
+                message=message,
+            )
 
     def segment_options(self) -> dict[str, Any]:
-        """Translate the fields into :func:`segment_layer` keyword arguments."""
-        layer = self.image.value
+        """Translate the fields into :func:`segment_layer` keyword arguments.
+
+        A preview with a 2D model segments the plane on screen, so it takes each plane on its own.
+        """
+        layer, description = self.image.value, self._safe_description()
+        mode = self.mode.value if layer.ndim >= 3 else None
+        if mode and self.current_slice.value and description and description.spatial_dims == 2:
+            mode = PLANES
         return {
             "output": self.output.value,
-            "mode": self.mode.value if layer.ndim >= 3 else None,
+            "mode": mode,
             "channel": self.channel.value if layer.rgb else None,
             "level": self.level.value if layer.multiscale else 0,
             "position": self._viewer.dims.point if self.current_slice.value else None,
@@ -151,7 +370,49 @@ class SegmentWidget(JobWidget):
             "overlap": self.overlap.value or None,
         }
 
-    def _show_result(self, layer_data: LayerDataTuple) -> None:
+    # -- results -----------------------------------------------------------------------------
+
+    def _show_instances(self, result: tuple[LayerDataTuple, KeptProbabilities | None, int]) -> None:
+        layer_data, self._kept, count = result
+        self._show_layer(layer_data)
+        took = f"{self.elapsed_s:.1f} s"
+        self.status.value = f"{layer_data[1]['name']}: {count} objects in {took}"
+        self.status.tooltip = (
+            "move the thresholds to re-label at once"
+            if self._kept is not None
+            else "too large to keep its probabilities: new thresholds apply at the next Run"
+        )
+
+    def _show_classes(self, layer_data: LayerDataTuple, description: ModelDescription) -> None:
+        """Show semantic labels, or one probability layer per class, named after the class."""
+        data, meta, kind = layer_data
+        if kind == "labels":
+            self._show_layer(layer_data)
+            counts = np.bincount(np.asarray(data).ravel(), minlength=len(description.class_names))
+            present = [name for name, n in zip(description.class_names, counts, strict=False) if n]
+            shown = f"classes found: {', '.join(present)}"
+        else:
+            base = meta["name"].removesuffix(" probabilities")
+            plane_meta = without_leading_axis(meta)
+            for index, class_name in enumerate(description.class_names):
+                self._show_layer(
+                    (
+                        data[index],
+                        {
+                            **plane_meta,
+                            "name": f"{base} {class_name} probability",
+                            "colormap": CLASS_COLORMAPS[index % len(CLASS_COLORMAPS)],
+                            "contrast_limits": (0.0, 1.0),
+                            "blending": "additive",
+                            "visible": index > 0,
+                        },
+                        kind,
+                    )
+                )
+            shown = f"one probability layer per class ({', '.join(description.class_names)})"
+        self.status.value = f"{meta['name']}: {shown}, in {self.elapsed_s:.1f} s"
+
+    def _show_layer(self, layer_data: LayerDataTuple) -> None:
         """Update the layer of an earlier run in place, keeping the user's display settings."""
         data, meta, kind = layer_data
         name = meta["name"]
@@ -168,7 +429,17 @@ class SegmentWidget(JobWidget):
             if existing is not None:
                 self._viewer.layers.remove(existing)
             getattr(self._viewer, f"add_{kind}")(data, **meta)
-        self.status.value = f"{name}: done"
+
+    def _relabel(self, *_: Any) -> None:
+        """Re-label the last instances from their kept probabilities with the new thresholds."""
+        kept = self._kept
+        if kept is None or self.running or kept.layer_name not in self._viewer.layers:
+            return
+        started = time.perf_counter()
+        labels, count = kept.labels(self.thresholds())
+        self._viewer.layers[kept.layer_name].data = labels
+        took = 1000 * (time.perf_counter() - started)
+        self.status.value = f"{kept.layer_name}: {count} objects (re-labelled in {took:.0f} ms)"
 
 
 def _channel_count(layer: Image) -> int:
@@ -195,17 +466,20 @@ def open_and_segment(viewer: Viewer) -> None:
 
     A menu command rather than a second reader: npe2 tries one plugin's readers for the same
     pattern in no fixed order, so a second ``*.tif`` reader would sometimes win a plain open.
+    While a job runs in the viewer it opens nothing and says so.
     """
+    busy = running_job(viewer)
+    if busy is not None:
+        show_info(f"{PLUGIN_NAME}: a {busy.job_name} is running; wait, or cancel it first")
+        return
     path = ask_image_file()
     if not path:
         return
-    images = [
-        layer for layer in viewer.open(path, plugin="napari-unet-segment") if isinstance(layer, Image)
-    ]
+    images = [layer for layer in viewer.open(path, plugin=PLUGIN_NAME) if isinstance(layer, Image)]
     if not images:
-        show_info(f"napari-unet: {Path(path).name} holds labels, not an image to segment")
+        show_info(f"{PLUGIN_NAME}: {Path(path).name} holds labels, not an image to segment")
         return
-    _, widget = viewer.window.add_plugin_dock_widget("napari-unet-segment", "Segment")
+    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN_NAME, "Segment")
     widget.image.value = images[0]
     widget.start()
 
