@@ -68,3 +68,23 @@ def test_train_can_average_the_weights_of_the_last_epochs(tiff_pairs, capsys):
     assert main(["train", *folders, "--out", str(out), *settings, "--average-weights", "1"]) == 0
     card = json.loads((out / "model.json").read_text())
     assert card["metrics"]["validation"]["averaged_epochs"] == 2
+
+
+def test_train_names_a_file_with_nan_and_exits_1_before_training(tiff_pairs, capsys):
+    image = tifffile.imread(tiff_pairs / "images" / "1.tif").astype(np.float32)
+    image[3, 3] = np.nan
+    tifffile.imwrite(tiff_pairs / "images" / "1.tif", image)
+    folders = ["--images", str(tiff_pairs / "images"), "--masks", str(tiff_pairs / "masks")]
+    assert main(["train", *folders, "--out", str(tiff_pairs / "model"), "--epochs", "1"]) == 1
+    error = capsys.readouterr().err
+    assert "1.tif contains 1 NaN or infinite values" in error and len(error.splitlines()) == 1
+    assert not (tiff_pairs / "model").exists()
+
+
+def test_semantic_training_on_object_labels_names_the_values(tiff_pairs, capsys):
+    mask = np.arange(32 * 32, dtype=np.uint16).reshape(32, 32)
+    tifffile.imwrite(tiff_pairs / "masks" / "0.tif", mask)
+    folders = ["--images", str(tiff_pairs / "images"), "--masks", str(tiff_pairs / "masks")]
+    out = ["--out", str(tiff_pairs / "model"), "--target", "semantic"]
+    assert main(["train", *folders, *out]) == 1
+    assert "1024 values (0, 1, 2, 3, 4, 5, ..., 1023)" in capsys.readouterr().err
