@@ -14,6 +14,7 @@ import json
 import os
 import tempfile
 import warnings
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -129,7 +130,8 @@ def export_bioimageio(
             config={CONFIG_KEY: {"card": CARD_FILE, "weights": WEIGHTS_FILE}},
         )
         path.parent.mkdir(parents=True, exist_ok=True)
-        spec.save_bioimageio_package(descr, output_path=path)
+        # Stored, not deflated: weights hardly compress, and deflating them took seconds.
+        spec.save_bioimageio_package(descr, output_path=path, compression=zipfile.ZIP_STORED)
     return path
 
 
@@ -226,10 +228,17 @@ def _write_files(
     """Write every file the package holds into ``folder``; return them by name."""
     import tifffile
 
-    save_model(model, folder)  # the card and safetensors weights, for napari-unet itself
+    # Weights that float16 holds exactly (the built-ins') are stored so: half the bytes.
+    state = model.network.state_dict()
+    half = all(
+        not v.is_floating_point() or torch.equal(v, v.half().float()) for v in state.values()
+    )
+    save_model(model, folder, half_precision=half)  # the card and safetensors, for napari-unet
     files = {name: folder / name for name in PACKAGE_FILES}
-    state = {key: value.float() for key, value in model.network.state_dict().items()}
-    torch.save(state, files["weights.pt"])
+    torch.save(
+        {k: v.half() if half and v.is_floating_point() else v for k, v in state.items()},
+        files["weights.pt"],
+    )
     script_unet(model.network).save(files["weights_torchscript.pt"])
     np.save(files["test_input.npy"], test_input)
     np.save(files["test_output.npy"], test_output)
