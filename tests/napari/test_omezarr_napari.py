@@ -9,6 +9,7 @@ from napari_ome_zarr._reader import napari_get_reader
 from napari_unet._napari.layer_data import segment_layer
 from napari_unet.core import io
 from napari_unet.core.predict import segment
+from napari_unet.core.progress import Cancelled, CancelToken
 from ngff import ngff_image
 
 PLUGIN = "napari-unet-segment"
@@ -57,3 +58,13 @@ def test_segment_on_a_multiscale_layer_gives_lazy_multiscale_labels(tiny_model, 
     np.testing.assert_array_equal(data[1][:], expected[::2, ::2])
     assert io.read_image(store).is_labels
     assert Layer.create(data, meta, kind).multiscale
+
+
+def test_a_cancelled_multiscale_segment_leaves_no_store(tiny_model, blobs, tmp_path):
+    image = np.tile(blobs, (3, 3))
+    layer = Image([image, image[::2, ::2]], multiscale=True)
+    token = CancelToken()
+    token.cancel()
+    with pytest.raises(Cancelled):
+        segment_layer(layer, tiny_model, store=tmp_path / "out" / "labels.ome.zarr", cancel=token)
+    assert list((tmp_path / "out").iterdir()) == []  # not even a partial folder
