@@ -74,23 +74,37 @@ def check_declared_planes(tiff: tifffile.TiffFile, path: Path) -> None:
 
 
 def check_series(series: Any, lazy: bool) -> None:
-    """Refuse a series whose pixels could not come from this file, or not fit in memory."""
-    claimed = math.prod(series.shape) * np.dtype(series.dtype).itemsize
+    """Refuse a series whose pixels could not come from this file, or not fit in memory.
+
+    Reading decodes a compressed file one page or tile at a time, so each of those must fit
+    in memory too, lazy or not; uncompressed files are memory-mapped instead.
+    """
+    itemsize = np.dtype(series.dtype).itemsize
+    claimed = math.prod(series.shape) * itemsize
     frames = [frame for frame in series.pages if frame is not None]
     for number, frame in enumerate(frames):
         _check_strips(frame, number)
     files = {id(frame.parent): frame.parent.filehandle.size for frame in frames}
     page = series.keyframe
     budget = sum(files.values()) or page.parent.filehandle.size  # all files of a multi-file OME
-    expansion = MAX_EXPANSION.get(page.compression)
+    most = budget * MAX_EXPANSION.get(page.compression, math.inf)
+    free = available_ram_bytes() * MEMORY_SHARE
     what = f"shape {tuple(series.shape)} {series.dtype} ({_size(claimed)})"
-    if expansion is not None and claimed > budget * expansion:
+    if claimed > most:
         raise FileClaimError(
             f"it claims {what}, more than a file of {_size(budget)} can hold "
             f"({page.compression.name} compression); the file is truncated or its metadata wrong"
         )
-    free = available_ram_bytes()
-    if not lazy and claimed > free * MEMORY_SHARE:
+    if page.is_tiled:
+        chunk = f"tiles of {page.tilelength} x {page.tilewidth} pixels"
+        chunk_bytes = page.tiledepth * page.tilelength * page.tilewidth * page.samplesperpixel
+    else:
+        chunk, chunk_bytes = f"pages of shape {page.shape}", math.prod(page.shape)
+    chunk_bytes *= itemsize
+    if chunk_bytes > (most if page.compression == _C.NONE else min(most, free)):  # else mapped
+        limit = f"a file of {_size(budget)} can hold" if chunk_bytes > most else "is free"
+        raise FileClaimError(f"it claims {chunk} ({_size(chunk_bytes)} each), more than {limit}")
+    if not lazy and claimed > free:
         raise FileClaimError(
             f"reading it ({what}) would need more memory than is free "
             f"({_size(free)}); open it lazily (lazy=True) to read it tile by tile"
