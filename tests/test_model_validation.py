@@ -81,6 +81,15 @@ def test_weights_for_a_deeper_network_are_counted_not_dumped(folder):
     assert len(str(info.value)) < 400
 
 
+def test_a_card_that_is_not_json_or_far_too_big_is_a_short_error(folder):
+    (folder / CARD_FILE).write_text("{" + " " * 2**21 + "}")
+    with pytest.raises(ValueError, match="over 1 MB, not a card"):
+        load_model(folder)
+    (folder / CARD_FILE).write_text("{not json")
+    with pytest.raises(ValueError, match=r"model\.json is not readable JSON"):
+        load_model(folder)
+
+
 def test_a_corrupt_weight_file_is_a_short_error(folder):
     (folder / "weights.safetensors").write_bytes(b"\xff" * 64)
     with pytest.raises(ValueError, match="not a readable safetensors file"):

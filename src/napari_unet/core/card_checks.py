@@ -33,6 +33,8 @@ CHOICES["upsampling"] = ("transposed", "interpolate")
 NORMALIZATION_KEYS = {"kind", "low", "high", "rgb", "dark_background"}
 POSTPROCESS_RANGES = {"foreground_threshold": (0.0, 2.0), "seed_threshold": (0.0, 1.0)}
 POSTPROCESS_RANGES["min_size"] = (0, 10**9)
+MAX_CARD_BYTES = 2**20
+"""A card is a few kilobytes of JSON; a larger one is not read into memory."""
 MAX_LISTED = 3
 """Weight names quoted in a mismatch message; the rest are counted."""
 
@@ -102,6 +104,8 @@ def check_weights(path: Path, config: UNetConfig) -> None:
 def read_card(path: Path) -> dict[str, Any]:
     """Parse ``model.json`` with a short error for files that are not JSON."""
     try:
+        if path.stat().st_size > MAX_CARD_BYTES:
+            raise ModelCardError(f"{path.name} is over {MAX_CARD_BYTES // 2**20} MB, not a card")
         card = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise ModelCardError(f"{path.name} is not readable JSON: {error}") from error
