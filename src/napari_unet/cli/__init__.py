@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from collections.abc import Sequence
 
 from napari_unet.cli import _commands
@@ -32,7 +33,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return int(args.run(args) or 0)
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning
+            return int(args.run(args) or 0)
     except KeyboardInterrupt:
         print("napari-unet: interrupted", file=sys.stderr)
         return 130
@@ -41,6 +44,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"napari-unet {args.command}: error: {error_line(error)}", file=sys.stderr)
         return 1
+
+
+def _show_warning(message: Warning | str, *args: object, **kwargs: object) -> None:
+    """Print a warning as one line (a broken model, a dropped pixel size), not a source line."""
+    print(f"napari-unet: warning: {message}", file=sys.stderr)
 
 
 def error_line(error: BaseException) -> str:
