@@ -57,14 +57,14 @@ def test_package_describes_the_network(tiny_package: Path) -> None:
     ]
     assert described.weights.torchscript.parent == "pytorch_state_dict"
     assert any("U-Net" in entry.text for entry in described.cite)
+    warnings = [w.msg for d in described.validation_summary.details for w in d.warnings]
+    assert [w for w in warnings if "github_user" not in w] == []  # FAIR-complete but GitHub
 
 
 def test_round_trip_restores_the_model_exactly(tiny_package: Path, blobs: np.ndarray) -> None:
     original, loaded = make_model(), load_model(tiny_package)
     assert loaded.description == original.description
-    np.testing.assert_array_equal(
-        _probabilities(loaded, blobs), _probabilities(original, blobs)
-    )
+    np.testing.assert_array_equal(_probabilities(loaded, blobs), _probabilities(original, blobs))
 
 
 @pytest.mark.parametrize("padding", ["same", "valid"])
@@ -254,3 +254,52 @@ def test_image_outputs_are_refused(tmp_path: Path) -> None:
     package = _foreign_package(tmp_path, [], lambda raw: raw * 100)
     with pytest.raises(ValueError, match="not a segmentation"):
         load_model(package)
+
+
+# -- what cannot run is refused by name ---------------------------------------------------------
+
+
+def test_statistics_must_cover_all_spatial_axes_and_come_first() -> None:
+    from bioimageio.spec.model import v0_5
+
+    from napari_unet.core.bioimageio.processing import UnsupportedPackage, input_steps
+
+    per_row = v0_5.ScaleRangeDescr(kwargs=v0_5.ScaleRangeKwargs(axes=["x"], max_percentile=99))
+    with pytest.raises(UnsupportedPackage, match=r"over axes \['x'\]"):
+        input_steps([per_row], ("y", "x"), 1)
+    linear = v0_5.ScaleLinearDescr(kwargs=v0_5.ScaleLinearKwargs(gain=2.0))
+    with pytest.raises(UnsupportedPackage, match="after another step"):
+        input_steps([linear, v0_5.ZeroMeanUnitVarianceDescr()], ("y", "x"), 1)
+    normalization, fixed = input_steps([v0_5.ZeroMeanUnitVarianceDescr(), linear], ("y", "x"), 1)
+    assert normalization == {"kind": "meanstd"}
+    assert fixed[0](torch.ones(1, 1, 2, 2)).tolist() == [[[[2.0, 2.0], [2.0, 2.0]]]]
+
+
+def test_outputs_that_are_not_class_scores_are_refused() -> None:
+    from bioimageio.spec.model import v0_5
+
+    from napari_unet.core.bioimageio.processing import UnsupportedPackage, output_rule
+
+    probabilities = np.random.default_rng(0).random((1, 2, 8, 8))
+    with pytest.raises(UnsupportedPackage, match="output_channel=N"):
+        output_rule([v0_5.SigmoidDescr()], 2, probabilities, None)
+    assert output_rule([v0_5.SigmoidDescr()], 2, probabilities, 1).channel == 1
+    rescale = v0_5.ScaleLinearDescr(kwargs=v0_5.ScaleLinearKwargs(gain=2.0))
+    with pytest.raises(UnsupportedPackage, match="'scale_linear'"):
+        output_rule([rescale], 1, probabilities, None)
+
+
+def test_sigmoid_output_becomes_background_and_foreground_logits() -> None:
+    from napari_unet.core.bioimageio.processing import OutputRule
+
+    z = torch.tensor([[[[-2.0, 0.5]]]])
+    classes = OutputRule("sigmoid", channel=0, threshold=0.3)(z).softmax(dim=1)
+    assert classes.shape == (1, 2, 1, 2)
+    assert (classes[0, 1, 0] > 0.5).tolist() == (torch.sigmoid(z[0, 0, 0]) > 0.3).tolist()
+
+
+def test_weight_formats_napari_unet_cannot_run_are_named(tiny_package: Path) -> None:
+    from napari_unet.core.bioimageio.load import load_bioimageio
+
+    with pytest.raises(ValueError, match="no 'onnx' weights; it has napari-unet, torchscript"):
+        load_bioimageio(tiny_package, weight_format="onnx")

@@ -15,7 +15,7 @@ from typing import Any
 RDF_NAMES = ("rdf.yaml", "bioimageio.yaml")
 """File names a bioimage.io description may have (older packages use ``rdf.yaml``)."""
 
-EXTRA_HINT = 'the bioimageio extra is not installed: pip install "napari-unet[bioimageio]"'
+EXTRA_HINT = 'the bioimageio extra is not installed: pip install "napari-unet-segment[bioimageio]"'
 
 
 def is_bioimageio_source(source: str | os.PathLike[str]) -> bool:

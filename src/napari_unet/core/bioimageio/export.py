@@ -41,6 +41,7 @@ PACKAGE_FILES = (
     "test_input.npy",
     "test_output.npy",
     "sample_input.tif",
+    "sample_output.tif",
     "cover.png",
     "README.md",
 )
@@ -243,6 +244,7 @@ def _write_files(
     np.save(files["test_input.npy"], test_input)
     np.save(files["test_output.npy"], test_output)
     tifffile.imwrite(files["sample_input.tif"], test_input)
+    tifffile.imwrite(files["sample_output.tif"], test_output)
     _write_cover(files["cover.png"], test_input, test_output)
     files["README.md"].write_text(_documentation(model), encoding="utf-8")
     return files
@@ -280,9 +282,11 @@ def _documentation(model: Model) -> str:
     if card_readme.is_file():
         body = card_readme.read_text(encoding="utf-8")
     else:
+        metrics = json.dumps(description.metrics, indent=2) if description.metrics else "none"
         body = (
             f"# {model.name}\n\n{description.description}\n\n## Model card\n\n```json\n"
-            f"{json.dumps(description.to_dict(), indent=2)}\n```\n"
+            f"{json.dumps(description.to_dict(), indent=2)}\n```\n\n"
+            f"## Validation\n\nMetrics recorded on the card: {metrics}\n"
         )
     return body + (
         "\n## bioimage.io package\n\n"
@@ -340,6 +344,7 @@ def _output_descr(v0_5: Any, network: UNet, description: Any, files: dict[str, P
         description=f"class probabilities ({description.output_kind} model)",
         axes=axes,
         test_tensor=v0_5.FileDescr(source=files["test_output.npy"]),
+        sample_tensor=v0_5.FileDescr(source=files["sample_output.tif"]),
         postprocessing=[v0_5.SoftmaxDescr(kwargs=v0_5.SoftmaxKwargs(axis="channel"))],
     )
 
