@@ -142,7 +142,11 @@ def _foreign(descr: Any, fmt: str, device: str, channel: int | None, source: Any
     if _spatial(tensor_out, "output") != spatial:
         raise UnsupportedPackage(f"output axes {layout_out} do not match input axes {layout_in}")
     normalization, fixed = input_steps(tensor_in.preprocessing, spatial, channels_in)
-    test_output = _canonical(_load_array(tensor_out.test_tensor), layout_out, spatial)
+    test_output = (
+        None
+        if tensor_out.test_tensor is None
+        else _canonical(_load_array(tensor_out.test_tensor), layout_out, spatial)
+    )
     channels_out = _channels(tensor_out)
     rule = output_rule(tensor_out.postprocessing, channels_out, test_output, channel)
     classes = rule.classes or channels_out
@@ -173,9 +177,14 @@ def _foreign(descr: Any, fmt: str, device: str, channel: int | None, source: Any
         class_names=names,
         normalization=normalization,
         description=descr.description,
-        provenance={"bioimageio": {"source": str(source), "weights": fmt, "id": str(descr.id)}},
+        provenance={"bioimageio": {"source": str(source), "weights": fmt, "id": _id(descr)}},
     )
     return Model(description, network.eval())
+
+
+def _id(descr: Any) -> str | None:
+    """Return the package's bioimage.io id (e.g. ``affable-shark``), if it has one."""
+    return None if descr.id is None else str(descr.id)
 
 
 def _spatial(tensor: Any, which: str) -> tuple[str, ...]:

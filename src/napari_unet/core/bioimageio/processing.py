@@ -181,7 +181,7 @@ class OutputRule:
 def output_rule(
     steps: Sequence[Any],
     channels: int,
-    test_output: np.ndarray,
+    test_output: np.ndarray | None,
     channel: int | None,
 ) -> OutputRule:
     """Read the output's postprocessing (and, without an activation, its test output)."""
@@ -229,8 +229,15 @@ def output_rule(
     return OutputRule(activation, channel, threshold)  # type: ignore[arg-type]
 
 
-def _guess_activation(test_output: np.ndarray, channels: int, threshold: float | None) -> str:
+def _guess_activation(
+    test_output: np.ndarray | None, channels: int, threshold: float | None
+) -> str:
     """Without an activation step, the package's test output tells what the network emits."""
+    if test_output is None:
+        raise UnsupportedPackage(
+            "its output has no sigmoid or softmax step and no test output to tell whether "
+            "the network emits probabilities or scores"
+        )
     if test_output.min() >= 0 and test_output.max() <= 1:
         return "probabilities"
     if threshold is not None:
@@ -244,6 +251,6 @@ def _guess_activation(test_output: np.ndarray, channels: int, threshold: float |
     )
 
 
-def _sums_to_one(test_output: np.ndarray) -> bool:
-    """Whether the test output's channels (axis 1) sum to one: a softmax inside the network."""
-    return bool(np.allclose(test_output.sum(axis=1), 1.0, atol=1e-3))
+def _sums_to_one(test_output: np.ndarray | None) -> bool:
+    """Tell whether the test output's channels sum to one: a softmax inside the network."""
+    return test_output is not None and bool(np.allclose(test_output.sum(axis=1), 1.0, atol=1e-3))
