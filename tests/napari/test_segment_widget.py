@@ -268,3 +268,21 @@ def test_one_plane_shows_a_moving_busy_bar(viewer_and_widget) -> None:
     assert widget.progress.max == 0  # Qt draws a moving bar
     widget.show_progress(3, 8)
     assert (widget.progress.value, widget.progress.max) == (3, 8)
+
+
+def test_large_results_relabel_in_a_thread_with_the_latest_thresholds(
+    viewer_and_widget, tiny_model, blobs, qtbot, monkeypatch
+) -> None:
+    viewer, widget = viewer_and_widget
+    monkeypatch.setattr(segment_widget, "LIVE_PIXELS", 0)
+    viewer.add_image(blobs, name="blobs")
+    widget.seed.value = 0.3
+    run(widget, qtbot)
+    probabilities = widget._kept.probabilities
+    widget.foreground.value = 0.6
+    assert widget.status.value.endswith("re-labelling with the new thresholds...")
+    widget.min_size.value = 40  # moved while the first re-labelling runs
+    qtbot.waitUntil(lambda: "re-labelled" in widget.status.value, timeout=10_000)
+    qtbot.waitUntil(lambda: not widget._relabelling, timeout=10_000)
+    expected = instance_labels(probabilities, 0.6, 0.3, 40)
+    np.testing.assert_array_equal(viewer.layers[f"blobs ({tiny_model})"].data, expected)

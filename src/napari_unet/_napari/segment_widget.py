@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, FloatSlider, SpinBox
 from napari.layers import Image, Labels
+from napari.qt.threading import create_worker
 from napari.utils.notifications import show_info
 from napari.viewer import Viewer
 
@@ -48,6 +49,8 @@ LOAD_FROM_FILE = "load from file..."
 PLACEMENT = ("scale", "translate", "affine", "axis_labels", "units")
 LAYER_TYPES = {"image": Image, "labels": Labels}
 CLASS_COLORMAPS = ("green", "magenta", "cyan", "yellow", "red", "blue")
+LIVE_PIXELS = 1_000_000
+"""Re-label at once up to this many pixels (about 0.1-0.5 s on 2 busy cores), else in a thread."""
 JOINED, PLANES = "3D", "2D"
 """Stack modes: the axis before Y is Z (2D models: slices, objects joined in 3D), or each
 plane on its own. The first is the default of the CLI and the API on Z stacks too."""
@@ -70,6 +73,7 @@ class SegmentWidget(JobWidget):
         self._loaded: list[str] = []
         self._model_before = ""
         self._kept: KeptProbabilities | None = None
+        self._relabelling = False
         self.image = ComboBox(
             label="image", choices=self.layer_choices(Image), tooltip="the Image layer to segment"
         )
@@ -326,6 +330,7 @@ class SegmentWidget(JobWidget):
             self.refuse(f"cannot run: {error}")
             return
         layer, model = self.image.value, self.model.value
+        self._kept = None  # a re-labelling still running must not overwrite the new result
         message = f"segmenting {layer.name} with {model_label(model)}..."
         options = self.segment_options()
         if options["output"] == "instances":
@@ -431,12 +436,46 @@ class SegmentWidget(JobWidget):
             getattr(self._viewer, f"add_{kind}")(data, **meta)
 
     def _relabel(self, *_: Any) -> None:
-        """Re-label the last instances from their kept probabilities with the new thresholds."""
+        """Re-label the last instances from their kept probabilities with the new thresholds.
+
+        Up to :data:`LIVE_PIXELS` this takes well under a second and runs at once; larger
+        images re-label in a thread (the watershed grows faster than the pixel count), and
+        when thresholds moved meanwhile, once more with the latest ones.
+        """
         kept = self._kept
         if kept is None or self.running or kept.layer_name not in self._viewer.layers:
             return
-        started = time.perf_counter()
-        labels, count = kept.labels(self.thresholds())
+        if kept.probabilities[0].size <= LIVE_PIXELS:
+            self._show_relabelled(kept, time.perf_counter(), *kept.labels(self.thresholds()))
+        elif not self._relabelling:
+            self._relabelling = True
+            self.status.value = f"{kept.layer_name}: re-labelling with the new thresholds..."
+            thresholds, started = self.thresholds(), time.perf_counter()
+            worker = create_worker(kept.labels, thresholds)
+            worker.returned.connect(
+                lambda result: self._relabelled(kept, thresholds, started, result)
+            )
+            worker.start()
+
+    def _relabelled(
+        self,
+        kept: KeptProbabilities,
+        thresholds: dict[str, Any],
+        started: float,
+        result: tuple[np.ndarray, int],
+    ) -> None:
+        self._relabelling = False
+        if self._gone or kept is not self._kept:  # closed, or a new run replaced the result
+            return
+        self._show_relabelled(kept, started, *result)
+        if thresholds != self.thresholds():
+            self._relabel()
+
+    def _show_relabelled(
+        self, kept: KeptProbabilities, started: float, labels: np.ndarray, count: int
+    ) -> None:
+        if kept.layer_name not in self._viewer.layers:
+            return
         self._viewer.layers[kept.layer_name].data = labels
         took = 1000 * (time.perf_counter() - started)
         self.status.value = f"{kept.layer_name}: {count} objects (re-labelled in {took:.0f} ms)"
