@@ -53,6 +53,7 @@ def spoil(folder, change) -> None:
         (lambda c: c.update(pixel_size_um=-1), "'pixel_size_um'"),
         (lambda c: c.update(class_names="abc"), "'class_names'"),
         (lambda c: c.update(format_version="1"), "format_version"),
+        (lambda c: c.update(description=["a"]), "'description'"),
     ],
 )
 def test_a_bad_card_fails_at_once_with_a_short_message_naming_the_field(folder, change, named):

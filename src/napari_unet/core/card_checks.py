@@ -47,6 +47,7 @@ def check_card(card: Any) -> None:
     """Check a parsed ``model.json``: types and ranges of every field the engine uses."""
     _require(isinstance(card, dict), "the card is not a JSON object")
     _require(isinstance(card.get("name"), str), "'name' must be a string")
+    _require(isinstance(card.get("description", ""), str), "'description' must be a string")
     architecture = card.get("architecture")
     _require(isinstance(architecture, dict), "'architecture' must be an object")
     for key, (low, high) in INT_RANGES.items():
