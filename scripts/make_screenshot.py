@@ -35,12 +35,13 @@ def main(argv: list[str] | None = None) -> Path:
     from qtpy.QtWidgets import QApplication
 
     import napari
+    from napari_unet._napari.job_widget import PLUGIN_NAME
 
-    viewer = napari.Viewer(show=True, title="napari-unet")
+    viewer = napari.Viewer(show=True, title=PLUGIN_NAME)
     width, height = (int(n) for n in args.size.split("x"))
     viewer.window.resize(width, height)
-    viewer.open_sample("napari-unet-segment", args.sample)
-    _, widget = viewer.window.add_plugin_dock_widget("napari-unet-segment", "Segment")
+    viewer.open_sample(PLUGIN_NAME, args.sample)
+    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN_NAME, "Segment")
     widget.model.value = args.model
     widget.start()
     while widget.running:
@@ -51,7 +52,7 @@ def main(argv: list[str] | None = None) -> Path:
     viewer.reset_view()
     QApplication.processEvents()
     viewer.window.screenshot(args.out, canvas_only=False, flash=False)
-    print(f"{labels.name}: {int(labels.data.max())} labels; wrote {args.out}")
+    print(f"{widget.status.value}; wrote {args.out}")
     viewer.close()
     return Path(args.out)
 

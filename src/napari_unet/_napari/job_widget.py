@@ -87,6 +87,7 @@ class JobWidget(Container):
         self.run_button = PushButton(text=self.run_text, tooltip="start; while running: cancel")
         self.progress = ProgressBar(label="progress", value=0, tooltip="work done, time taken")
         self.status = Label(value="")
+        self.status.native.setWordWrap(True)  # object counts and failure reasons are long
         super().__init__(widgets=[self.run_button, self.progress, self.status])
         self._clock = QTimer(self.native)
         self._clock.setInterval(500)
