@@ -152,3 +152,10 @@ def test_tiles_larger_than_the_file_can_hold_are_refused(tmp_path):
         tiff.pages[0].tags["TileLength"].overwrite(32768)
     with pytest.raises(ValueError, match=r"claims tiles of 32768 x 65536 pixels \(2.1 GB each\)"):
         read_image(path, lazy=True)
+
+
+@pytest.mark.parametrize("compression", ["zlib", "zstd", "lzw", "packbits"])
+def test_real_files_that_compress_extremely_well_are_not_refused(tmp_path, compression):
+    path = tmp_path / "zeros.tif"
+    tifffile.imwrite(path, np.zeros((2048, 2048), np.uint8), compression=compression)
+    assert read_image(path, lazy=True).shape == (2048, 2048)

@@ -35,8 +35,10 @@ MAX_EXPANSION = {
     _C.LZW: 4096,
     _C.ADOBE_DEFLATE: 1032,
     _C.DEFLATE: 1032,
+    _C.ZSTD: 65536,
 }
-"""The most one stored byte can decode to, per codec (deflate's limit is 1032:1)."""
+"""The most one stored byte can decode to, per codec, with a margin (deflate: 1032; zstd: a
+4-byte run-length block per 128 KB). Other codecs are bounded by free memory only."""
 _DTYPE_BYTES = {"int8": 1, "uint8": 1, "int16": 2, "uint16": 2, "int32": 4, "uint32": 4}
 _DTYPE_BYTES |= {"float": 4, "double": 8, "bit": 1, "complex": 8, "double-complex": 16}
 
