@@ -79,6 +79,14 @@ def test_round_trip_through_torchscript(tmp_path: Path, blobs: np.ndarray, paddi
     np.testing.assert_allclose(tiled, _probabilities(model, blobs, tile_shape=48), atol=1e-5)
 
 
+def test_imported_model_pickles_for_workers(tiny_package: Path, blobs: np.ndarray) -> None:
+    import pickle
+
+    loaded = load_bioimageio(tiny_package, weight_format="torchscript")
+    copy = pickle.loads(pickle.dumps(loaded))
+    np.testing.assert_array_equal(_probabilities(copy, blobs), _probabilities(loaded, blobs))
+
+
 def test_state_dict_weights_need_allow_pickle(tiny_package: Path, blobs: np.ndarray) -> None:
     with pytest.raises(PermissionError, match="allow_pickle=True"):
         load_bioimageio(tiny_package, weight_format="pytorch_state_dict")

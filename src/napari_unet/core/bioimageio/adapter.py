@@ -10,6 +10,7 @@ and output activations around the packaged module.
 
 from __future__ import annotations
 
+import io
 import math
 import warnings
 from collections.abc import Sequence
@@ -69,6 +70,22 @@ class PackagedNetwork(nn.Module):
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", "The .grad attribute", UserWarning)
             return super()._apply(fn, recurse)
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickle for dask workers: a TorchScript module travels as its saved bytes."""
+        state = self.__dict__.copy()
+        module = state["_modules"]["module"]
+        if isinstance(module, torch.jit.ScriptModule):
+            buffer = io.BytesIO()
+            torch.jit.save(module, buffer)
+            state["_modules"] = {**state["_modules"], "module": buffer.getvalue()}
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        module = state["_modules"]["module"]
+        if isinstance(module, bytes):
+            state["_modules"] = {**state["_modules"], "module": torch.jit.load(io.BytesIO(module))}
+        super().__setstate__(state)
 
     @property
     def spatial_dims(self) -> int:
