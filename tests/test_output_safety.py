@@ -99,7 +99,10 @@ def test_output_names_for_tiff_and_ome_zarr_inputs(tmp_path):
     assert output_paths(inputs, tmp_path / "out", "probabilities")[1].name == (
         "cells_probabilities.tif"
     )
-    assert output_paths([zarr_image], tmp_path / "x.zarr", "labels") == [tmp_path / "x.zarr"]
+    for single in (tmp_path / "x.zarr", zarr_image / "labels" / "cells", tmp_path / "y.tif"):
+        assert output_paths([zarr_image], single, "labels") == [single]
+    with pytest.raises(ValueError, match="probabilities are written as OME-TIFF"):
+        output_paths([zarr_image], tmp_path / "x.zarr", "probabilities")
 
 
 def test_info_on_a_folder_says_it_is_a_folder(images, capsys):

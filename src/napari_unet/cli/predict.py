@@ -94,18 +94,19 @@ def _is_tiff(path: Path) -> bool:
 def output_paths(inputs: list[Path], target: Path, kind: str) -> list[Path]:
     """One output per input: ``target`` itself for one input, else one per input inside it.
 
-    ``target`` names an image when it ends in .tif, .tiff or .zarr (and is not an existing
-    folder of that name); several inputs need a folder. In a folder, each input ``<stem>``
-    gets ``<stem>_labels.tif`` (``_classes``, ``_probabilities`` for those outputs), or
-    ``<stem>_labels.ome.zarr`` for an OME-Zarr input (probabilities are always OME-TIFF).
+    ``target`` names one image when it ends in .tif or .tiff (and is not an existing folder)
+    or lies in a .zarr (``x.ome.zarr``, ``x.ome.zarr/labels/cells``); several inputs need a
+    folder. In a folder, each input ``<stem>`` gets ``<stem>_labels.tif`` (``_classes``,
+    ``_probabilities`` for those outputs), or ``<stem>_labels.ome.zarr`` for an OME-Zarr input
+    (probabilities are always OME-TIFF).
     """
-    suffix = target.suffix.lower()
-    if suffix in (*TIFF_SUFFIXES, ZARR_SUFFIX) and not (target.is_dir() and suffix != ZARR_SUFFIX):
+    in_zarr = any(part.lower().endswith(ZARR_SUFFIX) for part in target.parts)
+    if in_zarr or (target.suffix.lower() in TIFF_SUFFIXES and not target.is_dir()):
         if len(inputs) > 1:
             raise ValueError(
-                f"{len(inputs)} inputs need an output folder, not the single file {target}"
+                f"{len(inputs)} inputs need an output folder, not the single image {target}"
             )
-        if kind == "probabilities" and suffix == ZARR_SUFFIX:
+        if kind == "probabilities" and in_zarr:
             raise ValueError("probabilities are written as OME-TIFF; give a .tif output")
         return [target]
     ending = OUTPUT_SUFFIX.get(kind, "_labels")
