@@ -245,6 +245,48 @@ def test_foreign_torchscript_unet_matches_the_module(tmp_path: Path) -> None:
     np.testing.assert_allclose(tiled, foreground, atol=1e-5)
 
 
+RDF_0_4 = """format_version: 0.4.10
+type: model
+name: foreign unet 04
+description: a hand-built U-Net in the older 0.4 format, as many zoo models are
+authors: [{name: someone else}]
+cite: [{text: a paper, doi: 10.1007/978-3-319-24574-4_28}]
+license: MIT
+documentation: README.md
+timestamp: 2024-01-01T00:00:00
+test_inputs: [in.npy]
+test_outputs: [out.npy]
+inputs:
+- name: image
+  axes: byxc
+  data_type: float32
+  data_range: [-.inf, .inf]
+  shape: {min: [1, 16, 16, 1], step: [0, 2, 2, 0]}
+  preprocessing: [{name: zero_mean_unit_variance, kwargs: {mode: per_sample, axes: yx}}]
+outputs:
+- name: mask
+  axes: byxc
+  data_type: float32
+  data_range: [0, 1]
+  shape: {reference_tensor: image, scale: [1, 1, 1, 1], offset: [0, 0, 0, 0]}
+  halo: [0, 4, 4, 0]
+  postprocessing: [{name: sigmoid}]
+weights: {torchscript: {source: foreign.pt}}
+"""
+
+
+def test_format_0_4_packages_are_converted(tmp_path: Path) -> None:
+    _foreign_package(tmp_path, [], _sigmoid)  # writes the module and test tensors
+    (tmp_path / "rdf.yaml").write_text(RDF_0_4)
+    model = load_model(tmp_path / "rdf.yaml")
+    assert model.description.normalization == {"kind": "meanstd"}
+    image = np.random.default_rng(2).normal(300, 40, (40, 48)).astype(np.float32)
+    module = torch.jit.load(tmp_path / "foreign.pt")
+    with torch.no_grad():
+        direct = _sigmoid(module(torch.from_numpy(_zmuv(image)[None, :, :, None])).numpy())
+    np.testing.assert_allclose(_probabilities(model, image)[1], direct[0, :, :, 0], atol=1e-4)
+
+
 def test_foreign_binarize_threshold_decides_the_labels(tmp_path: Path) -> None:
     from bioimageio.spec.model import v0_5
 
