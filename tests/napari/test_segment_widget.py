@@ -203,7 +203,7 @@ def test_only_what_the_model_can_do_is_offered(
 ) -> None:
     viewer, widget = viewer_and_widget
     viewer.add_image(np.stack([blobs] * 3), name="stack")
-    assert widget.output.choices == ("semantic", "probabilities", "instances")
+    assert widget.output.choices == ("instances", "semantic", "probabilities")
     assert set(widget.mode.choices) == {"3D", "2D"}
     widget.model.value = semantic_model
     assert set(widget.output.choices) == {"semantic", "probabilities"}

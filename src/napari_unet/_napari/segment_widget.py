@@ -220,7 +220,7 @@ class SegmentWidget(JobWidget):
             return None
 
     def _follow_image(self, layer: Image | None) -> None:
-        self.channel.reset_choices()
+        _refill(self.channel)
         self.channel.visible = layer is not None and layer.rgb
         self.level.visible = layer is not None and layer.multiscale
         if layer is not None and layer.multiscale:
@@ -241,7 +241,7 @@ class SegmentWidget(JobWidget):
         self._model_before = model
         self._kept = None  # the new model's thresholds must not re-label the old result
         for field in (self.mode, self.channel, self.output):
-            field.reset_choices()
+            _refill(field)
         self.output.value = description.output_kind
         thresholds = model_thresholds(description.postprocess)
         with self.foreground.changed.blocked(), self.seed.changed.blocked():
@@ -257,7 +257,7 @@ class SegmentWidget(JobWidget):
         layer = self.image.value
         stack = layer is not None and layer.ndim >= 3
         self.mode.visible = stack
-        self.mode.reset_choices()
+        _refill(self.mode)
         if stack and len(self.mode.choices) > 1:
             try:
                 has_z = "Z" in axes_from_labels(layer.axis_labels, layer.ndim)
@@ -479,6 +479,13 @@ class SegmentWidget(JobWidget):
         self._viewer.layers[kept.layer_name].data = labels
         took = 1000 * (time.perf_counter() - started)
         self.status.value = f"{kept.layer_name}: {count} objects (re-labelled in {took:.0f} ms)"
+
+
+def _refill(field: ComboBox) -> None:
+    """Replace a picker's choices in their own order (magicgui keeps old ones first)."""
+    with field.changed.blocked():
+        field.native.clear()
+        field.reset_choices()
 
 
 def _channel_count(layer: Image) -> int:
