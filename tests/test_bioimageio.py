@@ -120,6 +120,9 @@ def test_export_refuses_to_overwrite(tiny_package: Path) -> None:
         export_bioimageio(make_model(), tiny_package)
     with pytest.raises(ValueError, match=r"\.zip"):
         export_bioimageio(make_model(), tiny_package.with_suffix(".tar"))
+    imported = load_bioimageio(tiny_package, weight_format="torchscript")
+    with pytest.raises(ValueError, match="imported from a bioimage"):
+        export_bioimageio(imported, tiny_package.with_name("again.zip"))
 
 
 def test_cli_export(tmp_path: Path) -> None:

@@ -25,6 +25,7 @@ import torch
 from napari_unet.core.axes import CanonicalView
 from napari_unet.core.bioimageio import require_bioimageio
 from napari_unet.core.bioimageio.scripted import script_unet
+from napari_unet.core.files import atomic_write
 from napari_unet.core.models import CARD_FILE, WEIGHTS_FILE, Model, load_model, save_model
 from napari_unet.core.network import UNet
 from napari_unet.core.normalize import fit_normalizer
@@ -100,6 +101,11 @@ def export_bioimageio(
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
     model = load_model(model)
+    if not isinstance(model.network, UNet):
+        raise ValueError(
+            f"model {model.name!r} was imported from a bioimage.io package; only napari-unet "
+            "U-Nets are exported (share the original package instead)"
+        )
     description = model.description
     if description.normalization.get("dark_background"):
         warnings.warn(
@@ -131,8 +137,13 @@ def export_bioimageio(
             config={CONFIG_KEY: {"card": CARD_FILE, "weights": WEIGHTS_FILE}},
         )
         path.parent.mkdir(parents=True, exist_ok=True)
-        # Stored, not deflated: weights hardly compress, and deflating them took seconds.
-        spec.save_bioimageio_package(descr, output_path=path, compression=zipfile.ZIP_STORED)
+        atomic_write(  # stored, not deflated: weights hardly compress, deflating took seconds
+            path,
+            lambda tmp: spec.save_bioimageio_package(
+                descr, output_path=Path(tmp), compression=zipfile.ZIP_STORED
+            ),
+            overwrite=overwrite,
+        )
     return path
 
 
