@@ -159,3 +159,24 @@ def test_real_files_that_compress_extremely_well_are_not_refused(tmp_path, compr
     path = tmp_path / "zeros.tif"
     tifffile.imwrite(path, np.zeros((2048, 2048), np.uint8), compression=compression)
     assert read_image(path, lazy=True).shape == (2048, 2048)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"ome": True, "metadata": {"axes": "ZYX"}}, {"compression": "zlib", "tile": (16, 16)}],
+)
+def test_corrupt_headers_give_a_value_error_that_names_the_file(tmp_path, options):
+    path = tmp_path / "original.tif"
+    tifffile.imwrite(path, np.arange(3 * 32 * 32).astype(np.uint8).reshape(3, 32, 32), **options)
+    original = path.read_bytes()
+    rng = np.random.default_rng(7)
+    corrupt = tmp_path / "corrupt.tif"
+    for case in range(60):
+        data = bytearray(original)
+        for position in rng.integers(0, 400, size=3):  # the header and first directory
+            data[position] = rng.integers(0, 256)
+        corrupt.write_bytes(bytes(data))
+        try:
+            read_image(corrupt, lazy=bool(case % 2))
+        except ValueError as error:
+            assert str(error).startswith(f"cannot read {corrupt}"), case

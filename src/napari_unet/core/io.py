@@ -104,14 +104,20 @@ def read_image(path: str | os.PathLike[str], lazy: bool | None = None, level: in
                 lazy = series.size * series.dtype.itemsize > LAZY_THRESHOLD_BYTES
             check_series(series, lazy)
             data = None if lazy else series.asarray()
-    except (tifffile.TiffFileError, ValueError, OSError) as error:
-        reason = str(error) or type(error).__name__
-        raise ValueError(f"cannot read {path} as a TIFF: {reason}") from error
+        if data is None:
+            data = _open_lazy(path)
     except MemoryError as error:
         raise MemoryError(f"not enough memory to read the pixels of {path}") from error
-    if data is None:
-        data = _open_lazy(path)
+    except Exception as error:  # tifffile and its codecs raise many types on corrupt files
+        raise ValueError(f"cannot read {path} as a TIFF: {_reason(error)}") from error
     return ImageFile(data, axes, pixel_size, is_labels, path)
+
+
+def _reason(error: Exception) -> str:
+    """Say what went wrong, never empty, with the type where the text alone says little."""
+    if isinstance(error, ValueError | OSError) and str(error):
+        return str(error)
+    return f"{type(error).__name__} {error}".strip() + " (corrupt file?)"
 
 
 def _open_lazy(path: Path) -> Any:
