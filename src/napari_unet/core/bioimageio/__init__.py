@@ -15,6 +15,8 @@ from typing import Any
 RDF_NAMES = ("rdf.yaml", "bioimageio.yaml")
 """File names a bioimage.io description may have (older packages use ``rdf.yaml``)."""
 
+CONFIG_KEY = "napari_unet"
+"""Key under a package's ``config`` naming the napari-unet card and weights it attaches."""
 EXTRA_HINT = 'the bioimageio extra is not installed: pip install "napari-unet-segment[bioimageio]"'
 
 

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from napari_unet.core.axes import CanonicalView
-from napari_unet.core.bioimageio import require_bioimageio
+from napari_unet.core.bioimageio import CONFIG_KEY, require_bioimageio
 from napari_unet.core.bioimageio.scripted import script_unet
 from napari_unet.core.files import atomic_write
 from napari_unet.core.models import CARD_FILE, WEIGHTS_FILE, Model, load_model, save_model
@@ -32,8 +32,6 @@ from napari_unet.core.normalize import fit_normalizer
 
 INPUT_ID = "raw"
 OUTPUT_ID = "probabilities"
-CONFIG_KEY = "napari_unet"
-"""Key under the package's ``config`` that holds the napari-unet card."""
 PACKAGE_FILES = (
     CARD_FILE,
     WEIGHTS_FILE,

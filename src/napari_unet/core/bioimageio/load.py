@@ -18,9 +18,8 @@ import torch
 from safetensors.torch import load as load_safetensors
 from torch import nn
 
-from napari_unet.core.bioimageio import require_bioimageio
+from napari_unet.core.bioimageio import CONFIG_KEY, require_bioimageio
 from napari_unet.core.bioimageio.adapter import PackagedNetwork, SizeRule, from_layout
-from napari_unet.core.bioimageio.export import CONFIG_KEY
 from napari_unet.core.bioimageio.processing import (
     UnsupportedPackage,
     input_steps,
@@ -68,7 +67,7 @@ def load_bioimageio(
         raise ValueError(f"{source} is not a valid bioimage.io model: {descr.validation_summary}")
     fmt = _weight_format(descr, weight_format, allow_pickle, source)
     if fmt == NATIVE:
-        return _native(descr, device)
+        return _native(descr, device, source)
     try:
         return _foreign(descr, fmt, device, output_channel, source)
     except UnsupportedPackage as error:
@@ -121,13 +120,16 @@ def _read(file: Any) -> bytes:
     return file.get_reader().read()
 
 
-def _native(descr: Any, device: str) -> Model:
-    """Our own package: the exact card and weights we exported, no pickle involved."""
+def _native(descr: Any, device: str, source: Any) -> Model:
+    """Load our own package: the exact card and weights we exported, no pickle involved."""
     files = _native_files(descr)
     assert files is not None
-    description = ModelDescription.from_dict(json.loads(_read(files["card"])))
-    network = UNet(description.architecture)
-    network.load_state_dict(load_safetensors(_read(files["weights"])))
+    try:
+        description = ModelDescription.from_dict(json.loads(_read(files["card"])))
+        network = UNet(description.architecture)
+        network.load_state_dict(load_safetensors(_read(files["weights"])))
+    except Exception as error:  # json, card and safetensors each raise their own types
+        raise ValueError(f"the napari-unet model inside {source} is invalid: {error}") from error
     return Model(description, network.to(device).eval())
 
 
