@@ -3,9 +3,10 @@
 File metadata is untrusted: a 5 KB file may declare a million planes, strips past its end or
 a pixel size of 1e300 m. Building tifffile's series for such a claim alone takes minutes and
 gigabytes, so the OME-XML and ImageJ claims are checked first, from the first page's
-description; then the series' pixel bytes against the file size (allowing for the most a
-known codec can expand) and, for an eager read, against free memory. Every refusal is one
-line naming the claim. Pixel sizes that cannot be real are dropped with a warning instead.
+description; then every strip against the end of its file, and the series, one page and
+one tile against the file size (allowing for the most a known codec can expand) and free
+memory. Every refusal is one line naming the claim. Pixel sizes that cannot be real are
+dropped with a warning instead, and the pixels are still read.
 """
 
 from __future__ import annotations
