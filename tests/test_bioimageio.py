@@ -278,6 +278,7 @@ weights: {torchscript: {source: foreign.pt}}
 """
 
 
+@pytest.mark.filterwarnings("ignore:Conversion of channel size")  # the spec's 0.4 converter
 def test_format_0_4_packages_are_converted(tmp_path: Path) -> None:
     _foreign_package(tmp_path, [], _sigmoid)  # writes the module and test tensors
     (tmp_path / "rdf.yaml").write_text(RDF_0_4)
