@@ -1,0 +1,59 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from skimage.transform import resize
+
+from napari_unet.core.object_size import (
+    ResampledArray,
+    nearest_back,
+    predict_at_object_size,
+    rescale_factor,
+)
+from napari_unet.core.predict import Predictor
+from tiny_models import make_model
+
+
+def test_resampled_view_is_bilinear_and_reads_agree_where_they_overlap(rng) -> None:
+    image = rng.random((2, 37, 53)).astype(np.float32)
+    view = ResampledArray(image, {1: 2.5, 2: 0.6})
+    assert view.shape == (2, 92, 32)
+    whole = view[:, :, :]
+    expected = resize(image, view.shape, order=1, mode="edge", anti_aliasing=False)
+    np.testing.assert_allclose(whole, expected, atol=1e-5)
+    np.testing.assert_array_equal(view[1, 10:40, 5:20], whole[1, 10:40, 5:20])
+    np.testing.assert_array_equal(view[:, ::7, ::3], whole[:, ::7, ::3])
+
+
+def test_labels_come_back_by_nearest_neighbour_with_their_values() -> None:
+    labels = np.zeros((60, 90), np.uint16)
+    labels[10:40, 30:60] = 7
+    back = nearest_back(labels, {0: 20, 1: 30})
+    assert back.shape == (20, 30)
+    assert set(np.unique(back)) == {0, 7}
+    assert (back == 7).sum() == 10 * 10
+
+
+def test_diameter_needs_a_model_that_states_its_object_size() -> None:
+    description = make_model().description
+    with pytest.raises(ValueError, match="does not state the object size"):
+        rescale_factor(10, description)
+    description.object_diameter_px = 20.0
+    assert rescale_factor(10, description) == 2.0
+    with pytest.raises(ValueError, match="positive number"):
+        rescale_factor(0, description)
+
+
+def test_prediction_at_object_size_returns_the_image_grid(blobs) -> None:
+    model = make_model(output_kind="instances")
+    model.description.object_diameter_px = 20.0
+    predictor = Predictor(model, device="cpu")
+    labels = predict_at_object_size(
+        predictor.predict, blobs, "YX", 10.0, model.description, "YX", output="semantic"
+    )
+    assert labels.shape == blobs.shape
+    probabilities = predict_at_object_size(
+        predictor.predict, blobs, "YX", 40.0, model.description, "CYX", output="probabilities"
+    )
+    assert probabilities.shape == (3, *blobs.shape)
+    np.testing.assert_allclose(probabilities.sum(axis=0), 1.0, atol=1e-5)
