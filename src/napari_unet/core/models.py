@@ -39,6 +39,8 @@ class ModelDescription:
     (background, interior, boundary) that post-processing turns into one label per object.
     ``normalization`` is e.g. ``{"kind": "percentile", "low": 1.0, "high": 99.8}``.
     ``postprocess`` holds tuned thresholds so every front end uses the same ones.
+    ``object_diameter_px`` is the typical object size in the training images (median
+    equivalent diameter, pixels): a ``diameter`` at prediction rescales images to it.
     """
 
     name: str
@@ -50,6 +52,7 @@ class ModelDescription:
     )
     postprocess: dict[str, Any] = field(default_factory=dict)
     pixel_size_um: float | None = None
+    object_diameter_px: float | None = None
     description: str = ""
     provenance: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
