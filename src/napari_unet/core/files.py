@@ -46,14 +46,18 @@ def check_outputs(inputs: Sequence[Path], outputs: Sequence[Path], overwrite: bo
     existing outputs without ``overwrite``, and folders where no file can be created.
     """
     sources = [Path(path).resolve() for path in inputs]
+    # Each input under every name that reaches it: its path, its file (links) and its folders.
+    reaches: dict[object, Path] = {source: source for source in sources}
+    reaches |= {_identity(source): source for source in sources if source.exists()}
+    reaches |= {folder: source for source in sources for folder in source.parents}
     seen: set[Path] = set()
     for output in outputs:
         target = Path(output).resolve()
-        for source in sources:
-            if target == source or target in source.parents or _same_file(target, source):
-                raise ValueError(
-                    f"output {output} would replace the input {source}; choose another output"
-                )
+        source = reaches.get(target) or reaches.get(_identity(target))
+        if source is not None:
+            raise ValueError(
+                f"output {output} would replace the input {source}; choose another output"
+            )
         if target.is_dir() and target.suffix.lower() != ".zarr":
             raise IsADirectoryError(f"output {output} is a folder, not an image file")
         if target in seen:
@@ -79,11 +83,13 @@ def _check_writable(folder: Path) -> None:
         raise type(error)(f"cannot write outputs in {folder}: {reason}") from error
 
 
-def _same_file(first: Path, second: Path) -> bool:
+def _identity(path: Path) -> tuple[int, int] | None:
+    """Device and inode: one file under any name (hard links too); None if there is none yet."""
     try:
-        return os.path.samefile(first, second)
-    except OSError:  # one of them does not exist yet
-        return False
+        status = path.stat()
+    except OSError:
+        return None
+    return status.st_dev, status.st_ino
 
 
 def _move_exclusively(temporary: str, target: Path) -> None:
