@@ -48,12 +48,9 @@ def test_prediction_at_object_size_returns_the_image_grid(blobs) -> None:
     model = make_model(output_kind="instances")
     model.description.object_diameter_px = 20.0
     predictor = Predictor(model, device="cpu")
-    labels = predict_at_object_size(
-        predictor.predict, blobs, "YX", 10.0, model.description, "YX", output="semantic"
-    )
+    labels = predict_at_object_size(predictor, blobs, None, 10.0, output="semantic")
     assert labels.shape == blobs.shape
-    probabilities = predict_at_object_size(
-        predictor.predict, blobs, "YX", 40.0, model.description, "CYX", output="probabilities"
-    )
-    assert probabilities.shape == (3, *blobs.shape)
-    np.testing.assert_allclose(probabilities.sum(axis=0), 1.0, atol=1e-5)
+    out = np.zeros((3, *blobs.shape), np.float32)
+    probabilities = predict_at_object_size(predictor, blobs, "YX", 40.0, "probabilities", out)
+    assert probabilities is out
+    np.testing.assert_allclose(out.sum(axis=0), 1.0, atol=1e-5)

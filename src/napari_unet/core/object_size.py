@@ -15,8 +15,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from napari_unet.core.axes import normalize_axes
+
 if TYPE_CHECKING:
     from napari_unet.core.models import ModelDescription
+    from napari_unet.core.predict import Predictor
 
 MIN_OUTPUT_SIDE = 8
 """A rescaled image keeps at least this many pixels per axis."""
@@ -117,25 +120,30 @@ def nearest_back(result: np.ndarray, axes: dict[int, int]) -> np.ndarray:
 
 
 def predict_at_object_size(
-    predict: Any,
+    predictor: Predictor,
     image: Any,
-    axes: str,
+    axes: str | None,
     diameter: float,
-    description: ModelDescription,
-    output_axes: str,
+    output: str = "labels",
     out: Any = None,
     **options: Any,
 ) -> Any:
-    """Run ``predict(resampled_image, axes=axes, **options)`` at the model's object size.
+    """Run ``predictor.predict`` on the image resampled to the model's object size.
 
-    ``output_axes`` names the result's axes (e.g. ``"CYX"`` for probabilities), so each
-    resampled axis is brought back to its original length; the result goes into ``out`` when
-    given.
+    The result (labels or probabilities) comes back on the image's own grid, into ``out`` when
+    given. The resampled result is held in memory; a cluster ``client`` cannot read the
+    resampled view, so it is refused.
     """
+    description = predictor.model.description
+    if options.get("client") is not None:
+        raise ValueError("diameter cannot be combined with a dask client; rescale the image first")
     factor = rescale_factor(diameter, description)
+    axes = normalize_axes(axes, tuple(int(n) for n in image.shape), description)
     scaled = rescaled_axes(axes, description.spatial_dims)
     factors = {axes.index(letter): factor for letter in scaled}
-    result = predict(ResampledArray(image, factors), axes=axes, **options)
+    result = predictor.predict(ResampledArray(image, factors), axes=axes, output=output, **options)
+    kind = description.output_kind if output == "labels" else output
+    output_axes = ("C" if kind == "probabilities" else "") + axes.replace("C", "")
     lengths = {output_axes.index(letter): int(image.shape[axes.index(letter)]) for letter in scaled}
     restored = nearest_back(np.asarray(result), lengths)
     if out is None:
