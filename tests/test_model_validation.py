@@ -7,6 +7,7 @@ import math
 import time
 
 import pytest
+import torch
 
 from napari_unet._napari.model_choices import saved_models
 from napari_unet.cli import main
@@ -89,6 +90,14 @@ def test_a_card_that_is_not_json_or_far_too_big_is_a_short_error(folder):
     (folder / CARD_FILE).write_text("{not json")
     with pytest.raises(ValueError, match=r"model\.json is not readable JSON"):
         load_model(folder)
+
+
+def test_weights_holding_nan_are_refused(tmp_path):
+    model = make_model()
+    with torch.no_grad():
+        model.network.head.weight[0, 0] = float("nan")
+    with pytest.raises(ValueError, match=r"1 weight tensors hold NaN .*\(head\.weight\)"):
+        load_model(save_model(model, tmp_path / "nan"))
 
 
 def test_a_corrupt_weight_file_is_a_short_error(folder):

@@ -102,6 +102,20 @@ def check_weights(path: Path, config: UNetConfig) -> None:
         )
 
 
+def check_finite(state: dict[str, torch.Tensor]) -> None:
+    """Refuse weights holding NaN or infinity: such a model segments everything as empty."""
+    broken = sorted(
+        key
+        for key, value in state.items()
+        if value.is_floating_point() and not value.isfinite().all()
+    )
+    if broken:
+        raise ModelCardError(
+            f"{len(broken)} weight tensors hold NaN or infinite values ({_first(broken)}); "
+            "the model is broken (did its training diverge?)"
+        )
+
+
 def read_card(path: Path) -> dict[str, Any]:
     """Parse ``model.json`` with a short error for files that are not JSON."""
     try:

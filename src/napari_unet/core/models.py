@@ -18,7 +18,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from napari_unet.core.bioimageio import is_bioimageio_source
-from napari_unet.core.card_checks import check_weights, read_card
+from napari_unet.core.card_checks import check_finite, check_weights, read_card
 from napari_unet.core.files import atomic_write
 from napari_unet.core.network import UNet, UNetConfig
 
@@ -199,11 +199,10 @@ def load_model(name_or_path: str | os.PathLike[str] | Model, device: str = "cpu"
     network = UNet(description.architecture)
     try:
         state = load_file(folder / WEIGHTS_FILE, device=device)
+        check_finite(state)
         network.load_state_dict(state)
     except Exception as error:  # safetensors raises its own types for corrupt files
-        raise ValueError(
-            f"weights {folder / WEIGHTS_FILE} do not match the model card or are corrupt: {error}"
-        ) from error
+        raise ValueError(f"weights {folder / WEIGHTS_FILE} cannot be used: {error}") from error
     network.eval()
     return Model(description, network)
 
