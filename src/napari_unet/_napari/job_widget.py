@@ -241,4 +241,3 @@ class JobWidget(Container):
         self.run_button.text = self.run_text
         if self.progress.max == 0 or self.status.value.startswith(("cancelled", "failed")):
             self.progress.max, self.progress.value = 1, 0
-
