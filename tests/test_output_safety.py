@@ -134,3 +134,13 @@ def test_evaluating_a_semantic_model_on_instance_masks_is_a_clear_error(
     assert "instance masks (one label per object) need an instances model" in (
         capsys.readouterr().err
     )
+
+
+def test_a_model_save_racing_another_fails_instead_of_mixing_files(tmp_path):
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "weights.safetensors").write_bytes(b"the other save's weights")  # card not yet
+    with pytest.raises(FileExistsError, match="exists"):
+        save_model(make_model(), folder)
+    assert (folder / "weights.safetensors").read_bytes() == b"the other save's weights"
+    assert sorted(p.name for p in folder.iterdir()) == ["weights.safetensors"]

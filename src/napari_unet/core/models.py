@@ -229,10 +229,16 @@ def save_model(
         for key, value in model.network.state_dict().items()
     }
     metadata = {"format_version": str(FORMAT_VERSION), "name": model.name}
-    atomic_write(folder / WEIGHTS_FILE, lambda tmp: save_file(state, tmp, metadata=metadata))
+    # Without overwrite both names are taken exclusively: of two saves racing for one folder,
+    # one fails rather than mixing its weights with the other's card.
+    atomic_write(
+        folder / WEIGHTS_FILE, lambda tmp: save_file(state, tmp, metadata=metadata), overwrite
+    )
     card = json.dumps(model.description.to_dict(), indent=2)
     atomic_write(
-        folder / CARD_FILE, lambda tmp: Path(tmp).write_text(card + "\n", encoding="utf-8")
+        folder / CARD_FILE,
+        lambda tmp: Path(tmp).write_text(card + "\n", encoding="utf-8"),
+        overwrite,
     )
     return folder
 
