@@ -7,6 +7,7 @@ dask, zarr) for exactly the block it needs and transposes only that block.
 
 from __future__ import annotations
 
+import warnings
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -114,3 +115,86 @@ class CanonicalView:
         index = tuple(by_letter[letter] for letter in self.axes)
         data = np.asarray(self.source[index])
         return to_axes(data, self.axes, CANONICAL)
+
+
+class WindowView(CanonicalView):
+    """One time point and a spatial window of a view, read as if it were the whole image.
+
+    Blocks run the tiled engine on their window alone; reads map back onto the full image.
+    """
+
+    def __init__(self, view: CanonicalView, t: int, spatial: tuple[slice, slice, slice]) -> None:
+        self.parent, self.t, self.spatial = view, t, spatial
+        self.source, self.axes, self.dtype = view.source, view.axes, view.dtype
+        lengths = tuple(part.stop - part.start for part in spatial)
+        self.shape = (1, view.shape[1], *lengths)
+
+    def read(self, block: tuple[slice, ...]) -> np.ndarray:
+        """Read ``block`` (window coordinates, canonical order) from the parent view."""
+        t, channels, *spatial = block
+        if (t.start or 0) != 0 or t.stop not in (None, 1):
+            raise IndexError(f"a window holds one time point; asked for {t}")
+        shifted = tuple(
+            slice((part.start or 0) + origin.start, _stop(part, origin), part.step)
+            for part, origin in zip(spatial, self.spatial, strict=True)
+        )
+        return self.parent.read((slice(self.t, self.t + 1), channels, *shifted))
+
+
+def _stop(part: slice, origin: slice) -> int:
+    return origin.stop if part.stop is None else part.stop + origin.start
+
+
+class MatchedChannels(CanonicalView):
+    """A view that averages channels into one, or repeats one channel, on every read."""
+
+    def __init__(self, view: CanonicalView, channels: int, how: str) -> None:
+        super().__init__(view.source, view.axes)
+        self.view = view
+        self.shape = (*view.shape[:1], channels, *view.shape[2:])
+        self.channels, self.how = channels, how
+
+    def read(self, block: tuple[slice, ...]) -> np.ndarray:
+        """Read the block with all source channels selected, then match the channel count."""
+        data = self.view.read(block)
+        if self.how == "mean":
+            return data.mean(axis=1, keepdims=True, dtype=np.float32)
+        return np.repeat(data, self.channels, axis=1)
+
+
+def match_channels(
+    view: CanonicalView, axes: str, channel: int | None, expected: int, rgb: str, name: str
+) -> tuple[CanonicalView, slice]:
+    """Select ``channel`` and match the model's channel count, as training did.
+
+    A colour image goes to a one-channel model as the mean of its channels (unless the card's
+    ``normalization["rgb"]`` says otherwise); a gray image is repeated for a multi-channel
+    model. Returns the view and the channels to read from it.
+    """
+    have = view.shape[1]
+    selected = slice(None)
+    if channel is not None:
+        if "C" not in axes:
+            raise ValueError(f"channel={channel} given, but the image (axes {axes}) has no C axis")
+        if not -have <= channel < have:
+            raise ValueError(f"channel={channel} is out of range for {have} channels")
+        channel %= have
+        have, selected = 1, slice(channel, channel + 1)
+    if have == expected:
+        return view, selected
+    if expected == 1 and rgb == "mean":
+        if have not in (3, 4):
+            warnings.warn(
+                f"napari-unet: model {name!r} reads one channel; the image's {have} channels "
+                "are averaged into one (pass channel=N to segment one of them)",
+                UserWarning,
+                stacklevel=4,
+            )
+        return MatchedChannels(view, expected, "mean"), selected
+    if have == 1:
+        return MatchedChannels(view, expected, "repeat"), selected
+    raise ValueError(
+        f"model {name!r} expects {expected} channel(s); the image (shape "
+        f"{tuple(view.source.shape)}, axes {axes}) has {have}; pass channel=N to segment one "
+        "of them"
+    )

@@ -1,15 +1,16 @@
-"""Sliding-window prediction of any image size: :class:`Predictor` and :func:`segment`.
+"""Prediction of any image size: :class:`Predictor` and :func:`segment`.
 
-One engine behind the Python API, the CLI and the napari widget. It reads the image tile by
-tile (numpy, memory-mapped TIFF, zarr or dask alike), normalises each tile as the model card
-says, batches tiles through the network under ``torch.inference_mode`` with channels-last
-memory and autocast, blends the tiles' logits (see :mod:`napari_unet.core.tiling`) and turns
-them into labels or probabilities one slice or volume at a time.
+One engine behind the Python API, the CLI and the napari widget. The image is cut into blocks
+(:mod:`napari_unet.core.blocks`) whose memory is bounded whatever the image size; each block's
+window is read tile by tile (numpy, memory-mapped TIFF, zarr or dask alike), normalised as the
+model card says (statistics computed once for the whole image), batched through the network
+under ``torch.inference_mode`` with channels-last memory and autocast, blended
+(:mod:`napari_unet.core.tiling`) and post-processed; :mod:`napari_unet.core.blockwise` runs
+the blocks here or on a dask cluster and joins objects across blocks.
 
-Defaults follow the hardware and the network: tiles are as large as the device's free
-memory allows (often the whole image: no overlap work at all), the overlap follows the
-network's receptive field, and on a device out of memory the batch, then the tile, is
-halved, and finally the CPU takes over, each time with a warning.
+Defaults follow the hardware and the network: tiles are as large as the memory limit allows
+(usually a block's whole window: no overlap work at all), and on a device out of memory the
+batch, then the tile, is halved, and finally the CPU takes over, each time with a warning.
 """
 
 from __future__ import annotations
@@ -19,16 +20,16 @@ import itertools
 import math
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import numpy as np
 import torch
 from torch import nn
 
-from napari_unet.core.axes import CanonicalView, normalize_axes, to_axes
+from napari_unet.core.axes import CanonicalView, match_channels, normalize_axes
 from napari_unet.core.device import (
     autocast,
     available_devices,
@@ -37,11 +38,11 @@ from napari_unet.core.device import (
     resolve_device,
     resolve_precision,
 )
+from napari_unet.core.memory import forward_bytes_per_pixel, parse_memory, plan_memory
 from napari_unet.core.models import Model, load_model
 from napari_unet.core.network import UNet
 from napari_unet.core.normalize import Normalizer, check_dtype, fit_normalizer
-from napari_unet.core.postprocess import instance_labels, semantic_labels
-from napari_unet.core.progress import CancelToken, ProgressCallback, check_cancelled
+from napari_unet.core.progress import CancelToken, ProgressCallback
 from napari_unet.core.tiling import Tile, TileGrid, plan_axis
 
 __all__ = [
@@ -58,18 +59,59 @@ Output = Literal["labels", "instances", "semantic", "probabilities"]
 OUTPUTS = ("labels", "instances", "semantic", "probabilities")
 CPU_BATCH_PIXELS = 2**22
 """On the CPU, larger batches are no faster (they fall out of cache): at most this many pixels."""
+SMALLEST_TILE_EDGE = 32
+"""The out-of-memory ladder stops shrinking tiles below this edge (then CPU, then an error)."""
 
 
-class _OutOfMemory(Exception):
+class OutOfMemoryForTile(Exception):
     """One tile alone did not fit: the caller shrinks tiles or changes device and starts over."""
 
 
 @dataclass(frozen=True)
-class _Job:
-    """Where one tile of one item (a slice or a volume) comes from and where it goes."""
+class Request:
+    """One validated prediction: what to read, how to normalise it, what to produce.
 
-    t: int
-    z: int | None  # the slice of a 2D model on a stack; None for a 3D model
+    Built once by :meth:`Predictor.request`, shared by every block (and shipped to dask
+    workers: it holds a reference to the image, never its pixels).
+    """
+
+    view: CanonicalView
+    channels: slice
+    normalizer: Normalizer
+    kind: str
+    out_axes: str
+    out_shape: tuple[int, ...]
+    image_axes: str
+
+    @property
+    def times(self) -> int:
+        """Time points: each is segmented on its own."""
+        return self.view.shape[0]
+
+    @property
+    def spatial_shape(self) -> tuple[int, int, int]:
+        """``(Z, Y, X)`` lengths, 1 where the image lacks the axis."""
+        _, _, z, y, x = self.view.shape
+        return z, y, x
+
+
+@dataclass
+class RunSettings:
+    """What one call may change while it runs (out-of-memory ladder), never the Predictor."""
+
+    device: str
+    network: UNet
+    autocast_dtype: torch.dtype | None
+    tile_shape: tuple[int, ...] | None
+    batch_size: int | None
+    forward_pixels: int
+
+
+@dataclass(frozen=True)
+class _Job:
+    """Where one tile of one slice (2D model) or of the volume (3D model) goes."""
+
+    z: int | None
     tile: Tile
 
 
@@ -84,17 +126,26 @@ class Predictor:
         ``"auto"`` (cuda > mps > cpu), or a torch device name.
     tile_shape
         Largest network input per spatial axis (an int for all axes); by default as large
-        as the device's free memory allows.
+        as the memory limit allows.
     overlap
         Output pixels neighbouring tiles share, per axis; by default the network's
         receptive-field radius plus one pooling cell. Tiles drop all but a pooling cell of it
         at their inner edges and blend the rest; ``2 * context + 2**depth`` makes the result
-        identical to an untiled pass.
+        identical to an untiled pass. Blocks never need it: they read their full context.
     batch_size
         Tiles per forward pass; by default as many as fit the memory budget.
     precision
         ``"auto"`` (bf16 on CPUs with bf16 hardware, bf16/fp16 on GPUs), ``"fp32"``,
         ``"bf16"`` or ``"fp16"``.
+    memory_limit
+        Bytes (or ``"2GB"``) the whole process may reach; blocks and tiles are sized to it.
+        By default what the process holds plus a quarter of the free memory, at most 4 GiB more.
+    block_shape
+        Output pixels per block and spatial axis (``(Z, Y, X)`` or one int); by default the
+        largest that fits ``memory_limit`` (at most 2048 a side in 2D).
+    halo
+        Post-processing context per side of a block, in pixels: ``(Z, Y, X)`` or one int; by
+        default 64 in Y and X and 4 slices in Z for objects, nothing for per-pixel outputs.
     """
 
     def __init__(
@@ -105,8 +156,22 @@ class Predictor:
         overlap: int | Sequence[int] | None = None,
         batch_size: int | None = None,
         precision: str = "auto",
+        memory_limit: int | str | None = None,
+        block_shape: int | Sequence[int] | None = None,
+        halo: int | Sequence[int] | None = None,
     ) -> None:
         self.model = load_model(model)
+        self.options: dict[str, Any] = {
+            "device": device,
+            "tile_shape": tile_shape,
+            "overlap": overlap,
+            "batch_size": batch_size,
+            "precision": precision,
+            "memory_limit": memory_limit,
+            "block_shape": block_shape,
+            "halo": halo,
+        }
+        """The constructor's settings, so a dask worker can build the same Predictor."""
         self.device = resolve_device(device)
         self.precision = precision
         dims = self.model.description.spatial_dims
@@ -115,14 +180,13 @@ class Predictor:
         if batch_size is not None and batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, not {batch_size}")
         self.batch_size = batch_size
-        self._tile_pixels_cap: int | None = None
-        self._prepare()
-
-    def _prepare(self) -> None:
+        self.memory_limit = None if memory_limit is None else parse_memory(memory_limit)
+        self.block_shape = _per_axis(block_shape, 3, "block_shape", minimum=1)
+        self.halo = _per_axis(halo, 3, "halo", minimum=0)
         self._autocast_dtype = resolve_precision(self.precision, self.device)
         self.network = inference_network(self.model.network, self.device)
-        dims = self.model.description.spatial_dims
-        self._memory_format = torch.channels_last if dims == 2 else torch.channels_last_3d
+
+    # -- what to do ---------------------------------------------------------------------------
 
     def predict(
         self,
@@ -133,21 +197,49 @@ class Predictor:
         cancel: CancelToken | None = None,
         out: Any = None,
         channel: int | None = None,
+        client: Any = None,
     ) -> Any:
         """Segment ``image`` (any array-like); return labels or probabilities (or ``out``).
 
         Labels have the image's axes without C. Probabilities are float32 with the class
         axis first, then the image's axes without C. ``channel`` picks one channel of a
-        multichannel image for a one-channel model. Raises :class:`Cancelled` when
-        ``cancel`` is set; nothing is written to ``out`` after that point.
+        multichannel image for a one-channel model. ``client`` (a ``dask.distributed``
+        client) runs the blocks on its workers: the image and ``out`` must then be arrays
+        the workers can open themselves (zarr). Raises :class:`Cancelled` when ``cancel``
+        is set; nothing is written to ``out`` after that point.
         """
+        from napari_unet.core import blockwise
+
+        request = self.request(image, axes, output, out, channel)
+        if client is not None:
+            from napari_unet.core.distributed import predict_on_cluster
+
+            return predict_on_cluster(self, request, client, out, progress, cancel)
+        return blockwise.predict_blockwise(self, request, out, progress, cancel)
+
+    def request(
+        self, image: Any, axes: str | None, output: str, out: Any, channel: int | None
+    ) -> Request:
+        """Check the image and options against the model; compute the normalisation once."""
         if output not in OUTPUTS:
             raise ValueError(f"output must be one of {', '.join(OUTPUTS)}; not {output!r}")
+        if np.ma.isMaskedArray(image):
+            raise ValueError(
+                "the image is a masked array; fill its masked pixels first "
+                "(image.filled(value)), so that what they hold is your choice"
+            )
         description = self.model.description
         shape = tuple(int(n) for n in image.shape)
         check_dtype(np.dtype(image.dtype))
         axes = normalize_axes(axes, shape, description)
-        view, channels = self._channels(CanonicalView(image, axes), axes, channel)
+        view, channels = match_channels(
+            CanonicalView(image, axes),
+            axes,
+            channel,
+            description.in_channels,
+            description.normalization.get("rgb", "mean"),
+            self.model.name,
+        )
         if description.spatial_dims == 3 and "Z" not in axes:
             raise ValueError(
                 f"model {description.name!r} is 3D but the image (shape {shape}, axes {axes}) "
@@ -156,6 +248,12 @@ class Predictor:
         if 0 in shape:
             raise ValueError(f"the image is empty: shape {shape}")
         kind = description.output_kind if output == "labels" else output
+        if kind == "instances" and description.architecture.out_channels != 3:
+            raise ValueError(
+                f"model {self.model.name!r} predicts {description.architecture.out_channels} "
+                "classes; instance labels need 3 (background, interior, boundary): use "
+                "output='semantic'"
+            )
         plain_axes = axes.replace("C", "")
         out_axes = "C" + plain_axes if kind == "probabilities" else plain_axes
         sizes = dict(zip(axes, shape, strict=True))
@@ -164,52 +262,31 @@ class Predictor:
         if out is not None and tuple(out.shape) != out_shape:
             raise ValueError(f"out has shape {tuple(out.shape)}; expected {out_shape}")
         normalizer = fit_normalizer(view, description.normalization, channels)
-        while True:
-            try:
-                return self._run(
-                    view, channels, normalizer, kind, out_axes, out_shape, out, progress, cancel
-                )
-            except _OutOfMemory:
-                self._recover_from_out_of_memory(view)
+        return Request(view, channels, normalizer, kind, out_axes, out_shape, axes)
 
-    def _channels(
-        self, view: CanonicalView, axes: str, channel: int | None
-    ) -> tuple[CanonicalView, slice]:
-        """Select ``channel`` and match the model's channel count, as training did.
-
-        A colour image goes to a one-channel model as the mean of its channels (unless the
-        card's ``normalization["rgb"]`` says otherwise); a gray image is repeated for a
-        multi-channel model.
-        """
-        expected = self.model.description.in_channels
-        have = view.shape[1]
-        selected = slice(None)
-        if channel is not None:
-            if "C" not in axes:
-                raise ValueError(
-                    f"channel={channel} given, but the image (axes {axes}) has no C axis"
-                )
-            if not -have <= channel < have:
-                raise ValueError(f"channel={channel} is out of range for {have} channels")
-            channel %= have
-            have, selected = 1, slice(channel, channel + 1)
-        if have == expected:
-            return view, selected
-        if expected == 1 and self.model.description.normalization.get("rgb", "mean") == "mean":
-            return _MatchedChannels(view, expected, "mean"), selected
-        if have == 1:
-            return _MatchedChannels(view, expected, "repeat"), selected
-        raise ValueError(
-            f"model {self.model.name!r} expects {expected} channel(s); the image "
-            f"(shape {tuple(view.source.shape)}, axes {axes}) has {have}; pass channel=N "
-            "to segment one of them"
+    def settings(self, kind: str) -> RunSettings:
+        """Return one call's device, network and memory sizes, from the Predictor's own."""
+        config = self.model.description.architecture
+        half = self._autocast_dtype is not None
+        if self.device == "cpu":
+            forward = plan_memory(self.memory_limit, config, half, kind).forward_pixels
+        else:
+            forward = memory_budget_bytes(self.device) // forward_bytes_per_pixel(config, half)
+        return RunSettings(
+            self.device,
+            self.network,
+            self._autocast_dtype,
+            self.tile_shape,
+            self.batch_size,
+            max(1, forward),
         )
 
-    # -- the sliding window ------------------------------------------------------------------
+    # -- one block's window, tile by tile ------------------------------------------------------
 
-    def plan(self, spatial_shape: Sequence[int]) -> TileGrid:
+    def plan(self, spatial_shape: Sequence[int], settings: RunSettings | None = None) -> TileGrid:
         """Plan the tile grid for one slice (2D model) or volume (3D model) of ``spatial_shape``."""
-        network: UNet = self.network
+        settings = settings or self.settings("semantic")
+        network: UNet = settings.network
         dims = len(spatial_shape)
         context, multiple = network.context, network.size_multiple
         same = network.config.padding == "same"
@@ -219,7 +296,7 @@ class Predictor:
             default = _round_up(context + multiple, multiple) if same else 0
             overlaps = (default,) * dims
         halos = tuple(max(0, o - multiple) // 2 if same else 0 for o in overlaps)
-        max_tiles = self.tile_shape or self._memory_tile_shape(spatial_shape)
+        max_tiles = settings.tile_shape or self._memory_tile_shape(spatial_shape, settings)
         return TileGrid(
             [
                 plan_axis(network, n, max_tile, overlap, halo)
@@ -229,29 +306,14 @@ class Predictor:
             ]
         )
 
-    def _bytes_per_pixel(self) -> int:
-        """Estimate the memory one input pixel costs in a forward pass, with a safety margin.
-
-        Measured on CPU: about 20 bytes per base channel in bf16 and 40 in fp32.
-        """
-        config = self.model.description.architecture
-        per_channel = 40 if self._autocast_dtype is None else 24
-        return int(1.5 * per_channel * config.base_channels) + 8 * (
-            config.in_channels + config.out_channels
-        )
-
-    def _max_tile_pixels(self) -> int:
-        pixels = memory_budget_bytes(self.device) // self._bytes_per_pixel()
-        if self._tile_pixels_cap is not None:
-            pixels = min(pixels, self._tile_pixels_cap)
-        return max(1, pixels)
-
-    def _memory_tile_shape(self, spatial_shape: Sequence[int]) -> tuple[int, ...]:
+    def _memory_tile_shape(
+        self, spatial_shape: Sequence[int], settings: RunSettings
+    ) -> tuple[int, ...]:
         """Largest tile per axis within the memory budget, short axes first taken whole."""
-        network = self.network
+        network = settings.network
         context = 0 if network.config.padding == "same" else network.context
         needed = [network.valid_input_size(n + 2 * context) for n in spatial_shape]
-        budget, result = float(self._max_tile_pixels()), list(needed)
+        budget, result = float(settings.forward_pixels), list(needed)
         order = sorted(range(len(needed)), key=lambda axis: needed[axis])
         for position, axis in enumerate(order):
             side = budget ** (1 / (len(order) - position))
@@ -259,168 +321,139 @@ class Predictor:
             budget /= result[axis]
         return tuple(result)
 
-    def _batch_size(self, grid: TileGrid, jobs: int) -> int:
-        if self.batch_size is not None:
-            return self.batch_size
-        tile_pixels = math.prod(grid.tile_shape)
-        pixels = self._max_tile_pixels()
-        if self.device == "cpu":
+    def _batch_size(self, grid: TileGrid, jobs: int, settings: RunSettings) -> int:
+        if settings.batch_size is not None:
+            return settings.batch_size
+        pixels = settings.forward_pixels
+        if settings.device == "cpu":
             pixels = min(pixels, CPU_BATCH_PIXELS)
-        return max(1, min(jobs, pixels // tile_pixels))
+        return max(1, min(jobs, pixels // math.prod(grid.tile_shape)))
 
-    def _run(
+    def window_logits(
         self,
         view: CanonicalView,
-        channels: slice,
-        normalizer: Normalizer,
-        kind: str,
-        out_axes: str,
-        out_shape: tuple[int, ...],
-        out: Any,
-        progress: ProgressCallback | None,
-        cancel: CancelToken | None,
-    ) -> Any:
-        t_len, _, z_len, y_len, x_len = view.shape
+        request: Request,
+        settings: RunSettings,
+        on_batch: Callable[[int], None] | None = None,
+    ) -> np.ndarray:
+        """Blended logits ``(K, Z, Y, X)`` of a one-time-point view (a block's window).
+
+        ``on_batch(tiles)`` is called after each forward pass (progress and cancellation).
+        """
+        _, _, z_len, y_len, x_len = view.shape
         volume_model = self.model.description.spatial_dims == 3
-        spatial = (z_len, y_len, x_len) if volume_model else (y_len, x_len)
-        grid = self.plan(spatial)
-        tiles = list(grid.tiles())
-        items = (
-            [(t, None) for t in range(t_len)]
-            if volume_model
-            else [(t, z) for t in range(t_len) for z in range(z_len)]
-        )
-        # Instances of a 2D model on a stack are found in 3D, so objects keep one label across
-        # slices: that needs the whole stack's logits; anything else is finished per slice.
-        whole_stacks = volume_model or (kind == "instances" and z_len > 1)
-        jobs = [_Job(t, z, tile) for t, z in items for tile in tiles]
-        batch = self._batch_size(grid, len(jobs))
+        grid = self.plan((z_len, y_len, x_len) if volume_model else (y_len, x_len), settings)
+        zs: list[int | None] = [None] if volume_model else list(range(z_len))
+        jobs = [_Job(z, tile) for z in zs for tile in grid.tiles()]
+        batch = self._batch_size(grid, len(jobs), settings)
         batches = [jobs[i : i + batch] for i in range(0, len(jobs), batch)]
-        pending = {
-            key: len(tiles) * (z_len if whole_stacks and not volume_model else 1)
-            for key in {(t, None if whole_stacks else z) for t, z in items}
-        }
         classes = self.model.description.architecture.out_channels
-        unit_shape = (classes, z_len if whole_stacks else 1, y_len, x_len)
-        accumulators: dict[tuple[int, int | None], np.ndarray] = {}
-        result = out
-        done, total = 0, len(jobs)
-        if progress is not None:
-            progress(0, total)
+        logits_sum = np.zeros((classes, z_len, y_len, x_len), np.float32)
         with ThreadPoolExecutor(max_workers=1) as reader:
             upcoming: Future[np.ndarray] | None = reader.submit(
-                self._read_batch, view, channels, normalizer, batches[0], grid
+                self._read_batch, view, request, batches[0], grid
             )
             for number, jobs_now in enumerate(batches):
-                check_cancelled(cancel)
                 assert upcoming is not None
                 inputs = upcoming.result()
                 upcoming = (
-                    reader.submit(
-                        self._read_batch, view, channels, normalizer, batches[number + 1], grid
-                    )
+                    reader.submit(self._read_batch, view, request, batches[number + 1], grid)
                     if number + 1 < len(batches)
                     else None
                 )
-                logits = self._forward(inputs)
+                logits = self._forward(inputs, settings)
                 for job, tile_logits in zip(jobs_now, logits, strict=True):
-                    key = (job.t, None if whole_stacks else job.z)
-                    accumulator = accumulators.get(key)
-                    if accumulator is None:
-                        accumulator = accumulators[key] = np.zeros(unit_shape, np.float32)
-                    _accumulate(accumulator, job, tile_logits, grid, volume_model, whole_stacks)
-                    pending[key] -= 1
-                    if pending[key] == 0:
-                        finished = self._finish(accumulators.pop(key), kind)
-                        result = _store(
-                            result, out is None, finished, key, kind, out_axes, out_shape
-                        )
-                done += len(jobs_now)
-                if progress is not None:
-                    progress(done, total)
-        return result
+                    _accumulate(logits_sum, job, tile_logits, grid)
+                if on_batch is not None:
+                    on_batch(len(jobs_now))
+        return logits_sum
+
+    def tiles_per_window(self, shape: tuple[int, int, int], settings: RunSettings) -> int:
+        """How many tiles a window of ``(Z, Y, X)`` takes (progress totals)."""
+        if self.model.description.spatial_dims == 3:
+            return len(self.plan(shape, settings))
+        return shape[0] * len(self.plan(shape[1:], settings))
 
     def _read_batch(
-        self,
-        view: CanonicalView,
-        channels: slice,
-        normalizer: Normalizer,
-        jobs: list[_Job],
-        grid: TileGrid,
+        self, view: CanonicalView, request: Request, jobs: list[_Job], grid: TileGrid
     ) -> np.ndarray:
         """Read and normalise a batch of tiles into one float32 array ``(B, C, *tile)``."""
         n_channels = self.model.description.in_channels
         batch = np.empty((len(jobs), n_channels, *grid.tile_shape), np.float32)
         for slot, job in zip(batch, jobs, strict=True):
-            lead = (slice(job.t, job.t + 1), channels)
+            lead: tuple[slice, ...] = (slice(0, 1), request.channels)
             if job.z is not None:
                 lead += (slice(job.z, job.z + 1),)
             block = _read_block(view, lead, job.tile.source)
-            normalizer(block.reshape(1, *slot.shape), out=slot[np.newaxis])
+            request.normalizer(block.reshape(1, *slot.shape), out=slot[np.newaxis])
         return batch
 
-    def _forward(self, inputs: np.ndarray) -> np.ndarray:
+    def _forward(self, inputs: np.ndarray, settings: RunSettings) -> np.ndarray:
         """Logits ``(B, K, *tile_out)`` as float32 numpy; halves the batch when out of memory."""
+        failure: BaseException | None = None
         try:
-            with torch.inference_mode(), autocast(self.device, self._autocast_dtype):
-                x = torch.from_numpy(inputs).to(self.device)
-                x = x.contiguous(memory_format=self._memory_format)
-                return self.network(x).float().cpu().numpy()
+            with torch.inference_mode(), autocast(settings.device, settings.autocast_dtype):
+                x = torch.from_numpy(inputs).to(settings.device)
+                memory_format = torch.channels_last if x.ndim == 4 else torch.channels_last_3d
+                x = x.contiguous(memory_format=memory_format)
+                return settings.network(x).float().cpu().numpy()
         except Exception as error:
             if not is_out_of_memory(error):
                 raise
-            _free_device_memory(self.device)
-            if len(inputs) == 1:
-                raise _OutOfMemory from error
-            half = (len(inputs) + 1) // 2
-            warnings.warn(
-                f"napari-unet: out of memory on {self.device} with {len(inputs)} tiles per "
-                f"batch; retrying with {half}",
-                RuntimeWarning,
-                stacklevel=2,
-            )
-            self.batch_size = half
-            return np.concatenate([self._forward(inputs[:half]), self._forward(inputs[half:])])
+            failure = error
+        # Out of memory: retry outside the except block, so the failed batch can be freed.
+        _free_device_memory(settings.device)
+        if len(inputs) == 1:
+            raise OutOfMemoryForTile(str(failure))
+        half = (len(inputs) + 1) // 2
+        warnings.warn(
+            f"napari-unet: out of memory on {settings.device} with {len(inputs)} tiles per "
+            f"batch; retrying with {half}",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        settings.batch_size = half
+        return np.concatenate(
+            [self._forward(inputs[:half], settings), self._forward(inputs[half:], settings)]
+        )
 
-    def _recover_from_out_of_memory(self, view: CanonicalView) -> None:
-        """One tile did not fit: halve the tile, or when tiles are already small, use the CPU."""
-        spatial = view.shape[2:] if self.model.description.spatial_dims == 3 else view.shape[3:]
-        tile_pixels = math.prod(self.plan(spatial).tile_shape)
-        smallest = self.network.valid_input_size(1) ** self.model.description.spatial_dims
-        if tile_pixels // 2 >= max(smallest, 32**self.model.description.spatial_dims):
-            self._tile_pixels_cap = tile_pixels // 2
-            self.tile_shape = None
+    def smaller_settings(self, settings: RunSettings, window: Sequence[int]) -> RunSettings:
+        """Step down the out-of-memory ladder: smaller tiles, then the CPU, then an error.
+
+        Every rung shrinks the largest tile the plan may use or moves to another device, so the
+        ladder always ends.
+        """
+        dims = self.model.description.spatial_dims
+        spatial = tuple(window) if dims == 3 else tuple(window[1:])
+        tile_pixels = math.prod(self.plan(spatial, settings).tile_shape)
+        smallest = max(settings.network.valid_input_size(1), SMALLEST_TILE_EDGE) ** dims
+        if tile_pixels // 2 >= smallest:
             warnings.warn(
-                f"napari-unet: out of memory on {self.device} with one tile of {tile_pixels} "
-                "pixels; retrying with smaller tiles",
+                f"napari-unet: out of memory on {settings.device} with one tile of "
+                f"{tile_pixels} pixels; retrying with smaller tiles",
                 RuntimeWarning,
                 stacklevel=3,
             )
-        elif self.device != "cpu":
+            cap = min(tile_pixels, settings.forward_pixels) // 2
+            return replace(settings, tile_shape=None, batch_size=1, forward_pixels=cap)
+        if settings.device != "cpu":
             warnings.warn(
-                f"napari-unet: out of memory on {self.device} even with small tiles; "
+                f"napari-unet: out of memory on {settings.device} even with small tiles; "
                 "continuing on the CPU",
                 RuntimeWarning,
                 stacklevel=3,
             )
-            self.device, self._tile_pixels_cap = "cpu", None
-            self._prepare()
-        else:
-            raise MemoryError("out of memory on the CPU even with the smallest tiles")
-
-    def _finish(self, logits: np.ndarray, kind: str) -> np.ndarray:
-        """Turn one slice's or volume's ``(K, Z, Y, X)`` logits into the requested output."""
-        if kind == "semantic":
-            return semantic_labels(logits)
-        probabilities = torch.from_numpy(logits).softmax(dim=0).numpy()
-        if kind == "probabilities":
-            return probabilities
-        squeeze = probabilities.shape[1] == 1
-        labels = instance_labels(
-            probabilities[:, 0] if squeeze else probabilities,
-            **self.model.description.postprocess,
+            cpu = self.settings("semantic")
+            return replace(
+                cpu,
+                device="cpu",
+                network=inference_network(self.model.network, "cpu"),
+                autocast_dtype=resolve_precision(self.precision, "cpu"),
+            )
+        raise MemoryError(
+            f"out of memory on the CPU even with tiles of {tile_pixels} pixels; free memory "
+            "or lower memory_limit/--memory so that smaller blocks are used"
         )
-        return labels[np.newaxis] if squeeze else labels
 
 
 def segment(
@@ -438,13 +471,19 @@ def segment(
     out: Any = None,
     precision: str = "auto",
     channel: int | None = None,
+    memory_limit: int | str | None = None,
+    block_shape: int | Sequence[int] | None = None,
+    halo: int | Sequence[int] | None = None,
+    client: Any = None,
 ) -> Any:
     """Segment an image with a U-Net and return a label image (or probabilities).
 
-    ``image`` is a numpy, dask or zarr array or a memory-mapped TIFF, read tile by tile.
+    ``image`` is a numpy, dask or zarr array or a memory-mapped TIFF, read block by block.
     ``axes`` are letters from ``TCZYX`` (inferred when ``None``: see
     :data:`napari_unet.core.axes.INFERENCE_RULE`). ``output`` is ``"labels"`` (the model's
-    own kind), ``"instances"``, ``"semantic"`` or ``"probabilities"``. The rest is
+    own kind), ``"instances"``, ``"semantic"`` or ``"probabilities"``. ``out`` (e.g. a zarr
+    array on disk) receives the result block by block, so nothing image-sized is held in
+    memory. ``client`` runs the blocks on a ``dask.distributed`` cluster. The rest is
     documented on :class:`Predictor`, which keeps a model loaded between calls.
     """
     predictor = Predictor(
@@ -454,6 +493,9 @@ def segment(
         overlap=overlap,
         batch_size=batch_size,
         precision=precision,
+        memory_limit=memory_limit,
+        block_shape=block_shape,
+        halo=halo,
     )
     return predictor.predict(
         image,
@@ -463,6 +505,7 @@ def segment(
         cancel=cancel,
         out=out,
         channel=channel,
+        client=client,
     )
 
 
@@ -483,22 +526,6 @@ def inference_network(network: UNet, device: str) -> UNet:
                     module[i + 1] = nn.Identity()
     memory_format = torch.channels_last if network.spatial_dims == 2 else torch.channels_last_3d
     return network.to(device).to(memory_format=memory_format)
-
-
-class _MatchedChannels(CanonicalView):
-    """A view that averages channels into one, or repeats one channel, on every read."""
-
-    def __init__(self, view: CanonicalView, channels: int, how: str) -> None:
-        super().__init__(view.source, view.axes)
-        self.shape = (*self.shape[:1], channels, *self.shape[2:])
-        self.channels, self.how = channels, how
-
-    def read(self, block: tuple[slice, ...]) -> np.ndarray:
-        """Read the block with all source channels selected, then match the channel count."""
-        data = super().read(block)
-        if self.how == "mean":
-            return data.mean(axis=1, keepdims=True, dtype=np.float32)
-        return np.repeat(data, self.channels, axis=1)
 
 
 def _per_axis(
@@ -540,60 +567,17 @@ def _read_block(
     return block
 
 
-def _accumulate(
-    accumulator: np.ndarray,
-    job: _Job,
-    logits: np.ndarray,
-    grid: TileGrid,
-    volume_model: bool,
-    whole_stacks: bool,
-) -> None:
-    """Add one tile's weighted, cropped logits into its slice's or volume's accumulator."""
+def _accumulate(logits_sum: np.ndarray, job: _Job, logits: np.ndarray, grid: TileGrid) -> None:
+    """Add one tile's weighted, cropped logits into the window's ``(K, Z, Y, X)`` sum."""
     tile = job.tile
     cropped = logits[(slice(None), *tile.crop)]
     weights = grid.weights(tile)
     if weights is not None:
         cropped = cropped * weights
-    if volume_model:
-        accumulator[(slice(None), *tile.target)] += cropped
+    if job.z is None:
+        logits_sum[(slice(None), *tile.target)] += cropped
     else:
-        z = job.z if whole_stacks else 0
-        accumulator[(slice(None), z, *tile.target)] += cropped
-
-
-def _store(
-    result: Any,
-    owned: bool,
-    finished: np.ndarray,
-    key: tuple[int, int | None],
-    kind: str,
-    out_axes: str,
-    out_shape: tuple[int, ...],
-) -> Any:
-    """Write one finished slice or volume into the result.
-
-    Our own result is allocated on first use in the first slice's dtype and widened if a later
-    slice needs more (more objects); a caller's ``out`` is written as it is.
-    """
-    t, z = key
-    finished_axes = "CZYX" if kind == "probabilities" else "ZYX"
-    index, remaining = [], ""
-    for letter in out_axes:
-        if letter == "T":
-            index.append(t)
-        elif letter == "Z" and z is not None:
-            index.append(slice(z, z + 1))
-            remaining += letter
-        else:
-            index.append(slice(None))
-            remaining += letter
-    data = to_axes(finished, finished_axes, remaining)
-    if result is None:
-        result = np.empty(out_shape, data.dtype)
-    elif owned and not np.can_cast(data.dtype, result.dtype):
-        result = result.astype(np.promote_types(result.dtype, data.dtype))
-    result[tuple(index)] = data
-    return result
+        logits_sum[(slice(None), job.z, *tile.target)] += cropped
 
 
 def _free_device_memory(device: str) -> None:

@@ -1,0 +1,366 @@
+"""Blockwise prediction: memory bounded by a block, whatever the image size.
+
+For each time point the image is cut into blocks (:mod:`napari_unet.core.blocks`). A block's
+window is predicted tile by tile, post-processed over the block and its halo, and only its core
+is written out. Per-pixel outputs (classes, probabilities) are then done; object labels are
+numbered per block first, written to a scratch array (``out`` itself when its dtype is wide
+enough), joined across seams (:mod:`napari_unet.core.stitching`) and renumbered block by block.
+The same functions run one block on a dask worker (:mod:`napari_unet.core.distributed`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from napari_unet.core.axes import WindowView, to_axes
+from napari_unet.core.blocks import (
+    AxisGeometry,
+    Block,
+    BlockGrid,
+    Seam,
+    choose_core_shape,
+    seam_slab,
+)
+from napari_unet.core.memory import MAX_BLOCK_EDGE_2D, MAX_BLOCK_VOXELS_3D, plan_memory
+from napari_unet.core.postprocess import instance_labels, semantic_labels
+from napari_unet.core.progress import CancelToken, ProgressCallback, check_cancelled
+from napari_unet.core.stitching import BlockLabels, merge_tables
+
+if TYPE_CHECKING:
+    from napari_unet.core.predict import Predictor, Request, RunSettings
+
+DEFAULT_HALO = (4, 64, 64)
+"""Post-processing context of object labels per side of a block: (Z slices, Y, X pixels)."""
+SLAB_WIDTH = 8
+"""Pixels on each side of a seam that two blocks compare to join objects."""
+SCRATCH_DTYPE = np.dtype(np.uint32)
+
+
+@dataclass(frozen=True)
+class BlockPlan:
+    """The blocks of every time point, the seams between them, and which seams each block has."""
+
+    grid: BlockGrid
+    seams: list[Seam]
+    slab_width: tuple[int, int, int]
+
+    def slab(self, block: Block, number: int) -> tuple[slice, ...]:
+        """Return what ``block`` compares with its neighbour at seam ``number``."""
+        seam = self.seams[number]
+        return seam_slab(block, seam, self.slab_width[seam.axis])
+
+    def seams_of(self, block: Block) -> list[int]:
+        """Numbers of the seams ``block`` takes part in."""
+        return [
+            number
+            for number, seam in enumerate(self.seams)
+            if block.index in (seam.lower, seam.upper)
+        ]
+
+
+def plan_blocks(
+    predictor: Predictor, request: Request, settings: RunSettings, align: tuple[int, ...] | None
+) -> BlockPlan:
+    """Cut the image's ``(Z, Y, X)`` into blocks that fit the memory limit (or ``block_shape``)."""
+    description = predictor.model.description
+    network = settings.network
+    volume_model = description.spatial_dims == 3
+    instances = request.kind == "instances"
+    halo = predictor.halo or DEFAULT_HALO
+    halo = tuple(h if instances else 0 for h in halo)
+    shape = request.spatial_shape
+    if not volume_model and shape[0] > 1 and not instances:
+        halo = (0, *halo[1:])
+    context, multiple = network.context, network.size_multiple
+    geometry = [
+        AxisGeometry(context if volume_model else 0, multiple if volume_model else 1, halo[0]),
+        AxisGeometry(context, multiple, halo[1]),
+        AxisGeometry(context, multiple, halo[2]),
+    ]
+    if predictor.block_shape is not None:
+        core = predictor.block_shape
+    else:
+        memory = plan_memory(
+            predictor.memory_limit,
+            description.architecture,
+            settings.autocast_dtype is not None,
+            request.kind,
+        )
+        three_d = volume_model or (instances and shape[0] > 1)
+        core = choose_core_shape(
+            shape,
+            geometry,
+            region_pixels=memory.block_pixels,
+            window_pixels=settings.forward_pixels,
+            network_axes=(volume_model, True, True),
+            max_edge=None if three_d else MAX_BLOCK_EDGE_2D,
+            max_core_pixels=MAX_BLOCK_VOXELS_3D if three_d else None,
+            align=align,
+        )
+    grid = BlockGrid(shape, core, geometry)
+    width = tuple(min(SLAB_WIDTH, h) for h in halo)
+    seams = grid.seams() if instances else []
+    if seams and min(width[seam.axis] for seam in seams) < 1:
+        raise ValueError("object labels need a halo of at least 1 pixel on every split axis")
+    return BlockPlan(grid, seams, width)  # type: ignore[arg-type]
+
+
+def predict_blockwise(
+    predictor: Predictor,
+    request: Request,
+    out: Any,
+    progress: ProgressCallback | None,
+    cancel: CancelToken | None,
+) -> Any:
+    """Run every block here, one after another; return ``out`` or a new numpy array."""
+    check_out_dtype(out, request, predictor.model.description.architecture.out_channels)
+    settings = predictor.settings(request.kind)
+    plan = plan_blocks(predictor, request, settings, spatial_chunks(out, request.out_axes))
+    blocks = plan.grid.blocks()
+    total = request.times * sum(
+        predictor.tiles_per_window(_lengths(block.window), settings) for block in blocks
+    )
+    counter = _Counter(total, progress, cancel)
+    target = out if out is not None else np.zeros(request.out_shape, own_dtype(request.kind))
+    with scratch_for(target, request, plan) as scratch:
+        for t in range(request.times):
+            results: dict[tuple[int, ...], BlockLabels] = {}
+            for block in blocks:
+                check_cancelled(cancel)
+                labels, settings = process_block(
+                    predictor, request, settings, plan, t, block, scratch, counter.add
+                )
+                if labels is not None:
+                    results[block.index] = labels
+            if request.kind == "instances":
+                renumber(request, plan, t, blocks, results, scratch, target, predictor)
+    if out is None and request.kind == "instances":
+        return target.astype(np.min_scalar_type(int(target.max(initial=0))))
+    return target
+
+
+def process_block(
+    predictor: Predictor,
+    request: Request,
+    settings: RunSettings,
+    plan: BlockPlan,
+    t: int,
+    block: Block,
+    target: Any,
+    on_batch: Callable[[int], None] | None,
+) -> tuple[BlockLabels | None, RunSettings]:
+    """Predict one block, write its core into ``target``; return what stitching needs.
+
+    Also returns the settings to go on with: the out-of-memory ladder may have moved on.
+    """
+    view = WindowView(request.view, t, block.window)
+    while True:
+        try:
+            logits = predictor.window_logits(view, request, settings, on_batch)
+            break
+        except _out_of_memory_error():
+            settings = predictor.smaller_settings(settings, _lengths(block.window))
+    region = logits[(slice(None), *block.region_in_window())]
+    del logits
+    finished = finish(region, request.kind, predictor.model.description.postprocess)
+    del region
+    core = finished[(Ellipsis, *block.core_in_region())]
+    write_core(target, request, t, block, core)
+    if request.kind != "instances":
+        return None, settings
+    count = int(finished.max(initial=0))
+    slabs = {
+        number: np.ascontiguousarray(finished[plan.slab(block, number)])
+        for number in plan.seams_of(block)
+    }
+    sizes = np.bincount(core.ravel(), minlength=count + 1).astype(np.int64)
+    return BlockLabels(count, sizes, slabs), settings
+
+
+def finish(logits: np.ndarray, kind: str, postprocess: dict[str, Any]) -> np.ndarray:
+    """Turn a region's ``(K, Z, Y, X)`` logits into classes, probabilities or object labels."""
+    if kind == "semantic":
+        return semantic_labels(logits)
+    probabilities = torch.from_numpy(logits).softmax(dim=0).numpy()
+    if kind == "probabilities":
+        return probabilities
+    del logits
+    if probabilities.shape[1] == 1:
+        return instance_labels(probabilities[:, 0], **postprocess)[np.newaxis]
+    return instance_labels(probabilities, **postprocess)
+
+
+def renumber(
+    request: Request,
+    plan: BlockPlan,
+    t: int,
+    blocks: list[Block],
+    results: dict[tuple[int, ...], BlockLabels],
+    scratch: Any,
+    target: Any,
+    predictor: Predictor,
+) -> int:
+    """Join one time point's objects across seams and write final labels block by block."""
+    tables, count = join_objects(plan, blocks, results, predictor)
+    check_label_capacity(target, count)
+    for block in blocks:
+        remap_block(scratch, target, request, t, block, tables[block.index])
+    return count
+
+
+def join_objects(
+    plan: BlockPlan,
+    blocks: list[Block],
+    results: dict[tuple[int, ...], BlockLabels],
+    predictor: Predictor,
+) -> tuple[dict[tuple[int, ...], np.ndarray], int]:
+    """Lookup tables per block after merging objects across seams and dropping small ones."""
+    min_size = int(predictor.model.description.postprocess.get("min_size", 1))
+    return merge_tables(
+        [block.index for block in blocks],
+        results,
+        [(seam.lower, seam.upper) for seam in plan.seams],
+        min_size,
+    )
+
+
+def remap_block(
+    scratch: Any, target: Any, request: Request, t: int, block: Block, table: np.ndarray
+) -> None:
+    """Replace a block's own labels by the image's final ones."""
+    local = read_core(scratch, request, t, block)
+    write_core(target, request, t, block, table[local].astype(target.dtype))
+
+
+def output_index(out_axes: str, t: int, block: Block) -> tuple[tuple[Any, ...], str]:
+    """Where a block's core goes in an output of ``out_axes``, and the axes its data keeps."""
+    spatial = dict(zip("ZYX", block.core, strict=True))
+    index: list[Any] = []
+    kept = ""
+    for letter in out_axes:
+        if letter == "T":
+            index.append(t)
+        elif letter == "C":
+            index.append(slice(None))
+            kept += letter
+        else:
+            index.append(spatial[letter])
+            kept += letter
+    return tuple(index), kept
+
+
+def write_core(target: Any, request: Request, t: int, block: Block, data: np.ndarray) -> None:
+    """Write a block's core (``(Z, Y, X)`` or ``(C, Z, Y, X)``) into ``target``."""
+    index, kept = output_index(request.out_axes, t, block)
+    axes = "CZYX" if data.ndim == 4 else "ZYX"
+    target[index] = to_axes(data, axes, kept)
+
+
+def read_core(source: Any, request: Request, t: int, block: Block) -> np.ndarray:
+    """Read back a block's core from a labels array in ``(Z, Y, X)`` order."""
+    index, kept = output_index(request.out_axes, t, block)
+    data = np.asarray(source[index])
+    return to_axes(data, kept, "ZYX")
+
+
+def own_dtype(kind: str) -> np.dtype:
+    """Return the dtype of a result we allocate (object ids: uint32, shrunk at the end)."""
+    return np.dtype({"probabilities": np.float32, "semantic": np.uint8}.get(kind, SCRATCH_DTYPE))
+
+
+def check_out_dtype(out: Any, request: Request, classes: int) -> None:
+    """Refuse an ``out`` that cannot hold what would be written into it, before any work."""
+    if out is None:
+        return
+    dtype = np.dtype(out.dtype)
+    if request.kind == "probabilities":
+        if dtype.kind != "f":
+            raise ValueError(f"out must have a float dtype for probabilities, not {dtype}")
+        return
+    if dtype.kind not in "iu":
+        raise ValueError(
+            f"out has dtype {dtype}, which cannot hold labels; use an unsigned integer "
+            "dtype (uint16 or uint32 for objects)"
+        )
+    if request.kind == "semantic" and classes - 1 > np.iinfo(dtype).max:
+        raise ValueError(f"out ({dtype}) cannot hold {classes} classes")
+
+
+def check_label_capacity(target: Any, count: int) -> None:
+    """Raise before writing when ``target``'s dtype cannot number ``count`` objects."""
+    dtype = np.dtype(target.dtype)
+    if count > np.iinfo(dtype).max:
+        raise OverflowError(
+            f"out ({dtype}) cannot hold {count} objects (at most {np.iinfo(dtype).max}); "
+            f"use {np.min_scalar_type(count)} or wider"
+        )
+
+
+def spatial_chunks(out: Any, out_axes: str) -> tuple[int, int, int] | None:
+    """Return the ``(Z, Y, X)`` chunks of a chunked ``out`` (zarr, dask), else ``None``."""
+    chunks = getattr(out, "chunks", None)
+    if out is None or chunks is None:
+        return None
+    if chunks and isinstance(chunks[0], tuple):  # dask: chunk sizes per block
+        chunks = tuple(sizes[0] for sizes in chunks)
+    by_letter = dict(zip(out_axes, chunks, strict=False))
+    return tuple(int(by_letter.get(letter, 1)) for letter in "ZYX")  # type: ignore[return-value]
+
+
+@contextlib.contextmanager
+def scratch_for(target: Any, request: Request, plan: BlockPlan) -> Iterator[Any]:
+    """Where blocks write their own object numbers before renumbering.
+
+    ``target`` itself when it is a wide integer array; else a temporary zarr array on disk
+    (memory stays bounded) or, without zarr, a numpy array.
+    """
+    dtype = np.dtype(target.dtype)
+    if request.kind != "instances" or (dtype.kind in "iu" and dtype.itemsize >= 4):
+        yield target
+        return
+    chunks = tuple(
+        {"T": 1, **dict(zip("ZYX", plan.grid.core_shape, strict=True))}.get(letter, 1)
+        for letter in request.out_axes
+    )
+    try:
+        import zarr
+    except ImportError:
+        yield np.zeros(request.out_shape, SCRATCH_DTYPE)
+        return
+    with tempfile.TemporaryDirectory(prefix="napari-unet-scratch-") as folder:
+        yield zarr.create_array(
+            store=folder, shape=request.out_shape, chunks=chunks, dtype=SCRATCH_DTYPE, fill_value=0
+        )
+
+
+class _Counter:
+    """Progress in tiles, with a cancellation check after every forward pass."""
+
+    def __init__(self, total: int, progress: ProgressCallback | None, cancel: CancelToken | None):
+        self.done, self.total, self.progress, self.cancel = 0, total, progress, cancel
+        if progress is not None:
+            progress(0, total)
+
+    def add(self, tiles: int) -> None:
+        self.done = min(self.total, self.done + tiles)
+        if self.progress is not None:
+            self.progress(self.done, self.total)
+        check_cancelled(self.cancel)
+
+
+def _lengths(window: tuple[slice, ...]) -> tuple[int, int, int]:
+    z, y, x = (part.stop - part.start for part in window)
+    return z, y, x
+
+
+def _out_of_memory_error() -> type[Exception]:
+    from napari_unet.core.predict import OutOfMemoryForTile
+
+    return OutOfMemoryForTile

@@ -1,0 +1,60 @@
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import napari_unet
+from napari_unet.core.distributed import connect
+from napari_unet.core.io import read_image
+from napari_unet.core.predict import Predictor
+from test_blockwise import matched_share
+from tiny_models import make_model
+
+distributed = pytest.importorskip("distributed")
+zarr = pytest.importorskip("zarr")
+SAMPLE = Path(napari_unet.__file__).parent / "samples" / "nuclei.tif"
+
+
+@pytest.fixture(scope="module")
+def client():
+    with connect(workers=2) as client:
+        yield client
+        client.cluster.close()
+
+
+def test_a_two_process_cluster_gives_the_single_process_result(client, tmp_path):
+    image = read_image(SAMPLE).data[:200, :240]
+    source = zarr.create_array(
+        store=tmp_path / "in.zarr", shape=image.shape, chunks=(50, 60), dtype=image.dtype
+    )
+    source[:] = image
+    settings = {"block_shape": (1, 100, 120), "halo": 32}
+    here = Predictor("nuclei", **settings).predict(source)
+    out = zarr.create_array(
+        store=tmp_path / "out.zarr", shape=image.shape, chunks=(100, 120), dtype=np.uint16
+    )
+    calls = []
+    Predictor("nuclei", **settings).predict(
+        source, out=out, client=client, progress=lambda done, total: calls.append(done)
+    )
+    share, one_to_one = matched_share(here, out[:])
+    assert here.max() > 10 and share >= 0.995 and one_to_one
+    assert calls[-1] == 4  # 2 x 2 blocks
+    semantic = Predictor("nuclei", **settings).predict(source, output="semantic", client=client)
+    np.testing.assert_array_equal(
+        semantic, Predictor("nuclei", **settings).predict(source, output="semantic")
+    )
+
+
+def test_numpy_inputs_are_refused_for_a_cluster(client):
+    with pytest.raises(ValueError, match="workers read and write stores themselves"):
+        Predictor(make_model()).predict(np.zeros((32, 32), np.float32), client=client)
+
+
+def test_an_unreachable_scheduler_is_reported_within_seconds():
+    import time
+
+    start = time.perf_counter()
+    with pytest.raises(ConnectionError, match="cannot reach the dask scheduler"):
+        connect("tcp://127.0.0.1:1")
+    assert time.perf_counter() - start < 30
