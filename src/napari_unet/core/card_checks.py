@@ -18,7 +18,6 @@ from safetensors import safe_open
 
 from napari_unet.core.network import UNet, UNetConfig
 from napari_unet.core.normalize import KINDS
-from napari_unet.core.postprocess import INSTANCE_DEFAULTS
 
 INT_RANGES = {
     "spatial_dims": (2, 3),
@@ -31,8 +30,14 @@ INT_RANGES = {
 CHOICES = {"padding": ("valid", "same"), "norm": ("none", "batch", "group")}
 CHOICES["upsampling"] = ("transposed", "interpolate")
 NORMALIZATION_KEYS = {"kind", "low", "high", "rgb", "dark_background"}
-POSTPROCESS_RANGES = {"foreground_threshold": (0.0, 2.0), "seed_threshold": (0.0, 1.0)}
-POSTPROCESS_RANGES["min_size"] = (0, 10**9)
+POSTPROCESS_RANGES = {
+    "foreground_threshold": (0.0, 2.0),
+    "seed_threshold": (0.0, 1.0),
+    "interior_threshold": (0.0, 1.0),
+    "min_size": (0, 10**9),
+}
+"""The post-processing settings a card may hold (``core.postprocess``), with their ranges;
+``min_size`` is a whole number of pixels, the thresholds are probabilities."""
 MAX_CARD_BYTES = 2**20
 """A card is a few kilobytes of JSON; a larger one is not read into memory."""
 MAX_LISTED = 3
@@ -147,11 +152,11 @@ def _check_normalization(settings: Any) -> None:
 
 def _check_postprocess(settings: Any) -> None:
     _require(isinstance(settings, dict), "'postprocess' must be an object")
-    unknown = sorted(set(settings) - set(INSTANCE_DEFAULTS))
+    unknown = sorted(set(settings) - set(POSTPROCESS_RANGES))
     _require(not unknown, f"postprocess has unknown keys {unknown}")
     for key, value in settings.items():
-        low, high = POSTPROCESS_RANGES.get(key, (-math.inf, math.inf))
-        if isinstance(INSTANCE_DEFAULTS[key], int):
+        low, high = POSTPROCESS_RANGES[key]
+        if isinstance(low, int):
             _check_int(f"postprocess.{key}", value, low, high)
         else:
             _require(
