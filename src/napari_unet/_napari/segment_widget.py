@@ -102,23 +102,15 @@ class SegmentWidget(JobWidget):
             tooltip="what the model can give: one label per object, one label per class, "
             "or one probability layer per class",
         )
-        self.foreground = FloatSlider(
-            label="foreground",
-            min=0.05,
-            max=0.95,
-            step=0.05,
-            tracking=False,
-            tooltip="instances: pixels whose object probability is above this belong to an "
-            "object; lower finds larger objects (re-labels at once, no new run)",
+        self.foreground = _threshold_slider(
+            "foreground",
+            "instances: pixels whose object probability is above this belong to an object; "
+            "lower finds larger objects",
         )
-        self.seed = FloatSlider(
-            label="seed",
-            min=0.05,
-            max=0.95,
-            step=0.05,
-            tracking=False,
-            tooltip="instances: interior probability that starts an object; higher splits "
-            "touching objects less often (re-labels at once, no new run)",
+        self.seed = _threshold_slider(
+            "seed",
+            "instances: interior probability that starts an object; higher splits touching "
+            "objects less often",
         )
         self.min_size = SpinBox(
             label="min size (px)",
@@ -479,6 +471,18 @@ class SegmentWidget(JobWidget):
         self._viewer.layers[kept.layer_name].data = labels
         took = 1000 * (time.perf_counter() - started)
         self.status.value = f"{kept.layer_name}: {count} objects (re-labelled in {took:.0f} ms)"
+
+
+def _threshold_slider(label: str, tooltip: str) -> FloatSlider:
+    """Make a probability threshold that applies on release (each change re-labels)."""
+    return FloatSlider(
+        label=label,
+        min=0.05,
+        max=0.95,
+        step=0.05,
+        tracking=False,
+        tooltip=f"{tooltip} (re-labels at once, no new run)",
+    )
 
 
 def _refill(field: ComboBox) -> None:
