@@ -10,7 +10,7 @@ from napari_unet.core.object_size import (
     predict_at_object_size,
     rescale_factor,
 )
-from napari_unet.core.predict import Predictor
+from napari_unet.core.predict import Predictor, segment
 from tiny_models import make_model
 
 
@@ -50,6 +50,7 @@ def test_prediction_at_object_size_returns_the_image_grid(blobs) -> None:
     predictor = Predictor(model, device="cpu")
     labels = predict_at_object_size(predictor, blobs, None, 10.0, output="semantic")
     assert labels.shape == blobs.shape
+    np.testing.assert_array_equal(segment(blobs, model, diameter=10.0, output="semantic"), labels)
     out = np.zeros((3, *blobs.shape), np.float32)
     probabilities = predict_at_object_size(predictor, blobs, "YX", 40.0, "probabilities", out)
     assert probabilities is out

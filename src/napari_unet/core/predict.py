@@ -198,6 +198,7 @@ class Predictor:
         out: Any = None,
         channel: int | None = None,
         client: Any = None,
+        diameter: float | None = None,
     ) -> Any:
         """Segment ``image`` (any array-like); return labels or probabilities (or ``out``).
 
@@ -206,8 +207,15 @@ class Predictor:
         multichannel image for a one-channel model. ``client`` (a ``dask.distributed``
         client) runs the blocks on its workers: the image and ``out`` must then be arrays
         the workers can open themselves (zarr). Raises :class:`Cancelled` when ``cancel``
-        is set; nothing is written to ``out`` after that point.
+        is set; nothing is written to ``out`` after that point. ``diameter`` (the objects'
+        typical size, pixels) rescales the image to the model's training object size and the
+        result back (:mod:`napari_unet.core.object_size`).
         """
+        if diameter is not None:
+            from napari_unet.core.object_size import predict_at_object_size
+
+            options = {"progress": progress, "cancel": cancel, "channel": channel, "client": client}
+            return predict_at_object_size(self, image, axes, diameter, output, out, **options)
         from napari_unet.core import blockwise
 
         request = self.request(image, axes, output, out, channel)
@@ -475,6 +483,7 @@ def segment(
     block_shape: int | Sequence[int] | None = None,
     halo: int | Sequence[int] | None = None,
     client: Any = None,
+    diameter: float | None = None,
 ) -> Any:
     """Segment an image with a U-Net and return a label image (or probabilities).
 
@@ -483,7 +492,8 @@ def segment(
     :data:`napari_unet.core.axes.INFERENCE_RULE`). ``output`` is ``"labels"`` (the model's
     own kind), ``"instances"``, ``"semantic"`` or ``"probabilities"``. ``out`` (e.g. a zarr
     array on disk) receives the result block by block, so nothing image-sized is held in
-    memory. ``client`` runs the blocks on a ``dask.distributed`` cluster. The rest is
+    memory. ``client`` runs the blocks on a ``dask.distributed`` cluster. ``diameter``
+    (pixels) segments at the model's training object size. The rest is
     documented on :class:`Predictor`, which keeps a model loaded between calls.
     """
     predictor = Predictor(
@@ -506,6 +516,7 @@ def segment(
         out=out,
         channel=channel,
         client=client,
+        diameter=diameter,
     )
 
 
