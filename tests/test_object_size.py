@@ -2,8 +2,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import tifffile
 from skimage.transform import resize
 
+from napari_unet.cli import main
+from napari_unet.core.models import save_model
 from napari_unet.core.object_size import (
     ResampledArray,
     nearest_back,
@@ -55,3 +58,16 @@ def test_prediction_at_object_size_returns_the_image_grid(blobs) -> None:
     probabilities = predict_at_object_size(predictor, blobs, "YX", 40.0, "probabilities", out)
     assert probabilities is out
     np.testing.assert_allclose(out.sum(axis=0), 1.0, atol=1e-5)
+
+
+def test_cli_diameter_writes_labels_on_the_input_grid(blobs, tmp_path, capsys) -> None:
+    model = make_model(output_kind="instances")
+    model.description.object_diameter_px = 20.0
+    folder = save_model(model, tmp_path / "sized")
+    tifffile.imwrite(tmp_path / "blobs.tif", blobs)
+    target = tmp_path / "labels.tif"
+    arguments = ["predict", str(tmp_path / "blobs.tif"), "-o", str(target), "--quiet"]
+    assert main([*arguments, "--model", str(folder), "--diameter", "30"]) == 0
+    assert tifffile.imread(target).shape == blobs.shape
+    assert main([*arguments, "--model", "em-membranes", "--diameter", "30", "--overwrite"]) == 1
+    assert "does not state the object size" in capsys.readouterr().err

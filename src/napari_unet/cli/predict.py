@@ -40,6 +40,13 @@ def register_predict(subparsers: Any) -> None:
     parser.add_argument("--precision", default="auto", help="auto, fp32, bf16 or fp16")
     parser.add_argument("--channel", type=int, help="segment this channel of multichannel images")
     parser.add_argument(
+        "--diameter",
+        type=float,
+        metavar="PX",
+        help="typical object diameter in pixels: images are rescaled to the model's training "
+        "object size (see `napari-unet models`) and the labels back",
+    )
+    parser.add_argument(
         "--output",
         dest="kind",
         default="labels",
@@ -150,7 +157,12 @@ def run_predict(args: argparse.Namespace) -> int:
         axes = args.axes or image.axes
         with _progress_bar(source.name, args.quiet) as progress:
             result = predictor.predict(
-                image.data, axes=axes, output=args.kind, progress=progress, channel=args.channel
+                image.data,
+                axes=axes,
+                output=args.kind,
+                progress=progress,
+                channel=args.channel,
+                diameter=args.diameter,
             )
         plain = axes.upper().replace("C", "")
         if args.kind == "probabilities":
