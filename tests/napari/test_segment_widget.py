@@ -286,3 +286,22 @@ def test_large_results_relabel_in_a_thread_with_the_latest_thresholds(
     qtbot.waitUntil(lambda: not widget._relabelling, timeout=10_000)
     expected = instance_labels(probabilities, 0.6, 0.3, 40)
     np.testing.assert_array_equal(viewer.layers[f"blobs ({tiny_model})"].data, expected)
+
+
+def test_object_diameter_is_offered_for_sized_models_and_matches_the_api(
+    viewer_and_widget, tiny_model, models_dir, blobs, qtbot
+) -> None:
+    viewer, widget = viewer_and_widget
+    assert widget.diameter.native.isHidden()  # the tiny model states no object size
+    sized = make_model(output_kind="instances")
+    sized.description.object_diameter_px = 20.0
+    save_model(sized, models_dir / "tiny-sized")
+    widget.model.reset_choices()
+    widget.model.value = "tiny-sized"
+    assert not widget.diameter.native.isHidden()
+    assert "20 px" in widget.diameter.tooltip
+    viewer.add_image(blobs, name="blobs")
+    widget.diameter.value = 10
+    run(widget, qtbot)
+    expected = segment(blobs, "tiny-sized", diameter=10.0, device="cpu")
+    np.testing.assert_array_equal(viewer.layers["blobs (tiny-sized)"].data, expected)

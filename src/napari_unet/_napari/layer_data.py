@@ -178,6 +178,7 @@ def segment_layer(
     progress: ProgressCallback | None = None,
     cancel: CancelToken | None = None,
     store: str | Path | None = None,
+    diameter: float | None = None,
 ) -> LayerDataTuple:
     """Segment a napari Image layer and return the result as a ``LayerDataTuple``.
 
@@ -204,8 +205,9 @@ def segment_layer(
     position
         A world position (e.g. ``viewer.dims.point``): segment only the plane (2D) or volume
         (3D) through it, as a quick preview on big stacks. ``None`` segments everything.
-    device, tile_shape, overlap, progress, cancel
-        Passed to :func:`napari_unet.core.predict.segment`.
+    device, tile_shape, overlap, progress, cancel, diameter
+        Passed to :func:`napari_unet.core.predict.segment` (``diameter``: the objects'
+        typical size in pixels of the segmented data, to segment at the model's object size).
     store
         For a multiscale layer, the OME-Zarr path (``.ome.zarr``) that receives the labels
         (default: a temporary folder, deleted when Python exits). Labels of a multiscale layer
@@ -228,6 +230,7 @@ def segment_layer(
         "progress": progress,
         "cancel": cancel,
         "channel": channel,
+        "diameter": diameter,
     }
     if layer.multiscale and position is None and output != "probabilities":
         result = segment_into_pyramid(data, model, placement, store, **options)

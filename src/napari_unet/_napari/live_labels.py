@@ -4,8 +4,9 @@ A run for *instances* keeps the class probabilities the engine returns with
 ``output="probabilities"``; moving a threshold then only re-runs
 :func:`napari_unet.core.postprocess.instance_labels` on them, as cellpose-napari and
 stardist-napari users expect. Probabilities cost 12 bytes a pixel (three float32 classes), so
-above :data:`KEEP_LIMIT_BYTES` the engine makes the labels itself with the thresholds set at
-Run time, and a change of threshold applies at the next run.
+above :data:`KEEP_LIMIT_BYTES`, and with a ``diameter`` (whose labels are made at the model's
+scale, as the API and the CLI make them), the engine makes the labels itself with the
+thresholds set at Run time, and a change of threshold applies at the next run.
 """
 
 from __future__ import annotations
@@ -90,7 +91,8 @@ def segment_instances(
     name = f"{layer.name} ({label})"
     axes = layer_axes(layer, mode).replace("C", "")
     common = {"mode": mode, "position": position, "level": level, **options}
-    if _probability_bytes(layer, axes, level, position) > KEEP_LIMIT_BYTES:
+    too_big = _probability_bytes(layer, axes, level, position) > KEEP_LIMIT_BYTES
+    if too_big or options.get("diameter"):  # rescaled: labelled at the model's scale, as the API
         labels, meta, kind = segment_layer(layer, model, output="instances", **common)
         return (labels, {**meta, "name": name}, kind), None, int(np.max(labels, initial=0))
     probabilities, meta, _ = segment_layer(layer, model, output="probabilities", **common)

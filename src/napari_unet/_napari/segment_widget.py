@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from magicgui.widgets import CheckBox, ComboBox, FloatSlider, SpinBox
+from magicgui.widgets import CheckBox, ComboBox, FloatSlider, FloatSpinBox, SpinBox
 from napari.layers import Image, Labels
 from napari.qt.threading import create_worker
 from napari.utils.notifications import show_info
@@ -118,6 +118,14 @@ class SegmentWidget(JobWidget):
             max=100_000,
             tooltip="instances: smaller objects are dropped (re-labels at once, no new run)",
         )
+        self.diameter = FloatSpinBox(
+            label="object diameter (px)",
+            min=0,
+            max=10_000,
+            step=1,
+            tooltip="typical object diameter in pixels: the image is rescaled to the size the "
+            "model was trained at, and the labels back; 0 uses the image as it is",
+        )
         self.device = ComboBox(
             label="device", choices=_device_choices(), tooltip="where the network runs"
         )
@@ -150,6 +158,7 @@ class SegmentWidget(JobWidget):
                 self.foreground,
                 self.seed,
                 self.min_size,
+                self.diameter,
                 self.device,
                 self.current_slice,
                 self.advanced,
@@ -243,6 +252,13 @@ class SegmentWidget(JobWidget):
             self.min_size.value = thresholds["min_size"]
         self._default_mode()
         self._show_thresholds(self.output.value)
+        self.diameter.visible = bool(description.object_diameter_px)
+        if description.object_diameter_px:
+            self.diameter.tooltip = (
+                f"typical object diameter in pixels; {description.name} was trained on objects "
+                f"of {description.object_diameter_px:g} px: the image is rescaled by their "
+                "ratio and the labels come back on its grid; 0 uses the image as it is"
+            )
 
     def _default_mode(self) -> None:
         """On stacks, follow the layer's axes as the CLI follows a file's: Z joins, T does not."""
@@ -310,6 +326,8 @@ class SegmentWidget(JobWidget):
                     f"model {name!r} expects {description.in_channels} channels; "
                     f"{layer.name!r} has {have}"
                 )
+        if self.diameter.value and not description.object_diameter_px:
+            raise ValueError(f"model {name!r} does not state its training object size; set 0")
         if layer.multiscale and not 0 <= self.level.value < len(layer.data):
             raise ValueError(f"{layer.name!r} has levels 0 to {len(layer.data) - 1}")
         return description
@@ -356,6 +374,7 @@ class SegmentWidget(JobWidget):
         mode = self.mode.value if layer.ndim >= 3 else None
         if mode and self.current_slice.value and description and description.spatial_dims == 2:
             mode = PLANES
+        sized = description is not None and bool(description.object_diameter_px)
         return {
             "output": self.output.value,
             "mode": mode,
@@ -365,6 +384,7 @@ class SegmentWidget(JobWidget):
             "device": self.device.value,
             "tile_shape": self.tile_size.value or None,
             "overlap": self.overlap.value or None,
+            "diameter": (self.diameter.value or None) if sized else None,
         }
 
     # -- results -----------------------------------------------------------------------------
@@ -377,7 +397,8 @@ class SegmentWidget(JobWidget):
         self.status.tooltip = (
             "move the thresholds to re-label at once"
             if self._kept is not None
-            else "too large to keep its probabilities: new thresholds apply at the next Run"
+            else "too large to keep its probabilities, or rescaled to an object diameter: "
+            "new thresholds apply at the next Run"
         )
 
     def _show_classes(self, layer_data: LayerDataTuple, description: ModelDescription) -> None:
