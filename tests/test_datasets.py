@@ -88,6 +88,7 @@ BAD_PAIRS = {
     ),
     "channels first": (np.ones((3, 8, 8)), GOOD_MASK, r"\(3, 8, 8\) but its mask has \(8, 8\)"),
     "smaller mask": (np.ones((8, 8)), np.zeros((8, 7), np.uint8), "spatial shape"),
+    "masked": (np.ma.masked_less(np.eye(8), 1), GOOD_MASK, "image 1 .*is a masked array"),
 }
 
 

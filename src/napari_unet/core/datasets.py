@@ -68,6 +68,12 @@ def _checked(
 ) -> tuple[list[np.ndarray], list[np.ndarray]]:
     if not images:
         raise ValueError("no training images given")
+    for array, name in [*zip(images, names, strict=True), *zip(masks, names, strict=True)]:
+        if np.ma.isMaskedArray(array):
+            raise ValueError(
+                f"{name} (or its mask) is a masked array; fill it first (array.filled(value)), "
+                "so that what the masked pixels hold is your choice"
+            )
     images, masks = [np.asarray(image) for image in images], [np.asarray(mask) for mask in masks]
     for image, mask, name in zip(images, masks, names, strict=True):
         check_pair(image, mask, name)
