@@ -1,11 +1,16 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import tifffile
 from skimage.transform import resize
 
+from napari_unet._napari.sample_data import SAMPLES_DIR
 from napari_unet.cli import main
+from napari_unet.core.io import read_image
+from napari_unet.core.metrics import instance_scores
 from napari_unet.core.models import save_model
 from napari_unet.core.object_size import (
     ResampledArray,
@@ -15,6 +20,9 @@ from napari_unet.core.object_size import (
 )
 from napari_unet.core.predict import Predictor, segment
 from tiny_models import make_model
+
+DSB_VAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "dsb2018" / "val"
+NUCLEI_SAMPLE_ID = "e7a3a7c99483c243742b6cfa74e81cd48f126dcef004016ad0151df6c16a6243"
 
 
 def test_resampled_view_is_bilinear_and_reads_agree_where_they_overlap(rng) -> None:
@@ -71,3 +79,30 @@ def test_cli_diameter_writes_labels_on_the_input_grid(blobs, tmp_path, capsys) -
     assert tifffile.imread(target).shape == blobs.shape
     assert main([*arguments, "--model", "em-membranes", "--diameter", "30", "--overwrite"]) == 1
     assert "does not state the object size" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("scale", [0.5, 3.0])
+def test_nuclei_sample_rescaled_keeps_its_ap_with_a_diameter(scale, nuclei_sample) -> None:
+    image, truth, diameter, predictor, unscaled = nuclei_sample
+    shape = (round(image.shape[0] * scale), round(image.shape[1] * scale))
+    scaled = resize(image, shape, order=1, preserve_range=True, anti_aliasing=False)
+    scaled_truth = resize(truth, shape, order=0, preserve_range=True, anti_aliasing=False)
+    labels = predictor.predict(scaled, axes="YX", diameter=diameter * scale)
+    assert labels.shape == shape
+    ap = instance_scores(scaled_truth.astype(np.int32), labels)["ap50"]
+    assert abs(ap - unscaled) <= 0.05, (ap, unscaled)
+
+
+@pytest.fixture(scope="module")
+def nuclei_sample():
+    """The bundled nuclei sample, its ground truth (when the data are here), the nuclei model."""
+    masks = DSB_VAL / "masks" / f"{NUCLEI_SAMPLE_ID}.tif"
+    if not masks.is_file():
+        pytest.skip(f"ground truth of the nuclei sample not found at {masks}")
+    image = read_image(SAMPLES_DIR / "nuclei.tif").data.astype(np.float32)
+    truth = tifffile.imread(masks)[: image.shape[0], : image.shape[1]].astype(np.int32)
+    areas = np.bincount(truth.ravel())[1:]
+    diameter = float(np.median(2 * np.sqrt(areas[areas > 0] / np.pi)))
+    predictor = Predictor("nuclei", device="cpu")
+    unscaled = instance_scores(truth, predictor.predict(image, axes="YX"))["ap50"]
+    return image, truth, diameter, predictor, unscaled
