@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import glob
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +54,21 @@ def register_predict(subparsers: Any) -> None:
         default="labels",
         choices=["labels", "instances", "semantic", "probabilities"],
         help="labels (the model's own kind), instances, semantic, probabilities",
+    )
+    parser.add_argument(
+        "--memory",
+        help="most memory this process may use, e.g. 2GB (default: a quarter of the free "
+        "memory, at most 4 GB more than the model takes); blocks and tiles are sized to it",
+    )
+    parser.add_argument(
+        "--block", type=_ints, help="block size in pixels, e.g. 2048 or 16,1024,1024"
+    )
+    parser.add_argument("--level", type=int, default=0, help="OME-Zarr resolution level to segment")
+    parser.add_argument(
+        "--workers", type=int, help="run the blocks on a local dask cluster of N processes"
+    )
+    parser.add_argument(
+        "--scheduler", help="run the blocks on the dask cluster at this address (tcp://host:8786)"
     )
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -136,14 +153,24 @@ def _stem(path: Path) -> str:
 
 
 def run_predict(args: argparse.Namespace) -> int:
-    """Segment every input and write its result; checks every path before any work."""
+    """Segment every input and write its result; checks every path before any work.
+
+    Inputs are read lazily and results written block by block (:mod:`napari_unet.core.results`),
+    so memory stays within ``--memory`` whatever the image size.
+    """
     from napari_unet.core.files import check_outputs
-    from napari_unet.core.io import read_image, write_image, write_labels
+    from napari_unet.core.io import read_image
     from napari_unet.core.predict import DEFAULT_MODEL, Predictor
+    from napari_unet.core.results import result_file
 
     inputs = expand_inputs(args.inputs)
     outputs = output_paths(inputs, args.target, args.kind)
     check_outputs(inputs, outputs, args.overwrite)
+    if (args.workers or args.scheduler) and not all(_is_zarr(path) for path in inputs):
+        raise ValueError(
+            "--workers/--scheduler need OME-Zarr inputs: cluster workers read their own blocks "
+            "from a store (convert TIFFs first, e.g. with bioformats2raw or ome-zarr)"
+        )
     predictor = Predictor(
         args.model or DEFAULT_MODEL,
         device=args.device,
@@ -151,27 +178,61 @@ def run_predict(args: argparse.Namespace) -> int:
         overlap=args.overlap,
         batch_size=args.batch_size,
         precision=args.precision,
+        memory_limit=args.memory,
+        block_shape=args.block,
     )
-    for source, target in zip(inputs, outputs, strict=True):
-        image = read_image(source)
-        axes = args.axes or image.axes
-        with _progress_bar(source.name, args.quiet) as progress:
-            result = predictor.predict(
-                image.data,
-                axes=axes,
-                output=args.kind,
-                progress=progress,
-                channel=args.channel,
-                diameter=args.diameter,
-            )
-        plain = axes.upper().replace("C", "")
-        if args.kind == "probabilities":
-            write_image(target, result, "C" + plain, image.pixel_size_um, overwrite=args.overwrite)
-        else:
-            write_labels(target, result, plain, image.pixel_size_um, overwrite=args.overwrite)
-        if not args.quiet:
-            print(f"{source} -> {target}", file=sys.stderr)
+    with _cluster(args) as client:
+        for source, target in zip(inputs, outputs, strict=True):
+            image = read_image(source, lazy=True, level=args.level)
+            axes = (args.axes or image.axes).upper()
+            request = predictor.request(image.data, axes, args.kind, args.channel)
+            out_axes = request.out_axes
+            with (
+                _progress_bar(source.name, args.quiet) as progress,
+                result_file(
+                    target,
+                    request.out_shape,
+                    out_axes,
+                    request.kind,
+                    image.pixel_size_um,
+                    args.overwrite,
+                ) as result,
+            ):
+                if args.diameter is None:
+                    labels = predictor.run(request, progress, None, result.array, client)
+                else:  # at the model's object size; comes back on the image's grid
+                    labels = predictor.predict(
+                        image.data,
+                        axes,
+                        args.kind,
+                        progress,
+                        out=result.array,
+                        channel=args.channel,
+                        client=client,
+                        diameter=args.diameter,
+                    )
+                result.save(labels)
+            if not args.quiet:
+                print(f"{source} -> {target}", file=sys.stderr)
     return 0
+
+
+@contextlib.contextmanager
+def _cluster(args: argparse.Namespace) -> Iterator[Any]:
+    """Yield a dask client for ``--scheduler``/``--workers`` (closed at the end), or ``None``."""
+    if not (args.workers or args.scheduler):
+        yield None
+        return
+    from napari_unet.core.distributed import connect
+
+    client = connect(args.scheduler, args.workers)
+    try:
+        yield client
+    finally:
+        cluster = client.cluster if args.workers else None
+        client.close()
+        if cluster is not None:
+            cluster.close()
 
 
 class _progress_bar:

@@ -84,8 +84,10 @@ def plan_blocks(
         AxisGeometry(context, multiple, halo[1]),
         AxisGeometry(context, multiple, halo[2]),
     ]
-    if predictor.block_shape is not None:
-        core = predictor.block_shape
+    if predictor.block_shape is not None:  # whole chunks, so no two blocks write one chunk
+        core = tuple(
+            -(-size // step) * step for size, step in zip(predictor.block_shape, align or (1, 1, 1))
+        )
     else:
         memory = plan_memory(
             predictor.memory_limit,

@@ -8,8 +8,10 @@ place only once complete, so an interrupted run never leaves a partial file.
 
 from __future__ import annotations
 
+import itertools
 import os
 import xml.etree.ElementTree as ElementTree
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -219,15 +221,15 @@ def write_labels(
 
     if omezarr.is_zarr_path(path):
         return omezarr.write_labels(path, labels, axes, pixel_size_um, overwrite=overwrite)
-    array = np.asarray(labels)
-    return write_image(
-        path,
-        array.astype(smallest_label_dtype(array), copy=False),
-        axes,
-        pixel_size_um,
-        overwrite,
-        software=LABELS_SOFTWARE,
-    )
+    if isinstance(labels, np.ndarray) or not hasattr(labels, "shape"):
+        array = np.asarray(labels)
+        labels = array.astype(smallest_label_dtype(array), copy=False)
+    else:  # lazy (zarr, dask): the dtype from one band at a time, then streamed
+        dtype = np.dtype(np.uint8)
+        for _, band in _bands(labels):
+            dtype = np.promote_types(dtype, smallest_label_dtype(band))
+        labels = _Cast(labels, dtype)
+    return write_image(path, labels, axes, pixel_size_um, overwrite, software=LABELS_SOFTWARE)
 
 
 def write_image(
@@ -243,9 +245,10 @@ def write_image(
     Refuses to replace an existing file unless ``overwrite``.
     """
     path = Path(path)
-    array = np.asarray(data)
+    lazy = hasattr(data, "shape") and not isinstance(data, np.ndarray)
+    array = data if lazy else np.asarray(data)
     axes = axes.upper()
-    if len(axes) != array.ndim:
+    if len(axes) != len(array.shape):
         raise ValueError(f"axes {axes!r} do not match data of shape {array.shape}")
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} exists; pass overwrite=True (--overwrite) to replace it")
@@ -259,7 +262,8 @@ def write_image(
         path,
         lambda temporary: tifffile.imwrite(
             temporary,
-            array,
+            _tiles(array) if lazy else array,
+            **_streamed(array) if lazy else {},
             ome=True,
             metadata=metadata,
             compression="zlib",
@@ -268,6 +272,46 @@ def write_image(
         overwrite=overwrite,
     )
     return path
+
+
+STREAM_TILE = (256, 256)
+"""TIFF tile shape of images written from lazy arrays, one band of the source at a time."""
+
+
+def _bands(data: Any) -> Iterator[tuple[tuple[int, ...], np.ndarray]]:
+    """Read a lazy array one band of Y rows per plane (a chunk's height, at least a tile's)."""
+    *lead, height, _ = data.shape
+    chunks = getattr(data, "chunks", None)
+    rows = int(chunks[-2]) if chunks and isinstance(chunks[-2], int | np.integer) else 1024
+    rows = max(STREAM_TILE[0], rows // STREAM_TILE[0] * STREAM_TILE[0])
+    for plane in itertools.product(*map(range, lead)):
+        for top in range(0, height, rows):
+            yield plane, np.asarray(data[(*plane, slice(top, top + rows))])
+
+
+def _streamed(data: Any) -> dict[str, Any]:
+    """Return what tifffile needs besides the tiles of a lazy array (shape, dtype, tile)."""
+    return {"shape": tuple(data.shape), "dtype": np.dtype(data.dtype), "tile": STREAM_TILE}
+
+
+def _tiles(data: Any) -> Iterator[np.ndarray]:
+    """TIFF tiles of a lazy array in file order: plane by plane, row-major within a plane."""
+    tile_y, tile_x = STREAM_TILE
+    for _, band in _bands(data):
+        for top in range(0, band.shape[0], tile_y):
+            for left in range(0, band.shape[1], tile_x):
+                yield band[top : top + tile_y, left : left + tile_x]
+
+
+class _Cast:
+    """A lazy array read in another dtype (labels shrunk to their smallest dtype as written)."""
+
+    def __init__(self, data: Any, dtype: np.dtype) -> None:
+        self.data, self.dtype, self.shape = data, dtype, tuple(data.shape)
+        self.chunks = getattr(data, "chunks", None)
+
+    def __getitem__(self, index: Any) -> np.ndarray:
+        return np.asarray(self.data[index]).astype(self.dtype)
 
 
 def describe_file(path: str | os.PathLike[str]) -> dict[str, Any]:

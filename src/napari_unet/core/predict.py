@@ -216,9 +216,21 @@ class Predictor:
 
             options = {"progress": progress, "cancel": cancel, "channel": channel, "client": client}
             return predict_at_object_size(self, image, axes, diameter, output, out, **options)
+        return self.run(self.request(image, axes, output, channel), progress, cancel, out, client)
+
+    def run(
+        self,
+        request: Request,
+        progress: ProgressCallback | None = None,
+        cancel: CancelToken | None = None,
+        out: Any = None,
+        client: Any = None,
+    ) -> Any:
+        """Carry out a checked :meth:`request` (see :meth:`predict` for the other arguments)."""
         from napari_unet.core import blockwise
 
-        request = self.request(image, axes, output, out, channel)
+        if out is not None and tuple(out.shape) != request.out_shape:
+            raise ValueError(f"out has shape {tuple(out.shape)}; expected {request.out_shape}")
         if client is not None:
             from napari_unet.core.distributed import predict_on_cluster
 
@@ -226,7 +238,7 @@ class Predictor:
         return blockwise.predict_blockwise(self, request, out, progress, cancel)
 
     def request(
-        self, image: Any, axes: str | None, output: str, out: Any, channel: int | None
+        self, image: Any, axes: str | None, output: str = "labels", channel: int | None = None
     ) -> Request:
         """Check the image and options against the model; compute the normalisation once."""
         if output not in OUTPUTS:
@@ -267,8 +279,6 @@ class Predictor:
         sizes = dict(zip(axes, shape, strict=True))
         sizes["C"] = description.architecture.out_channels
         out_shape = tuple(sizes[letter] for letter in out_axes)
-        if out is not None and tuple(out.shape) != out_shape:
-            raise ValueError(f"out has shape {tuple(out.shape)}; expected {out_shape}")
         normalizer = fit_normalizer(view, description.normalization, channels)
         return Request(view, channels, normalizer, kind, out_axes, out_shape, axes)
 
