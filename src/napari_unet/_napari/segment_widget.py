@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from magicgui.widgets import CheckBox, ComboBox, FloatSlider, FloatSpinBox, SpinBox
+from magicgui.widgets import CheckBox, ComboBox, FloatSlider, SpinBox
 from napari.layers import Image, Labels
 from napari.qt.threading import create_worker
 from napari.utils.notifications import show_info
@@ -118,11 +118,10 @@ class SegmentWidget(JobWidget):
             max=100_000,
             tooltip="instances: smaller objects are dropped (re-labels at once, no new run)",
         )
-        self.diameter = FloatSpinBox(
+        self.diameter = SpinBox(
             label="object diameter (px)",
             min=0,
             max=10_000,
-            step=1,
             tooltip="typical object diameter in pixels: the image is rescaled to the size the "
             "model was trained at, and the labels back; 0 uses the image as it is",
         )
