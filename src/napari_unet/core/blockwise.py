@@ -14,6 +14,7 @@ import contextlib
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -29,14 +30,20 @@ from napari_unet.core.blocks import (
     seam_slab,
 )
 from napari_unet.core.memory import MAX_BLOCK_EDGE_2D, MAX_BLOCK_VOXELS_3D, plan_memory
-from napari_unet.core.postprocess import instance_labels, semantic_labels
+from napari_unet.core.postprocess import (
+    cell_instances,
+    instance_labels,
+    instance_source,
+    semantic_labels,
+)
 from napari_unet.core.progress import CancelToken, ProgressCallback, check_cancelled
 from napari_unet.core.stitching import BlockLabels, merge_tables
 
 if TYPE_CHECKING:
+    from napari_unet.core.models import ModelDescription
     from napari_unet.core.predict import Predictor, Request, RunSettings
 
-DEFAULT_HALO = (4, 64, 64)
+DEFAULT_HALO = (4, 32, 32)
 """Post-processing context of object labels per side of a block: (Z slices, Y, X pixels)."""
 SLAB_WIDTH = 8
 """Pixels on each side of a seam that two blocks compare to join objects."""
@@ -86,7 +93,8 @@ def plan_blocks(
     ]
     if predictor.block_shape is not None:  # whole chunks, so no two blocks write one chunk
         core = tuple(
-            -(-size // step) * step for size, step in zip(predictor.block_shape, align or (1, 1, 1))
+            -(-size // step) * step
+            for size, step in zip(predictor.block_shape, align or (1, 1, 1), strict=False)
         )
     else:
         memory = plan_memory(
@@ -171,7 +179,7 @@ def process_block(
             settings = predictor.smaller_settings(settings, _lengths(block.window))
     region = logits[(slice(None), *block.region_in_window())]
     del logits
-    finished = finish(region, request.kind, predictor.model.description.postprocess)
+    finished = finish(region, request.kind, predictor.model.description)
     del region
     core = finished[(Ellipsis, *block.core_in_region())]
     write_core(target, request, t, block, core)
@@ -186,7 +194,7 @@ def process_block(
     return BlockLabels(count, sizes, slabs), settings
 
 
-def finish(logits: np.ndarray, kind: str, postprocess: dict[str, Any]) -> np.ndarray:
+def finish(logits: np.ndarray, kind: str, description: ModelDescription) -> np.ndarray:
     """Turn a region's ``(K, Z, Y, X)`` logits into classes, probabilities or object labels."""
     if kind == "semantic":
         return semantic_labels(logits)
@@ -194,9 +202,14 @@ def finish(logits: np.ndarray, kind: str, postprocess: dict[str, Any]) -> np.nda
     if kind == "probabilities":
         return probabilities
     del logits
+    if instance_source(description) == "membranes":
+        membrane = description.class_names.index("membrane")
+        label = partial(cell_instances, membrane_class=membrane, **description.postprocess)
+    else:
+        label = partial(instance_labels, **description.postprocess)
     if probabilities.shape[1] == 1:
-        return instance_labels(probabilities[:, 0], **postprocess)[np.newaxis]
-    return instance_labels(probabilities, **postprocess)
+        return label(probabilities[:, 0])[np.newaxis]
+    return label(probabilities)
 
 
 def renumber(

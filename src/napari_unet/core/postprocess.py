@@ -99,3 +99,16 @@ def _relabel_removing_small(labels: np.ndarray, min_size: int) -> np.ndarray:
     count = int(keep.sum())
     lookup[keep] = np.arange(1, count + 1)
     return lookup[labels].astype(np.min_scalar_type(count))
+
+
+def instance_source(description: Any) -> str | None:
+    """How a model's classes become objects: ``"boundaries"``, ``"membranes"`` or ``None``.
+
+    Three classes are background, interior and boundary (seeded watershed); a model with a
+    ``membrane`` class (EM) gives one object per region between membranes.
+    """
+    if description.architecture.out_channels == 3 and description.output_kind == "instances":
+        return "boundaries"
+    if "membrane" in description.class_names:
+        return "membranes"
+    return "boundaries" if description.architecture.out_channels == 3 else None

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from napari_unet.core.axes import CanonicalView, match_channels, normalize_axes
+from napari_unet.core.axes import CanonicalView, normalize_axes
 from napari_unet.core.device import (
     autocast,
     available_devices,
@@ -41,7 +41,8 @@ from napari_unet.core.device import (
 from napari_unet.core.memory import forward_bytes_per_pixel, parse_memory, plan_memory
 from napari_unet.core.models import Model, load_model
 from napari_unet.core.network import UNet
-from napari_unet.core.normalize import Normalizer, check_dtype, fit_normalizer
+from napari_unet.core.normalize import Normalizer, check_dtype, fit_normalizer, model_channels
+from napari_unet.core.postprocess import instance_source
 from napari_unet.core.progress import CancelToken, ProgressCallback
 from napari_unet.core.tiling import Tile, TileGrid, plan_axis
 
@@ -145,7 +146,7 @@ class Predictor:
         largest that fits ``memory_limit`` (at most 2048 a side in 2D).
     halo
         Post-processing context per side of a block, in pixels: ``(Z, Y, X)`` or one int; by
-        default 64 in Y and X and 4 slices in Z for objects, nothing for per-pixel outputs.
+        default 32 in Y and X and 4 slices in Z for objects, nothing for per-pixel outputs.
     """
 
     def __init__(
@@ -252,14 +253,7 @@ class Predictor:
         shape = tuple(int(n) for n in image.shape)
         check_dtype(np.dtype(image.dtype))
         axes = normalize_axes(axes, shape, description)
-        view, channels = match_channels(
-            CanonicalView(image, axes),
-            axes,
-            channel,
-            description.in_channels,
-            description.normalization.get("rgb", "mean"),
-            self.model.name,
-        )
+        view, channels = model_channels(CanonicalView(image, axes), axes, description, channel)
         if description.spatial_dims == 3 and "Z" not in axes:
             raise ValueError(
                 f"model {description.name!r} is 3D but the image (shape {shape}, axes {axes}) "
@@ -268,11 +262,11 @@ class Predictor:
         if 0 in shape:
             raise ValueError(f"the image is empty: shape {shape}")
         kind = description.output_kind if output == "labels" else output
-        if kind == "instances" and description.architecture.out_channels != 3:
+        if kind == "instances" and instance_source(description) is None:
             raise ValueError(
                 f"model {self.model.name!r} predicts {description.architecture.out_channels} "
-                "classes; instance labels need 3 (background, interior, boundary): use "
-                "output='semantic'"
+                "classes; instance labels need 3 (background, interior, boundary) or a "
+                "'membrane' class: use output='semantic'"
             )
         plain_axes = axes.replace("C", "")
         out_axes = "C" + plain_axes if kind == "probabilities" else plain_axes
@@ -445,15 +439,18 @@ class Predictor:
         spatial = tuple(window) if dims == 3 else tuple(window[1:])
         tile_pixels = math.prod(self.plan(spatial, settings).tile_shape)
         smallest = max(settings.network.valid_input_size(1), SMALLEST_TILE_EDGE) ** dims
-        if tile_pixels // 2 >= smallest:
+        cap = min(tile_pixels, settings.forward_pixels) // 2
+        smaller = replace(settings, tile_shape=None, batch_size=1, forward_pixels=max(1, cap))
+        # The overlap may force a tile larger than the cap: only a tile that really shrank is
+        # a step down; otherwise move on to the next rung.
+        if cap >= smallest and math.prod(self.plan(spatial, smaller).tile_shape) < tile_pixels:
             warnings.warn(
                 f"napari-unet: out of memory on {settings.device} with one tile of "
                 f"{tile_pixels} pixels; retrying with smaller tiles",
                 RuntimeWarning,
                 stacklevel=3,
             )
-            cap = min(tile_pixels, settings.forward_pixels) // 2
-            return replace(settings, tile_shape=None, batch_size=1, forward_pixels=cap)
+            return smaller
         if settings.device != "cpu":
             warnings.warn(
                 f"napari-unet: out of memory on {settings.device} even with small tiles; "
