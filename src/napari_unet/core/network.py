@@ -155,18 +155,24 @@ class UNet(nn.Module):
         return self.config.spatial_dims
 
     @property
+    def same_padding(self) -> bool:
+        """Whether convolutions keep the size (``"same"``) rather than shrink it (``"valid"``)."""
+        return self.config.padding == "same"
+
+    @property
     def size_multiple(self) -> int:
         """Spatial sizes of ``"same"`` inputs must be a multiple of this (one halving per pool)."""
         return 2**self.config.depth
 
     def output_size(self, input_size: int) -> int:
         """Output length along one axis for an input of ``input_size``; raises if not allowed."""
-        size = self._output_size_or_none(input_size)
+        size = self.output_size_or_none(input_size)
         if size is None:
             raise ValueError(self._size_error(input_size))
         return size
 
-    def _output_size_or_none(self, input_size: int) -> int | None:
+    def output_size_or_none(self, input_size: int) -> int | None:
+        """Output length for ``input_size``, or ``None`` where the network does not accept it."""
         size, same = input_size, self.config.padding == "same"
         shrink = 0 if same else 4
         for _ in range(self.config.depth):
@@ -185,7 +191,7 @@ class UNet(nn.Module):
         size = max(1, min_size)
         if self.config.padding == "same":
             return -(-size // self.size_multiple) * self.size_multiple
-        while self._output_size_or_none(size) is None:
+        while self.output_size_or_none(size) is None:
             size += 1
         return size
 

@@ -301,7 +301,7 @@ class Predictor:
         network: UNet = settings.network
         dims = len(spatial_shape)
         context, multiple = network.context, network.size_multiple
-        same = network.config.padding == "same"
+        same = network.same_padding
         if self.overlap is not None:
             overlaps = self.overlap
         else:
@@ -323,7 +323,7 @@ class Predictor:
     ) -> tuple[int, ...]:
         """Largest tile per axis within the memory budget, short axes first taken whole."""
         network = settings.network
-        context = 0 if network.config.padding == "same" else network.context
+        context = 0 if network.same_padding else network.context
         needed = [network.valid_input_size(n + 2 * context) for n in spatial_shape]
         budget, result = float(settings.forward_pixels), list(needed)
         order = sorted(range(len(needed)), key=lambda axis: needed[axis])

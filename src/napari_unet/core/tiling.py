@@ -20,10 +20,34 @@ import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import cached_property
+from typing import Protocol
 
 import numpy as np
 
-from napari_unet.core.network import UNet
+
+class NetworkGeometry(Protocol):
+    """What tiling needs of a network: its receptive field, pooling grid and size rules."""
+
+    @property
+    def context(self) -> int:
+        """Input pixels per side an output pixel depends on (receptive-field radius)."""
+
+    @property
+    def size_multiple(self) -> int:
+        """Pooling grid: ``"same"`` input lengths are multiples of it."""
+
+    @property
+    def same_padding(self) -> bool:
+        """Whether outputs have the input's size."""
+
+    def valid_input_size(self, min_size: int) -> int:
+        """Smallest accepted input length at least ``min_size``."""
+
+    def output_size(self, input_size: int) -> int:
+        """Output length for an accepted input length."""
+
+    def output_size_or_none(self, input_size: int) -> int | None:
+        """Output length, or ``None`` for an input length the network does not accept."""
 
 
 @dataclass(frozen=True)
@@ -94,7 +118,9 @@ def reflect_index(index: np.ndarray, length: int) -> np.ndarray:
     return np.where(index >= length, period - index, index)
 
 
-def plan_axis(network: UNet, length: int, max_tile_in: int, overlap: int, halo: int) -> AxisPlan:
+def plan_axis(
+    network: NetworkGeometry, length: int, max_tile_in: int, overlap: int, halo: int
+) -> AxisPlan:
     """Plan tiles along an axis of ``length`` pixels, tiles at most ``max_tile_in`` long.
 
     Neighbouring tiles share at least ``overlap`` output pixels; the tile length is the
@@ -102,7 +128,7 @@ def plan_axis(network: UNet, length: int, max_tile_in: int, overlap: int, halo: 
     For a ``"same"`` network the last tile ends where a single tile would (the length
     rounded up to the pooling factor), so tiling never changes what the image border sees.
     """
-    same = network.config.padding == "same"
+    same = network.same_padding
     context = 0 if same else network.context
     single = network.valid_input_size(length + 2 * context)
     multiple = network.size_multiple
@@ -116,14 +142,14 @@ def plan_axis(network: UNet, length: int, max_tile_in: int, overlap: int, halo: 
         return math.ceil((extent - tile_out) / step) + 1, step
 
     tile_in = network.valid_input_size(max(1, max_tile_in - multiple + 1))
-    if tile_in > max_tile_in and network._output_size_or_none(tile_in - multiple):
+    if tile_in > max_tile_in and network.output_size_or_none(tile_in - multiple):
         tile_in -= multiple
     while tile_in < single and count(tile_in) is None:
         tile_in += multiple  # a tile too small for the overlap: grow it, memory permitting
     if tile_in >= single:
         return AxisPlan(length, (0,), single, network.output_size(single), halo)
     tiles, step = count(tile_in)  # type: ignore[misc]
-    while network._output_size_or_none(tile_in - multiple):
+    while network.output_size_or_none(tile_in - multiple):
         smaller = count(tile_in - multiple)
         if smaller is None or smaller[0] > tiles:
             break

@@ -1,7 +1,7 @@
 """A bioimage.io network dressed as a :class:`~napari_unet.core.network.UNet` for the engine.
 
 The tiled engine asks a network for its size rules (``valid_input_size``, ``output_size``,
-``_output_size_or_none``, ``size_multiple``), its receptive field (``context``) and its
+``output_size_or_none``, ``size_multiple``), its receptive field (``context``) and its
 ``config`` (``padding``, ``spatial_dims``), and calls it on ``(N, C, *spatial)`` float32
 tiles for ``(N, classes, *spatial)`` logits. This wrapper answers from the package's axes
 (``min + n * step`` sizes, output offset, halo) and translates layouts, fixed input steps
@@ -93,6 +93,11 @@ class PackagedNetwork(nn.Module):
         return self.config.spatial_dims
 
     @property
+    def same_padding(self) -> bool:
+        """Whether convolutions keep the size (``"same"``) rather than shrink it (``"valid"``)."""
+        return self.config.padding == "same"
+
+    @property
     def size_multiple(self) -> int:
         """Valid input lengths are this far apart."""
         return self.sizes.step
@@ -112,7 +117,7 @@ class PackagedNetwork(nn.Module):
 
     def output_size(self, input_size: int) -> int:
         """Output length for an input of ``input_size``; raises if that input is not allowed."""
-        size = self._output_size_or_none(input_size)
+        size = self.output_size_or_none(input_size)
         if size is None:
             raise ValueError(
                 f"input size {input_size} is not allowed by this model (sizes "
@@ -120,7 +125,8 @@ class PackagedNetwork(nn.Module):
             )
         return size
 
-    def _output_size_or_none(self, input_size: int) -> int | None:
+    def output_size_or_none(self, input_size: int) -> int | None:
+        """Output length for ``input_size``, or ``None`` where the network does not accept it."""
         above = input_size - self.sizes.min
         if above < 0 or above % self.sizes.step:
             return None
