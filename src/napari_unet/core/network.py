@@ -114,7 +114,23 @@ def _center_crop(skip: torch.Tensor, spatial: torch.Size) -> torch.Tensor:
     return skip[tuple(slices)]
 
 
-class UNet(nn.Module):
+class ConfigGeometry:
+    """Geometry read from a network's ``config``: shared by :class:`UNet` and wrapped networks."""
+
+    config: UNetConfig
+
+    @property
+    def spatial_dims(self) -> int:
+        """2 for images, 3 for volumes."""
+        return self.config.spatial_dims
+
+    @property
+    def same_padding(self) -> bool:
+        """Whether convolutions keep the size (``"same"``) rather than shrink it (``"valid"``)."""
+        return self.config.padding == "same"
+
+
+class UNet(ConfigGeometry, nn.Module):
     """U-Net with a contracting and an expanding path joined by skip connections.
 
     With ``padding="valid"`` every 3x3 convolution shrinks the map by 2 pixels, so the output
@@ -148,16 +164,6 @@ class UNet(nn.Module):
     def paper(cls) -> UNet:
         """Build the paper's exact network: 23 convolutions, 572 -> 388 pixels, ~31 M weights."""
         return cls(UNetConfig(in_channels=1, out_channels=2, depth=4, base_channels=64))
-
-    @property
-    def spatial_dims(self) -> int:
-        """2 for images, 3 for volumes."""
-        return self.config.spatial_dims
-
-    @property
-    def same_padding(self) -> bool:
-        """Whether convolutions keep the size (``"same"``) rather than shrink it (``"valid"``)."""
-        return self.config.padding == "same"
 
     @property
     def size_multiple(self) -> int:

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from napari_unet.core.bioimageio.processing import FixedStep, OutputRule
-from napari_unet.core.network import UNetConfig
+from napari_unet.core.network import ConfigGeometry, UNetConfig
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,7 @@ class SizeRule:
         return self.offset == 0
 
 
-class PackagedNetwork(nn.Module):
+class PackagedNetwork(ConfigGeometry, nn.Module):
     """Run a packaged module as the engine runs a U-Net (see the module docstring)."""
 
     def __init__(
@@ -86,16 +86,6 @@ class PackagedNetwork(nn.Module):
         if isinstance(module, bytes):
             state["_modules"] = {**state["_modules"], "module": torch.jit.load(io.BytesIO(module))}
         super().__setstate__(state)
-
-    @property
-    def spatial_dims(self) -> int:
-        """2 for images, 3 for volumes."""
-        return self.config.spatial_dims
-
-    @property
-    def same_padding(self) -> bool:
-        """Whether convolutions keep the size (``"same"``) rather than shrink it (``"valid"``)."""
-        return self.config.padding == "same"
 
     @property
     def size_multiple(self) -> int:
