@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import tempfile
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -129,7 +130,12 @@ def predict_blockwise(
     progress: ProgressCallback | None,
     cancel: CancelToken | None,
 ) -> Any:
-    """Run every block here, one after another; return ``out`` or a new numpy array."""
+    """Run every block here; return ``out`` or a new numpy array.
+
+    A block is post-processed and written in a background thread while the next block's
+    window goes through the network, so the cores the network leaves idle are used; the memory
+    plan gives each of the two its own half of the limit.
+    """
     check_out_dtype(out, request, predictor.model.description.architecture.out_channels)
     settings = predictor.settings(request.kind)
     plan = plan_blocks(predictor, request, settings, spatial_chunks(out, request.out_axes))
@@ -139,16 +145,24 @@ def predict_blockwise(
     )
     counter = _Counter(total, progress, cancel)
     target = out if out is not None else np.zeros(request.out_shape, own_dtype(request.kind))
-    with scratch_for(target, request, plan) as scratch:
+    with (
+        scratch_for(target, request, plan) as scratch,
+        ThreadPoolExecutor(max_workers=1, thread_name_prefix="napari-unet-finish") as finisher,
+    ):
         for t in range(request.times):
             results: dict[tuple[int, ...], BlockLabels] = {}
+            pending: Future[BlockLabels | None] | None = None
             for block in blocks:
                 check_cancelled(cancel)
-                labels, settings = process_block(
-                    predictor, request, settings, plan, t, block, scratch, counter.add
+                logits, settings = block_logits(predictor, request, settings, t, block, counter.add)
+                if pending is not None:
+                    _collect(results, pending.result())
+                pending = finisher.submit(
+                    finish_block, predictor, request, plan, t, block, logits, scratch
                 )
-                if labels is not None:
-                    results[block.index] = labels
+                del logits
+            if pending is not None:
+                _collect(results, pending.result())
             if request.kind == "instances":
                 renumber(request, plan, t, blocks, results, scratch, target, predictor)
     if out is None and request.kind == "instances":
@@ -156,27 +170,36 @@ def predict_blockwise(
     return target
 
 
-def process_block(
+def block_logits(
     predictor: Predictor,
     request: Request,
     settings: RunSettings,
-    plan: BlockPlan,
     t: int,
     block: Block,
-    target: Any,
     on_batch: Callable[[int], None] | None,
-) -> tuple[BlockLabels | None, RunSettings]:
-    """Predict one block, write its core into ``target``; return what stitching needs.
+) -> tuple[np.ndarray, RunSettings]:
+    """Return the logits of a block's window, and the settings to go on with.
 
-    Also returns the settings to go on with: the out-of-memory ladder may have moved on.
+    The out-of-memory ladder may have moved on (smaller tiles, the CPU) for later blocks.
     """
     view = WindowView(request.view, t, block.window)
     while True:
         try:
-            logits = predictor.window_logits(view, request, settings, on_batch)
-            break
+            return predictor.window_logits(view, request, settings, on_batch), settings
         except _out_of_memory_error():
             settings = predictor.smaller_settings(settings, _lengths(block.window))
+
+
+def finish_block(
+    predictor: Predictor,
+    request: Request,
+    plan: BlockPlan,
+    t: int,
+    block: Block,
+    logits: np.ndarray,
+    target: Any,
+) -> BlockLabels | None:
+    """Post-process a block's window logits, write its core; return what stitching needs."""
     region = logits[(slice(None), *block.region_in_window())]
     del logits
     finished = finish(region, request.kind, predictor.model.description)
@@ -184,14 +207,19 @@ def process_block(
     core = finished[(Ellipsis, *block.core_in_region())]
     write_core(target, request, t, block, core)
     if request.kind != "instances":
-        return None, settings
+        return None
     count = int(finished.max(initial=0))
     slabs = {
         number: np.ascontiguousarray(finished[plan.slab(block, number)])
         for number in plan.seams_of(block)
     }
     sizes = np.bincount(core.ravel(), minlength=count + 1).astype(np.int64)
-    return BlockLabels(count, sizes, slabs), settings
+    return BlockLabels(block.index, count, sizes, slabs)
+
+
+def _collect(results: dict[tuple[int, ...], BlockLabels], labels: BlockLabels | None) -> None:
+    if labels is not None:
+        results[labels.index] = labels
 
 
 def finish(logits: np.ndarray, kind: str, description: ModelDescription) -> np.ndarray:

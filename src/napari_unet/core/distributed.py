@@ -22,12 +22,13 @@ import numpy as np
 from napari_unet.core.blockwise import (
     SCRATCH_DTYPE,
     BlockPlan,
+    block_logits,
     check_label_capacity,
     check_out_dtype,
+    finish_block,
     join_objects,
     own_dtype,
     plan_blocks,
-    process_block,
     remap_block,
     spatial_chunks,
 )
@@ -149,10 +150,9 @@ def _block_task(
 ) -> Any:
     """On a worker: predict one block with the worker's own loaded model; return its summary."""
     predictor = _worker_predictor(model, options)
-    labels, _ = process_block(
-        predictor, request, predictor.settings(request.kind), plan, t, block, target, None
-    )
-    return labels
+    settings = predictor.settings(request.kind)
+    logits, _ = block_logits(predictor, request, settings, t, block, None)
+    return finish_block(predictor, request, plan, t, block, logits, target)
 
 
 def _worker_predictor(model: Any, options: dict[str, Any]) -> Predictor:

@@ -23,6 +23,8 @@ pixels."""
 class BlockLabels:
     """What a block's post-processing reports for stitching (no pixels of its core)."""
 
+    index: tuple[int, ...]
+    """The block's position in its grid."""
     count: int
     """Labels 1..count were used."""
     sizes: np.ndarray
