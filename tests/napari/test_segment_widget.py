@@ -12,7 +12,7 @@ from napari_unet._napari import live_labels, segment_widget
 from napari_unet._napari.segment_widget import LOAD_FROM_FILE, SegmentWidget, open_and_segment
 from napari_unet.core.device import resolve_device
 from napari_unet.core.models import save_model, user_models_dir
-from napari_unet.core.postprocess import instance_labels
+from napari_unet.core.postprocess import cell_instances, instance_labels
 from napari_unet.core.predict import segment
 from tiny_models import make_model
 
@@ -305,3 +305,22 @@ def test_object_diameter_is_offered_for_sized_models_and_matches_the_api(
     run(widget, qtbot)
     expected = segment(blobs, "tiny-sized", diameter=10.0, device="cpu")
     np.testing.assert_array_equal(viewer.layers["blobs (tiny-sized)"].data, expected)
+
+
+def test_membrane_models_offer_cells_as_instances_with_live_thresholds(
+    viewer_and_widget, models_dir, blobs, qtbot
+) -> None:
+    viewer, widget = viewer_and_widget
+    membranes = make_model(output_kind="semantic")
+    membranes.description.class_names = ["membrane", "interior"]
+    save_model(membranes, models_dir / "tiny-membranes")
+    widget.model.reset_choices()
+    widget.model.value = "tiny-membranes"
+    assert widget.output.choices == ("instances", "semantic", "probabilities")
+    viewer.add_image(blobs, name="em")
+    widget.output.value = "instances"
+    run(widget, qtbot)
+    probabilities = widget._kept.probabilities
+    widget.seed.value = 0.55
+    expected = cell_instances(probabilities, 0, **{**widget.thresholds(), "seed_threshold": 0.55})
+    np.testing.assert_array_equal(viewer.layers["em (tiny-membranes)"].data, expected)

@@ -1,29 +1,40 @@
 """Instances that follow the post-processing thresholds live, without running the network again.
 
 A run for *instances* keeps the class probabilities the engine returns with
-``output="probabilities"``; moving a threshold then only re-runs
-:func:`napari_unet.core.postprocess.instance_labels` on them, as cellpose-napari and
-stardist-napari users expect. Probabilities cost 12 bytes a pixel (three float32 classes), so
-above :data:`KEEP_LIMIT_BYTES`, and with a ``diameter`` (whose labels are made at the model's
-scale, as the API and the CLI make them), the engine makes the labels itself with the
-thresholds set at Run time, and a change of threshold applies at the next run.
+``output="probabilities"``; moving a threshold then only re-runs the engine's post-processing
+(:mod:`napari_unet.core.postprocess`: seeded watershed, or cells between membranes) on them,
+as cellpose-napari and stardist-napari users expect. Probabilities cost 4 bytes a pixel per
+class, so above :data:`KEEP_LIMIT_BYTES`, and with a ``diameter`` (whose labels are made at
+the model's scale, as the API and the CLI make them), the engine makes the labels itself with
+the thresholds set at Run time, and a change of threshold applies at the next run.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from napari_unet._napari.layer_data import LayerDataTuple, layer_axes, segment_layer
-from napari_unet.core.postprocess import INSTANCE_DEFAULTS, instance_labels
+from napari_unet.core.postprocess import (
+    CELL_DEFAULTS,
+    INSTANCE_DEFAULTS,
+    cell_instances,
+    instance_labels,
+    instance_source,
+)
 
 if TYPE_CHECKING:
     from napari.layers import Image
 
-    from napari_unet.core.models import Model
+    from napari_unet.core.models import Model, ModelDescription
+
+Labeller = Callable[..., np.ndarray]
+"""The engine's post-processing: probabilities and thresholds in, object labels out."""
 
 KEEP_LIMIT_BYTES = 1 << 30
 """Keep probabilities for live thresholds up to this size (1 GiB: a 9000x9000 image)."""
@@ -39,14 +50,18 @@ class KeptProbabilities:
     probabilities: np.ndarray
     axes: str
     layer_name: str
+    label: Labeller
 
     def labels(self, thresholds: dict[str, Any]) -> tuple[np.ndarray, int]:
         """Label the kept probabilities with ``thresholds``; return labels and object count."""
-        return planewise_instances(self.probabilities, self.axes, thresholds)
+        return planewise_instances(self.probabilities, self.axes, thresholds, self.label)
 
 
 def planewise_instances(
-    probabilities: np.ndarray, axes: str, thresholds: dict[str, Any]
+    probabilities: np.ndarray,
+    axes: str,
+    thresholds: dict[str, Any],
+    label: Labeller = instance_labels,
 ) -> tuple[np.ndarray, int]:
     """Instances from ``(3, *axes)`` probabilities, each T plane on its own as the engine does.
 
@@ -56,7 +71,7 @@ def planewise_instances(
     moved = np.moveaxis(probabilities, [1 + i for i in independent], range(1, 1 + len(independent)))
     lead = moved.shape[1 : 1 + len(independent)]
     planes = moved.reshape(moved.shape[0], -1, *moved.shape[1 + len(independent) :])
-    labelled = [instance_labels(planes[:, n], **thresholds) for n in range(planes.shape[1])]
+    labelled = [label(planes[:, n], **thresholds) for n in range(planes.shape[1])]
     count = sum(int(plane.max(initial=0)) for plane in labelled)
     stacked = np.stack(labelled).reshape(*lead, *labelled[0].shape)
     return np.moveaxis(stacked, range(len(independent)), independent), count
@@ -96,7 +111,7 @@ def segment_instances(
         labels, meta, kind = segment_layer(layer, model, output="instances", **common)
         return (labels, {**meta, "name": name}, kind), None, int(np.max(labels, initial=0))
     probabilities, meta, _ = segment_layer(layer, model, output="probabilities", **common)
-    kept = KeptProbabilities(probabilities, axes, name)
+    kept = KeptProbabilities(probabilities, axes, name, labeller(model.description)[0])
     labels, count = kept.labels(thresholds)
     return (labels, {**without_leading_axis(meta), "name": name}, "labels"), kept, count
 
@@ -108,9 +123,20 @@ def with_thresholds(model: Model, thresholds: dict[str, Any]) -> Model:
     return Model(replace(model.description, postprocess=dict(thresholds)), model.network)
 
 
-def model_thresholds(postprocess: dict[str, Any]) -> dict[str, Any]:
-    """Return the thresholds a model's card sets, completed with the engine's defaults."""
-    return {key: postprocess.get(key, value) for key, value in INSTANCE_DEFAULTS.items()}
+def labeller(description: ModelDescription) -> tuple[Labeller, dict[str, Any]]:
+    """Return the engine's post-processing for a model's objects, and its thresholds.
+
+    Boundary models (background, interior, boundary) use a seeded watershed on the interior;
+    membrane models (EM) one object per region between membranes. The thresholds are the
+    card's, completed with the engine's defaults; the first is the foreground one.
+    """
+    if instance_source(description) == "membranes":
+        membrane = description.class_names.index("membrane")
+        defaults = CELL_DEFAULTS
+        label: Labeller = partial(cell_instances, membrane_class=membrane)
+    else:
+        defaults, label = INSTANCE_DEFAULTS, instance_labels
+    return label, {key: description.postprocess.get(key, value) for key, value in defaults.items()}
 
 
 def _probability_bytes(layer: Image, axes: str, level: int, position: Any) -> int:

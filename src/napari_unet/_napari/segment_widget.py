@@ -28,7 +28,7 @@ from napari_unet._napari.layer_data import (
 )
 from napari_unet._napari.live_labels import (
     KeptProbabilities,
-    model_thresholds,
+    labeller,
     segment_instances,
     without_leading_axis,
 )
@@ -44,6 +44,7 @@ from napari_unet.core.models import (
     read_description,
     resolve_model_path,
 )
+from napari_unet.core.postprocess import instance_source
 
 LOAD_FROM_FILE = "load from file..."
 PLACEMENT = ("scale", "translate", "affine", "axis_labels", "units")
@@ -57,8 +58,8 @@ plane on its own. The first is the default of the CLI and the API on Z stacks to
 
 
 def model_outputs(description: ModelDescription) -> tuple[str, ...]:
-    """List the outputs a model can give: instances need a background/interior/boundary network."""
-    if description.output_kind == "instances":
+    """List the outputs a model can give: instances need boundary or membrane classes."""
+    if instance_source(description) is not None:
         return ("instances", "semantic", "probabilities")
     return ("semantic", "probabilities")
 
@@ -73,6 +74,7 @@ class SegmentWidget(JobWidget):
         self._loaded: list[str] = []
         self._model_before = ""
         self._kept: KeptProbabilities | None = None
+        self._foreground_key = "foreground_threshold"
         self._relabelling = False
         self.image = ComboBox(
             label="image", choices=self.layer_choices(Image), tooltip="the Image layer to segment"
@@ -243,9 +245,10 @@ class SegmentWidget(JobWidget):
         for field in (self.mode, self.channel, self.output):
             _refill(field)
         self.output.value = description.output_kind
-        thresholds = model_thresholds(description.postprocess)
+        _, thresholds = labeller(description)
+        self._foreground_key = next(iter(thresholds))  # foreground_ or interior_threshold
         with self.foreground.changed.blocked(), self.seed.changed.blocked():
-            self.foreground.value = thresholds["foreground_threshold"]
+            self.foreground.value = thresholds[self._foreground_key]
             self.seed.value = thresholds["seed_threshold"]
         with self.min_size.changed.blocked():
             self.min_size.value = thresholds["min_size"]
@@ -290,7 +293,7 @@ class SegmentWidget(JobWidget):
     def thresholds(self) -> dict[str, Any]:
         """Return the post-processing thresholds as :func:`instance_labels` takes them."""
         return {
-            "foreground_threshold": round(float(self.foreground.value), 3),
+            self._foreground_key: round(float(self.foreground.value), 3),
             "seed_threshold": round(float(self.seed.value), 3),
             "min_size": int(self.min_size.value),
         }
