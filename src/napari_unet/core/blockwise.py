@@ -11,6 +11,7 @@ The same functions run one block on a dask worker (:mod:`napari_unet.core.distri
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import tempfile
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -44,7 +45,7 @@ if TYPE_CHECKING:
     from napari_unet.core.models import ModelDescription
     from napari_unet.core.predict import Predictor, Request, RunSettings
 
-DEFAULT_HALO = (4, 32, 32)
+DEFAULT_HALO = (2, 32, 32)
 """Post-processing context of object labels per side of a block: (Z slices, Y, X pixels)."""
 SLAB_WIDTH = 8
 """Pixels on each side of a seam that two blocks compare to join objects."""
@@ -58,6 +59,8 @@ class BlockPlan:
     grid: BlockGrid
     seams: list[Seam]
     slab_width: tuple[int, int, int]
+    volumetric: bool
+    """Whether post-processing runs in 3D (a 3D model, or objects joined across slices)."""
 
     def slab(self, block: Block, number: int) -> tuple[slice, ...]:
         """Return what ``block`` compares with its neighbour at seam ``number``."""
@@ -84,14 +87,13 @@ def plan_blocks(
     halo = predictor.halo or DEFAULT_HALO
     halo = tuple(h if instances else 0 for h in halo)
     shape = request.spatial_shape
-    if not volume_model and shape[0] > 1 and not instances:
-        halo = (0, *halo[1:])
     context, multiple = network.context, network.size_multiple
     geometry = [
         AxisGeometry(context if volume_model else 0, multiple if volume_model else 1, halo[0]),
         AxisGeometry(context, multiple, halo[1]),
         AxisGeometry(context, multiple, halo[2]),
     ]
+    three_d = volume_model or (instances and shape[0] > 1)
     if predictor.block_shape is not None:  # whole chunks, so no two blocks write one chunk
         core = tuple(
             -(-size // step) * step
@@ -104,7 +106,6 @@ def plan_blocks(
             settings.autocast_dtype is not None,
             request.kind,
         )
-        three_d = volume_model or (instances and shape[0] > 1)
         core = choose_core_shape(
             shape,
             geometry,
@@ -120,7 +121,7 @@ def plan_blocks(
     seams = grid.seams() if instances else []
     if seams and min(width[seam.axis] for seam in seams) < 1:
         raise ValueError("object labels need a halo of at least 1 pixel on every split axis")
-    return BlockPlan(grid, seams, width)  # type: ignore[arg-type]
+    return BlockPlan(grid, seams, width, three_d)  # type: ignore[arg-type]
 
 
 def predict_blockwise(
@@ -132,9 +133,9 @@ def predict_blockwise(
 ) -> Any:
     """Run every block here; return ``out`` or a new numpy array.
 
-    A block is post-processed and written in a background thread while the next block's
+    A 2D block is post-processed and written in a background thread while the next block's
     window goes through the network, so the cores the network leaves idle are used; the memory
-    plan gives each of the two its own half of the limit.
+    plan gives each of the two its own half of the limit. 3D blocks take turns.
     """
     check_out_dtype(out, request, predictor.model.description.architecture.out_channels)
     settings = predictor.settings(request.kind)
@@ -161,6 +162,9 @@ def predict_blockwise(
                     finish_block, predictor, request, plan, t, block, logits, scratch
                 )
                 del logits
+                if plan.volumetric:  # a 3D block's maps are large: never two at once
+                    _collect(results, pending.result())
+                    pending = None
             if pending is not None:
                 _collect(results, pending.result())
             if request.kind == "instances":
@@ -207,6 +211,8 @@ def finish_block(
     core = finished[(Ellipsis, *block.core_in_region())]
     write_core(target, request, t, block, core)
     if request.kind != "instances":
+        del finished, core
+        release_freed_memory()
         return None
     count = int(finished.max(initial=0))
     slabs = {
@@ -214,7 +220,31 @@ def finish_block(
         for number in plan.seams_of(block)
     }
     sizes = np.bincount(core.ravel(), minlength=count + 1).astype(np.int64)
+    del finished, core
+    release_freed_memory()
     return BlockLabels(block.index, count, sizes, slabs)
+
+
+def release_freed_memory() -> None:
+    """Hand memory freed by a block back to the system (glibc keeps it otherwise).
+
+    Two threads allocate block-sized arrays; without this, glibc's per-thread arenas keep what
+    they freed and the resident size creeps up block after block.
+    """
+    if _LIBC is not None:
+        _LIBC.malloc_trim(0)
+
+
+def _load_libc() -> Any:
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.malloc_trim  # noqa: B018 - glibc only
+    except (OSError, AttributeError):
+        return None
+    return libc
+
+
+_LIBC = _load_libc()
 
 
 def _collect(results: dict[tuple[int, ...], BlockLabels], labels: BlockLabels | None) -> None:

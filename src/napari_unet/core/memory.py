@@ -25,8 +25,9 @@ DEFAULT_WORKING_CAP_BYTES = 4 * 2**30
 """By default a prediction adds at most this much to what the process already holds."""
 MIN_WORKING_BYTES = 128 * 2**20
 """Below this much working memory no useful tile fits: the limit is refused."""
-MAX_BLOCK_EDGE_2D = 2048
-"""Blocks of 2D images are at most this many pixels a side: larger ones are no faster."""
+MAX_BLOCK_EDGE_2D = 1024
+"""Blocks of 2D images are at most this many pixels a side: larger ones are no faster (the
+next block goes through the network while one is post-processed) and cost more memory."""
 MAX_BLOCK_VOXELS_3D = 2**24
 """Blocks of volumes are at most this many voxels (e.g. 16 x 1024 x 1024)."""
 POST_BYTES_PER_PIXEL = {"probabilities": 40, "semantic": 24, "instances": 96}

@@ -143,10 +143,10 @@ class Predictor:
         By default what the process holds plus a quarter of the free memory, at most 4 GiB more.
     block_shape
         Output pixels per block and spatial axis (``(Z, Y, X)`` or one int); by default the
-        largest that fits ``memory_limit`` (at most 2048 a side in 2D).
+        largest that fits ``memory_limit`` (at most 1024 a side in 2D).
     halo
         Post-processing context per side of a block, in pixels: ``(Z, Y, X)`` or one int; by
-        default 32 in Y and X and 4 slices in Z for objects, nothing for per-pixel outputs.
+        default 32 in Y and X and 2 slices in Z for objects, nothing for per-pixel outputs.
     """
 
     def __init__(
