@@ -324,3 +324,18 @@ def test_membrane_models_offer_cells_as_instances_with_live_thresholds(
     widget.seed.value = 0.55
     expected = cell_instances(probabilities, 0, **{**widget.thresholds(), "seed_threshold": 0.55})
     np.testing.assert_array_equal(viewer.layers["em (tiny-membranes)"].data, expected)
+
+
+def test_segment_on_a_multiscale_layer_gives_lazy_multiscale_labels(
+    viewer_and_widget, tiny_model, blobs, qtbot
+) -> None:
+    viewer, widget = viewer_and_widget
+    image = np.tile(blobs, (8, 8))
+    viewer.add_image([image, image[::2, ::2]], multiscale=True, name="big", scale=(0.5, 0.5))
+    widget.output.value = "instances"
+    run(widget, qtbot)
+    labels = viewer.layers[f"big ({tiny_model})"]
+    assert labels.multiscale and labels.data[0].shape == image.shape
+    assert not isinstance(labels.data[0], np.ndarray)  # zarr-backed, not materialised
+    np.testing.assert_allclose(labels.scale, (0.5, 0.5))
+    assert "objects in" in widget.status.value

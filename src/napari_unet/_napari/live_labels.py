@@ -107,13 +107,27 @@ def segment_instances(
     axes = layer_axes(layer, mode).replace("C", "")
     common = {"mode": mode, "position": position, "level": level, **options}
     too_big = _probability_bytes(layer, axes, level, position) > KEEP_LIMIT_BYTES
-    if too_big or options.get("diameter"):  # rescaled: labelled at the model's scale, as the API
+    # Rescaled images are labelled at the model's scale, as the API does; multiscale layers
+    # go to a lazy zarr pyramid, never held whole.
+    if too_big or options.get("diameter") or (layer.multiscale and position is None):
         labels, meta, kind = segment_layer(layer, model, output="instances", **common)
-        return (labels, {**meta, "name": name}, kind), None, int(np.max(labels, initial=0))
+        return (labels, {**meta, "name": name}, kind), None, label_count(labels)
     probabilities, meta, _ = segment_layer(layer, model, output="probabilities", **common)
     kept = KeptProbabilities(probabilities, axes, name, labeller(model.description)[0])
     labels, count = kept.labels(thresholds)
     return (labels, {**without_leading_axis(meta), "name": name}, "labels"), kept, count
+
+
+def label_count(labels: Any) -> int:
+    """Count objects (labels are 1..N), reading lazy levels one chunk at a time."""
+    from napari_unet.core.omezarr import blocks
+
+    level = labels[0] if isinstance(labels, list) else labels
+    chunks = getattr(level, "chunks", None) or level.shape
+    return max(
+        (int(np.max(np.asarray(level[block]), initial=0)) for block in blocks(level.shape, chunks)),
+        default=0,
+    )
 
 
 def with_thresholds(model: Model, thresholds: dict[str, Any]) -> Model:
