@@ -339,3 +339,20 @@ def test_segment_on_a_multiscale_layer_gives_lazy_multiscale_labels(
     assert not isinstance(labels.data[0], np.ndarray)  # zarr-backed, not materialised
     np.testing.assert_allclose(labels.scale, (0.5, 0.5))
     assert "objects in" in widget.status.value
+
+
+def test_a_bioimageio_package_is_picked_as_a_file_and_segments(
+    viewer_and_widget, tiny_model, blobs, tmp_path, monkeypatch, qtbot
+) -> None:
+    pytest.importorskip("bioimageio.spec")
+    from napari_unet import export_bioimageio
+
+    viewer, widget = viewer_and_widget
+    package = str(export_bioimageio(tiny_model, tmp_path / "tiny.zip", sample=blobs))
+    monkeypatch.setattr(segment_widget, "ask_model_folder", lambda: package)
+    widget.model.value = LOAD_FROM_FILE
+    assert widget.model.value == package and widget.output.value == "instances"
+    viewer.add_image(blobs, name="blobs")
+    run(widget, qtbot)
+    labels = viewer.layers[-1]
+    assert isinstance(labels, Labels) and labels.data.shape == blobs.shape

@@ -8,6 +8,7 @@ so the thresholds re-label them live (:mod:`napari_unet._napari.live_labels`).
 
 from __future__ import annotations
 
+import functools
 import time
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,7 @@ from napari_unet._napari.model_choices import (
     models_changed,
     saved_models,
 )
+from napari_unet.core.bioimageio import is_bioimageio_source
 from napari_unet.core.models import (
     ModelDescription,
     describe_models,
@@ -189,6 +191,8 @@ class SegmentWidget(JobWidget):
         model = self.model.value
         if model in (None, LOAD_FROM_FILE):
             return None
+        if is_bioimageio_source(model):  # a package's card comes from loading it
+            return _package_description(model)
         return dict(describe_models()).get(model) or read_description(resolve_model_path(model))
 
     def _model_choices(self, _: Any) -> list[tuple[str, str]]:
@@ -528,10 +532,25 @@ def _device_choices() -> list[tuple[str, str]]:
 
 
 def ask_model_folder() -> str:
-    """Ask for a saved model's folder (the one holding ``model.json``); ``""`` if cancelled."""
+    """Ask for a model: a folder's ``model.json`` or a bioimage.io package; ``""`` if cancelled.
+
+    A ``model.json`` stands for its folder.
+    """
     from qtpy.QtWidgets import QFileDialog
 
-    return QFileDialog.getExistingDirectory(caption="Choose a napari-unet model folder")
+    path, _ = QFileDialog.getOpenFileName(
+        caption="Choose a model: model.json in a napari-unet model folder, or a bioimage.io "
+        "package (.zip, rdf.yaml)",
+        filter="Models (model.json *.zip rdf.yaml bioimageio.yaml);;All files (*)",
+    )
+    return str(Path(path).parent) if Path(path).name == "model.json" else path
+
+
+@functools.lru_cache(maxsize=8)
+def _package_description(source: str) -> ModelDescription:
+    from napari_unet.core.models import load_model
+
+    return load_model(source).description
 
 
 def open_and_segment(viewer: Viewer) -> None:
