@@ -61,3 +61,15 @@ def test_a_missing_level_and_cluster_runs_on_tiff_are_clear_errors(ome_image, tm
     assert main(args) != 0
     assert "need OME-Zarr inputs" in capsys.readouterr().err
     assert not (tmp_path / "a.tif").exists() and not (tmp_path / "b.tif").exists()
+
+
+def test_a_block_failing_on_a_worker_fails_the_run_and_leaves_no_output(
+    ome_image, tmp_path, capsys
+):
+    chunk = next(path for path in (ome_image / "s0").rglob("*") if path.is_file())
+    chunk.write_bytes(b"not a compressed chunk")
+    target = tmp_path / "labels.ome.zarr"
+    args = ["predict", str(ome_image), "-o", str(target), "--workers", "2", "--quiet"]
+    assert main(args) != 0
+    assert capsys.readouterr().err.strip()
+    assert not target.exists() and not list(tmp_path.glob(".labels.ome.zarr*"))
