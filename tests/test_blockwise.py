@@ -176,10 +176,11 @@ def test_block_windows_start_on_the_pooling_grid_and_reach_the_full_context():
     grid = BlockGrid((1, 1000, 300), (1, 256, 300), geometry)
     for block in grid.blocks():
         for axis in (1, 2):
-            window, region = block.window[axis], block.region[axis]
+            window, region, core = block.window[axis], block.region[axis], block.core[axis]
             assert window.start % 16 == 0
-            assert window.start == 0 or region.start - window.start >= 92
-            assert window.stop == grid.shape[axis] or window.stop - region.stop >= 92
+            assert window.start <= region.start and window.stop >= region.stop
+            assert window.start == 0 or core.start - window.start >= 92
+            assert window.stop == grid.shape[axis] or window.stop - core.stop >= 92
     assert len(grid.seams()) == 3
 
 

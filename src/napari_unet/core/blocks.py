@@ -3,10 +3,11 @@
 An image (one slice or one volume of it, an *item*) is cut into blocks. Each block owns its
 *core*: the output pixels it writes. Post-processing sees the core plus a *halo* (so objects
 near the core's edge are labelled as in a whole-image pass), and the network reads a *window*:
-the halo'd region plus the network's receptive-field radius, its start on the pooling grid.
-A window edge is either the image border (treated exactly as a whole-image pass treats it) or
-at least a receptive-field radius away from every output the block keeps, so a block's logits
-equal a whole-image pass: blocks have no seams to blend.
+the core plus the network's receptive-field radius (and at least the halo), its start on the
+pooling grid. A window edge is either the image border (treated exactly as a whole-image pass
+treats it) or a receptive-field radius away from the core, so the core's logits equal a
+whole-image pass: blocks have no seams to blend. The halo, inside that margin, sees most of its
+receptive field: enough context for the watershed, at no extra network work.
 """
 
 from __future__ import annotations
@@ -95,7 +96,8 @@ class BlockGrid:
             low, high = max(0, start - axis.halo), min(n, stop + axis.halo)
             core.append(slice(start, stop))
             region.append(slice(low, high))
-            window.append(_window(low, high, n, axis))
+            reach = max(axis.context, axis.halo)  # the core's full receptive field, the halo
+            window.append(_window(min(low, start - reach), max(high, stop + reach), n, axis))
         return Block(tuple(index), tuple(core), tuple(region), tuple(window))
 
     def seams(self) -> list[Seam]:
@@ -156,7 +158,7 @@ def choose_core_shape(
 
     def window_sides(core: list[int]) -> list[int]:
         return [
-            min(n, c + 2 * (axis.halo + axis.context))
+            min(n, c + 2 * max(axis.halo, axis.context))
             for n, c, axis in zip(shape, core, geometry, strict=True)
         ]
 
@@ -178,10 +180,8 @@ def choose_core_shape(
 
 
 def _window(low: int, high: int, length: int, axis: AxisGeometry) -> slice:
-    start = low - axis.context
-    start = 0 if start <= 0 else start // axis.multiple * axis.multiple
-    stop = _round_up(high + axis.context, axis.multiple)
-    return slice(start, min(stop, length))
+    start = 0 if low <= 0 else low // axis.multiple * axis.multiple
+    return slice(start, min(_round_up(high, axis.multiple), length))
 
 
 def _round_up(value: int, multiple: int) -> int:
