@@ -8,8 +8,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from napari_unet.core.losses import LOSSES
-
 
 def register_train(subparsers: Any) -> None:
     """Add ``napari-unet train``."""
@@ -29,7 +27,8 @@ def register_train(subparsers: Any) -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--val-fraction", type=float, default=0.2)
     parser.add_argument("--learning-rate", type=float, default=1e-3)
-    parser.add_argument("--loss", choices=LOSSES, default="ce+dice")
+    # The core checks the loss: importing its list here would load torch for every command.
+    parser.add_argument("--loss", default="ce+dice", help="ce, dice or ce+dice (default)")
     parser.add_argument("--weight-map", action="store_true", help="the paper's border weights")
     parser.add_argument("--sparse", action="store_true", help="mask value 0 = not annotated")
     parser.add_argument("--no-augment", dest="augment", action="store_false")
