@@ -42,8 +42,9 @@ from napari_unet.core.progress import CancelToken, ProgressCallback, check_cance
 from napari_unet.core.stitching import BlockLabels, merge_tables
 
 if TYPE_CHECKING:
+    from napari_unet.core.inference import RunSettings
     from napari_unet.core.models import ModelDescription
-    from napari_unet.core.predict import Predictor, Request, RunSettings
+    from napari_unet.core.predict import Predictor, Request
 
 DEFAULT_HALO = (2, 32, 32)
 """Post-processing context of object labels per side of a block: (Z slices, Y, X pixels)."""
@@ -434,6 +435,6 @@ def _lengths(window: tuple[slice, ...]) -> tuple[int, int, int]:
 
 
 def _out_of_memory_error() -> type[Exception]:
-    from napari_unet.core.predict import OutOfMemoryForTile
+    from napari_unet.core.inference import OutOfMemoryForTile
 
     return OutOfMemoryForTile

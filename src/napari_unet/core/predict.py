@@ -15,8 +15,6 @@ batch, then the tile, is halved, and finally the CPU takes over, each time with 
 
 from __future__ import annotations
 
-import copy
-import itertools
 import math
 import os
 import warnings
@@ -26,17 +24,18 @@ from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import numpy as np
-import torch
-from torch import nn
 
 from napari_unet.core.axes import CanonicalView, normalize_axes
 from napari_unet.core.device import (
-    autocast,
     available_devices,
-    is_out_of_memory,
     memory_budget_bytes,
     resolve_device,
     resolve_precision,
+)
+from napari_unet.core.inference import (
+    RunSettings,
+    forward,
+    inference_network,
 )
 from napari_unet.core.memory import forward_bytes_per_pixel, parse_memory, plan_memory
 from napari_unet.core.models import Model, load_model
@@ -62,10 +61,6 @@ CPU_BATCH_PIXELS = 2**20
 """On the CPU, larger batches are no faster (they fall out of cache) and make progress jump."""
 SMALLEST_TILE_EDGE = 32
 """The out-of-memory ladder stops shrinking tiles below this edge (then CPU, then an error)."""
-
-
-class OutOfMemoryForTile(Exception):
-    """One tile alone did not fit: the caller shrinks tiles or changes device and starts over."""
 
 
 @dataclass(frozen=True)
@@ -94,18 +89,6 @@ class Request:
         """``(Z, Y, X)`` lengths, 1 where the image lacks the axis."""
         _, _, z, y, x = self.view.shape
         return z, y, x
-
-
-@dataclass
-class RunSettings:
-    """What one call may change while it runs (out-of-memory ladder), never the Predictor."""
-
-    device: str
-    network: UNet
-    autocast_dtype: torch.dtype | None
-    tile_shape: tuple[int, ...] | None
-    batch_size: int | None
-    forward_pixels: int
 
 
 @dataclass(frozen=True)
@@ -373,7 +356,7 @@ class Predictor:
                     if number + 1 < len(batches)
                     else None
                 )
-                logits = self._forward(inputs, settings)
+                logits = forward(inputs, settings)
                 for job, tile_logits in zip(jobs_now, logits, strict=True):
                     _accumulate(logits_sum, job, tile_logits, grid)
                 if on_batch is not None:
@@ -399,35 +382,6 @@ class Predictor:
             block = _read_block(view, lead, job.tile.source)
             request.normalizer(block.reshape(1, *slot.shape), out=slot[np.newaxis])
         return batch
-
-    def _forward(self, inputs: np.ndarray, settings: RunSettings) -> np.ndarray:
-        """Logits ``(B, K, *tile_out)`` as float32 numpy; halves the batch when out of memory."""
-        failure: BaseException | None = None
-        try:
-            with torch.inference_mode(), autocast(settings.device, settings.autocast_dtype):
-                x = torch.from_numpy(inputs).to(settings.device)
-                memory_format = torch.channels_last if x.ndim == 4 else torch.channels_last_3d
-                x = x.contiguous(memory_format=memory_format)
-                return settings.network(x).float().cpu().numpy()
-        except Exception as error:
-            if not is_out_of_memory(error):
-                raise
-            failure = error
-        # Out of memory: retry outside the except block, so the failed batch can be freed.
-        _free_device_memory(settings.device)
-        if len(inputs) == 1:
-            raise OutOfMemoryForTile(str(failure))
-        half = (len(inputs) + 1) // 2
-        warnings.warn(
-            f"napari-unet: out of memory on {settings.device} with {len(inputs)} tiles per "
-            f"batch; retrying with {half}",
-            RuntimeWarning,
-            stacklevel=2,
-        )
-        settings.batch_size = half
-        return np.concatenate(
-            [self._forward(inputs[:half], settings), self._forward(inputs[half:], settings)]
-        )
 
     def smaller_settings(self, settings: RunSettings, window: Sequence[int]) -> RunSettings:
         """Step down the out-of-memory ladder: smaller tiles, then the CPU, then an error.
@@ -527,25 +481,6 @@ def segment(
     )
 
 
-def inference_network(network: UNet, device: str) -> UNet:
-    """Copy ``network`` for prediction: eval mode, on ``device``, channels-last memory.
-
-    Batch norm is folded into the convolution before it: one pass over the data, not two.
-    """
-    network = copy.deepcopy(network).eval()
-    for module in network.modules():
-        if isinstance(module, nn.Sequential):
-            layers = list(module)
-            for i, (conv, norm) in enumerate(itertools.pairwise(layers)):
-                if isinstance(conv, nn.Conv2d | nn.Conv3d) and isinstance(
-                    norm, nn.BatchNorm2d | nn.BatchNorm3d
-                ):
-                    module[i] = torch.nn.utils.fusion.fuse_conv_bn_eval(conv, norm)
-                    module[i + 1] = nn.Identity()
-    memory_format = torch.channels_last if network.spatial_dims == 2 else torch.channels_last_3d
-    return network.to(device).to(memory_format=memory_format)
-
-
 def _per_axis(
     value: int | Sequence[int] | None, dims: int, name: str, minimum: int
 ) -> tuple[int, ...] | None:
@@ -596,10 +531,3 @@ def _accumulate(logits_sum: np.ndarray, job: _Job, logits: np.ndarray, grid: Til
         logits_sum[(slice(None), *tile.target)] += cropped
     else:
         logits_sum[(slice(None), job.z, *tile.target)] += cropped
-
-
-def _free_device_memory(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.empty_cache()
-    elif device == "mps":
-        torch.mps.empty_cache()
