@@ -84,7 +84,8 @@ def run_train(args: argparse.Namespace) -> int:
         progress=report,
         average_weights=args.average_weights,
     )
-    save_model(model, args.out, overwrite=True)
+    # Without --overwrite the files are taken exclusively: a racing run cannot replace them.
+    save_model(model, args.out, overwrite=args.overwrite)
     print(f"saved model {model.name!r} to {args.out}")
     return 0
 
