@@ -194,3 +194,25 @@ def test_cores_shrink_until_the_window_fits_and_follow_the_chunks():
         (1, 8192, 8192), geometry, 10**9, 1200**2, (False, True, True), 2048, None, (1, 512, 512)
     )
     assert small[1] % 512 == 0 and (small[1] + 192) ** 2 <= 1200**2 + 10**6
+
+
+def test_slices_shared_by_blocks_along_z_go_through_the_network_once(rng):
+    stack = bumps(rng, (12, 64, 72), 25, radius=(4, 7))
+    whole = bump_predictor(block_shape=WHOLE).predict(stack, axes="ZYX", output="instances")
+    predictor = bump_predictor(block_shape=(4, 64, 72), halo=(2, 16, 16))
+    bump = predictor.network.forward
+    seen = []
+
+    def counting(x):
+        seen.append(x.shape[0])
+        return bump(x)
+
+    predictor.network.forward = counting
+    calls = []
+    labels = predictor.predict(
+        stack, axes="ZYX", output="instances", progress=lambda done, total: calls.append(done)
+    )
+    assert sum(seen) == 12  # windows [0, 6), [2, 10), [6, 12): 20 slices without reuse
+    assert calls[-1] == 20  # progress still counts every slice of every window
+    share, one_to_one = matched_share(whole, labels)
+    assert share >= 0.95 and one_to_one

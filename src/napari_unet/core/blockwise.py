@@ -147,6 +147,9 @@ def predict_blockwise(
     )
     counter = _Counter(total, progress, cancel)
     target = out if out is not None else np.zeros(request.out_shape, own_dtype(request.kind))
+    z_halo = plan.grid.geometry[0].halo
+    two_d = predictor.model.description.spatial_dims == 2
+    slices = SliceCache(2 * z_halo) if two_d and z_halo and plan.grid.counts[0] > 1 else None
     with (
         scratch_for(target, request, plan) as scratch,
         ThreadPoolExecutor(max_workers=1, thread_name_prefix="napari-unet-finish") as finisher,
@@ -156,7 +159,9 @@ def predict_blockwise(
             pending: Future[BlockLabels | None] | None = None
             for block in blocks:
                 check_cancelled(cancel)
-                logits, settings = block_logits(predictor, request, settings, t, block, counter.add)
+                logits, settings = block_logits(
+                    predictor, request, settings, t, block, counter.add, slices
+                )
                 if pending is not None:
                     _collect(results, pending.result())
                 pending = finisher.submit(
@@ -182,17 +187,63 @@ def block_logits(
     t: int,
     block: Block,
     on_batch: Callable[[int], None] | None,
+    slices: SliceCache | None = None,
 ) -> tuple[np.ndarray, RunSettings]:
     """Return the logits of a block's window, and the settings to go on with.
 
     The out-of-memory ladder may have moved on (smaller tiles, the CPU) for later blocks.
+    With ``slices`` (a 2D model on a stack), slices the previous block already predicted are
+    taken from it instead of going through the network again.
     """
-    view = WindowView(request.view, t, block.window)
-    while True:
+    window = block.window
+    reused = slices.take(t, window) if slices is not None else None
+    if reused is not None and on_batch is not None:
+        on_batch(reused.shape[1] * predictor.tiles_per_window((1, *_lengths(window)[1:]), settings))
+    start = window[0].start + (0 if reused is None else reused.shape[1])
+    view = WindowView(request.view, t, (slice(start, window[0].stop), *window[1:]))
+    logits = reused
+    while start < window[0].stop:
         try:
-            return predictor.window_logits(view, request, settings, on_batch), settings
+            new = predictor.window_logits(view, request, settings, on_batch)
+            logits = new if reused is None else np.concatenate([reused, new], axis=1)
+            break
         except _out_of_memory_error():
-            settings = predictor.smaller_settings(settings, _lengths(block.window))
+            settings = predictor.smaller_settings(settings, _lengths(window))
+    assert logits is not None
+    if slices is not None:
+        slices.keep(t, window, logits)
+    return logits, settings
+
+
+@dataclass
+class SliceCache:
+    """The last slices of the previous block's window, for the next block along Z to reuse.
+
+    Blocks of a 2D model on a stack overlap in Z by their halo; the network sees each slice on
+    its own, so those slices' logits are the same for both blocks.
+    """
+
+    keep_slices: int
+    _key: tuple[Any, ...] | None = None
+    _first: int = 0
+    _logits: np.ndarray | None = None
+
+    def take(self, t: int, window: tuple[slice, ...]) -> np.ndarray | None:
+        """Return the cached logits of ``window``'s first slices, if the last block left them."""
+        if self._logits is None or self._key != (t, window[1:]):
+            return None
+        end = self._first + self._logits.shape[1]
+        if not self._first <= window[0].start < end:
+            return None
+        return self._logits[
+            :, window[0].start - self._first : min(end, window[0].stop) - self._first
+        ]
+
+    def keep(self, t: int, window: tuple[slice, ...], logits: np.ndarray) -> None:
+        """Keep the last slices of this window's logits (a copy: the block's own are freed)."""
+        count = min(self.keep_slices, logits.shape[1])
+        self._key, self._first = (t, window[1:]), window[0].stop - count
+        self._logits = logits[:, logits.shape[1] - count :].copy() if count else None
 
 
 def finish_block(
