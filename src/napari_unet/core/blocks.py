@@ -133,7 +133,7 @@ def choose_core_shape(
     shape: Sequence[int],
     geometry: Sequence[AxisGeometry],
     region_pixels: int,
-    window_pixels: int,
+    window_pixels: float,
     network_axes: Sequence[bool],
     max_edge: int | None,
     max_core_pixels: int | None,
@@ -141,7 +141,8 @@ def choose_core_shape(
 ) -> tuple[int, ...]:
     """Return the largest equal-sized cores whose window fits the given budgets.
 
-    Axes are split into more and more blocks, the axis whose window is longest first; cores are
+    Axes are split into more and more blocks, each time the axis whose split shrinks the window
+    most for the least extra reading (so a 2D model's stack is cut along Z first); cores are
     multiples of ``align`` (e.g. the output's chunks, so blocks never share a chunk) and of the
     pooling grid. ``window_pixels`` bounds one window's network axes (one forward pass);
     ``region_pixels`` bounds the whole window (its logits and post-processing maps).
@@ -150,11 +151,29 @@ def choose_core_shape(
     steps = [math.lcm(max(1, a), axis.multiple) for a, axis in zip(align, geometry, strict=True)]
     counts = [1] * len(shape)
 
-    def cores() -> list[int]:
+    def cores(counts: list[int]) -> list[int]:
         return [
             min(n, _round_up(math.ceil(n / k), step))
             for n, k, step in zip(shape, counts, steps, strict=True)
         ]
+
+    def reads_and_volume(counts: list[int]) -> tuple[float, int]:
+        """Pixels all windows read per image pixel, and one window's pixels."""
+        core = cores(counts)
+        window = window_sides(core)
+        blocks = [math.ceil(n / c) for n, c in zip(shape, core, strict=True)]
+        reads = math.prod(b * w / n for b, w, n in zip(blocks, window, shape, strict=True))
+        return reads, math.prod(window)
+
+    def cost_of_splitting(axis: int) -> float:
+        """Extra reading per halving of the window if ``axis`` gets one more block."""
+        reads, volume = reads_and_volume(counts)
+        trial = counts.copy()
+        trial[axis] += 1
+        reads_after, volume_after = reads_and_volume(trial)
+        if volume_after >= volume:
+            return math.inf
+        return math.log(reads_after / reads) / math.log(volume / volume_after)
 
     def window_sides(core: list[int]) -> list[int]:
         return [
@@ -162,8 +181,11 @@ def choose_core_shape(
             for n, c, axis in zip(shape, core, geometry, strict=True)
         ]
 
+    smallest = window_sides(list(steps))
+    if math.prod(w for w, net in zip(smallest, network_axes, strict=True) if net) > window_pixels:
+        window_pixels = math.inf  # no window fits one forward pass: tiles inside it will
     while True:
-        core = cores()
+        core = cores(counts)
         window = window_sides(core)
         network_window = math.prod(w for w, net in zip(window, network_axes, strict=True) if net)
         fits = (
@@ -175,8 +197,9 @@ def choose_core_shape(
         splittable = [a for a in range(len(shape)) if core[a] > steps[a]]
         if fits or not splittable:
             return tuple(core)
-        longest = max(splittable, key=lambda a: (window[a], -a))
-        counts[longest] += 1
+        if max_edge is not None and max(core) > max_edge:
+            splittable = [a for a in splittable if core[a] > max_edge]
+        counts[min(splittable, key=lambda a: (cost_of_splitting(a), -core[a]))] += 1
 
 
 def _window(low: int, high: int, length: int, axis: AxisGeometry) -> slice:
