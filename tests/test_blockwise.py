@@ -216,3 +216,12 @@ def test_slices_shared_by_blocks_along_z_go_through_the_network_once(rng):
     assert calls[-1] == 20  # progress still counts every slice of every window
     share, one_to_one = matched_share(whole, labels)
     assert share >= 0.95 and one_to_one
+
+
+def test_a_stack_of_a_2d_model_is_cut_along_z_first():
+    geometry = [AxisGeometry(0, 1, 2), AxisGeometry(92, 16, 32), AxisGeometry(92, 16, 32)]
+    core = choose_core_shape(
+        (64, 1024, 1024), geometry, 18 * 2**20, 4 * 2**20, (False, True, True), None, 2**24
+    )
+    assert core[1:] == (1024, 1024) and core[0] < 64
+    assert (core[0] + 4) * 1024 * 1024 <= 18 * 2**20
