@@ -55,7 +55,8 @@ def connect(scheduler: str | None = None, workers: int | None = None) -> Any:
         from distributed import Client, LocalCluster
     except ImportError as error:
         raise ImportError(
-            "running on a cluster needs dask.distributed: pip install 'napari-unet-segment[distributed]'"
+            "running on a cluster needs dask.distributed: "
+            "pip install 'napari-unet-segment[distributed]'"
         ) from error
     if scheduler is not None:
         try:
@@ -263,5 +264,7 @@ def _zarr() -> Any:
     try:
         import zarr
     except ImportError as error:
-        raise ImportError("cluster runs write zarr: pip install 'napari-unet-segment[zarr]'") from error
+        raise ImportError(
+            "cluster runs write zarr: pip install 'napari-unet-segment[zarr]'"
+        ) from error
     return zarr
