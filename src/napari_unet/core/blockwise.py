@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import importlib.util
+import os
 import tempfile
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -31,6 +33,7 @@ from napari_unet.core.blocks import (
     choose_core_shape,
     seam_slab,
 )
+from napari_unet.core.inference import OutOfMemoryForTile
 from napari_unet.core.memory import MAX_BLOCK_EDGE_2D, MAX_BLOCK_VOXELS_3D, plan_memory
 from napari_unet.core.postprocess import (
     cell_instances,
@@ -62,6 +65,8 @@ class BlockPlan:
     slab_width: tuple[int, int, int]
     volumetric: bool
     """Whether post-processing runs in 3D (a 3D model, or objects joined across slices)."""
+    seams_by_block: dict[tuple[int, ...], list[int]]
+    """Numbers of the seams each block takes part in."""
 
     def slab(self, block: Block, number: int) -> tuple[slice, ...]:
         """Return what ``block`` compares with its neighbour at seam ``number``."""
@@ -70,11 +75,7 @@ class BlockPlan:
 
     def seams_of(self, block: Block) -> list[int]:
         """Numbers of the seams ``block`` takes part in."""
-        return [
-            number
-            for number, seam in enumerate(self.seams)
-            if block.index in (seam.lower, seam.upper)
-        ]
+        return self.seams_by_block.get(block.index, [])
 
 
 def plan_blocks(
@@ -122,7 +123,11 @@ def plan_blocks(
     seams = grid.seams() if instances else []
     if seams and min(width[seam.axis] for seam in seams) < 1:
         raise ValueError("object labels need a halo of at least 1 pixel on every split axis")
-    return BlockPlan(grid, seams, width, three_d)  # type: ignore[arg-type]
+    by_block: dict[tuple[int, ...], list[int]] = {}
+    for number, seam in enumerate(seams):
+        by_block.setdefault(seam.lower, []).append(number)
+        by_block.setdefault(seam.upper, []).append(number)
+    return BlockPlan(grid, seams, width, three_d, by_block)  # type: ignore[arg-type]
 
 
 def predict_blockwise(
@@ -150,6 +155,7 @@ def predict_blockwise(
     z_halo = plan.grid.geometry[0].halo
     two_d = predictor.model.description.spatial_dims == 2
     slices = SliceCache(2 * z_halo) if two_d and z_halo and plan.grid.counts[0] > 1 else None
+    most_objects = 0
     with (
         scratch_for(target, request, plan) as scratch,
         ThreadPoolExecutor(max_workers=1, thread_name_prefix="napari-unet-finish") as finisher,
@@ -174,9 +180,10 @@ def predict_blockwise(
             if pending is not None:
                 _collect(results, pending.result())
             if request.kind == "instances":
-                renumber(request, plan, t, blocks, results, scratch, target, predictor)
+                count = renumber(request, plan, t, blocks, results, scratch, target, predictor)
+                most_objects = max(most_objects, count)
     if out is None and request.kind == "instances":
-        return target.astype(np.min_scalar_type(int(target.max(initial=0))))
+        return target.astype(np.min_scalar_type(most_objects))
     return target
 
 
@@ -207,7 +214,7 @@ def block_logits(
             new = predictor.window_logits(view, request, settings, on_batch)
             logits = new if reused is None else np.concatenate([reused, new], axis=1)
             break
-        except _out_of_memory_error():
+        except OutOfMemoryForTile:
             settings = predictor.smaller_settings(settings, _lengths(window))
     assert logits is not None
     if slices is not None:
@@ -440,29 +447,57 @@ def spatial_chunks(out: Any, out_axes: str) -> tuple[int, int, int] | None:
 
 
 @contextlib.contextmanager
-def scratch_for(target: Any, request: Request, plan: BlockPlan) -> Iterator[Any]:
+def scratch_for(
+    target: Any, request: Request, plan: BlockPlan, shared: bool = False
+) -> Iterator[Any]:
     """Where blocks write their own object numbers before renumbering.
 
     ``target`` itself when it is a wide integer array; else a temporary zarr array on disk
-    (memory stays bounded) or, without zarr, a numpy array.
+    (memory stays bounded) or, without zarr, a numpy array. ``shared`` (a cluster): the store
+    goes beside ``target``'s, where every worker reaches it, and zarr is required.
     """
     dtype = np.dtype(target.dtype)
     if request.kind != "instances" or (dtype.kind in "iu" and dtype.itemsize >= 4):
         yield target
         return
-    chunks = tuple(
-        {"T": 1, **dict(zip("ZYX", plan.grid.core_shape, strict=True))}.get(letter, 1)
-        for letter in request.out_axes
-    )
-    try:
-        import zarr
-    except ImportError:
+    if not shared and importlib.util.find_spec("zarr") is None:
         yield np.zeros(request.out_shape, SCRATCH_DTYPE)
         return
-    with tempfile.TemporaryDirectory(prefix="napari-unet-scratch-") as folder:
+    zarr = require_zarr()
+    folder = store_folder(target) if shared else None
+    with tempfile.TemporaryDirectory(prefix=".napari-unet-scratch-", dir=folder) as scratch:
         yield zarr.create_array(
-            store=folder, shape=request.out_shape, chunks=chunks, dtype=SCRATCH_DTYPE, fill_value=0
+            store=scratch,
+            shape=request.out_shape,
+            chunks=output_chunks(request, plan.grid.core_shape),
+            dtype=SCRATCH_DTYPE,
+            fill_value=0,
         )
+
+
+def output_chunks(request: Request, core_shape: tuple[int, ...] | None) -> tuple[int, ...]:
+    """Chunks of an array we create: one block's core (1024 a side before planning), whole C."""
+    core = dict(zip("ZYX", core_shape, strict=True)) if core_shape else {}
+    sizes = dict(zip(request.out_axes, request.out_shape, strict=True))
+    return tuple(
+        1 if letter == "T" else sizes[letter] if letter == "C" else core.get(letter, 1024)
+        for letter in request.out_axes
+    )
+
+
+def require_zarr() -> Any:
+    """Import zarr, or say which extra brings it."""
+    try:
+        import zarr
+    except ImportError as error:
+        raise ImportError("this writes zarr: pip install 'napari-unet-segment[zarr]'") from error
+    return zarr
+
+
+def store_folder(array: Any) -> str | None:
+    """Return the folder of a zarr array's local store, if it has one."""
+    root = getattr(getattr(array, "store", None), "root", None)
+    return None if root is None else os.fspath(root)
 
 
 class _Counter:
@@ -483,9 +518,3 @@ class _Counter:
 def _lengths(window: tuple[slice, ...]) -> tuple[int, int, int]:
     z, y, x = (part.stop - part.start for part in window)
     return z, y, x
-
-
-def _out_of_memory_error() -> type[Exception]:
-    from napari_unet.core.inference import OutOfMemoryForTile
-
-    return OutOfMemoryForTile

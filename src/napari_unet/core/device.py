@@ -1,15 +1,10 @@
-"""Which device and precision to run on, and how much memory a prediction may use there."""
+"""Which device and precision to run on, and how much GPU memory a prediction may use there."""
 
 from __future__ import annotations
 
 from contextlib import AbstractContextManager, nullcontext
 
 import torch
-
-from napari_unet.core.memory import available_ram_bytes
-
-CPU_MEMORY_CAP_BYTES = 4 * 2**30
-"""At most this much host memory for one batch of tiles on the CPU, whatever is free."""
 
 
 def available_devices() -> list[str]:
@@ -71,14 +66,17 @@ def autocast(device: str, dtype: torch.dtype | None) -> AbstractContextManager[o
 
 
 def memory_budget_bytes(device: str) -> int:
-    """Bytes one batch of tiles may use: half the free GPU memory, or a quarter of free RAM."""
+    """Bytes one batch of tiles may use on a GPU: half its free memory (a quarter on MPS).
+
+    Host memory (the CPU) is sized by :func:`napari_unet.core.memory.plan_memory`.
+    """
     kind = device.split(":")[0]
     if kind == "cuda":
         free, _ = torch.cuda.mem_get_info(torch.device(device))
         return int(free * 0.5)
     if kind == "mps":
         return int(torch.mps.recommended_max_memory() * 0.25)
-    return min(CPU_MEMORY_CAP_BYTES, int(available_ram_bytes() * 0.25))
+    raise ValueError(f"{device!r} is not a GPU; host memory is sized by core.memory.plan_memory")
 
 
 def is_out_of_memory(error: BaseException) -> bool:

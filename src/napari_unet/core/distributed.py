@@ -20,16 +20,18 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from napari_unet.core.blockwise import (
-    SCRATCH_DTYPE,
     BlockPlan,
     block_logits,
     check_label_capacity,
     check_out_dtype,
     finish_block,
     join_objects,
+    output_chunks,
     own_dtype,
     plan_blocks,
     remap_block,
+    require_zarr,
+    scratch_for,
     spatial_chunks,
 )
 from napari_unet.core.progress import Cancelled, CancelToken, ProgressCallback
@@ -92,7 +94,7 @@ def predict_on_cluster(
         _check_shareable(target, "out")
         plan = plan_blocks(predictor, request, settings, spatial_chunks(target, request.out_axes))
         blocks = plan.grid.blocks()
-        with _scratch(target, request, plan) as scratch:
+        with scratch_for(target, request, plan, shared=True) as scratch:
             model = client.scatter(predictor.model, broadcast=True, hash=False)
             tracker = _Tracker(request.times * len(blocks), progress, cancel)
             for t in range(request.times):
@@ -207,47 +209,15 @@ def _output(out: Any, request: Request) -> Iterator[Any]:
     if out is not None:
         yield out
         return
-    zarr = _zarr()
+    zarr = require_zarr()
     with tempfile.TemporaryDirectory(prefix="napari-unet-out-") as folder:
         yield zarr.create_array(
             store=folder,
             shape=request.out_shape,
-            chunks=_chunks(request, None),
+            chunks=output_chunks(request, None),
             dtype=own_dtype(request.kind),
             fill_value=0,
         )
-
-
-@contextlib.contextmanager
-def _scratch(target: Any, request: Request, plan: BlockPlan) -> Iterator[Any]:
-    """Object numbers per block go to ``target`` when wide enough, else to a store beside it."""
-    dtype = np.dtype(target.dtype)
-    if request.kind != "instances" or (dtype.kind in "iu" and dtype.itemsize >= 4):
-        yield target
-        return
-    folder = _store_folder(target)
-    with tempfile.TemporaryDirectory(prefix=".napari-unet-scratch-", dir=folder) as scratch:
-        yield _zarr().create_array(
-            store=scratch,
-            shape=request.out_shape,
-            chunks=_chunks(request, plan),
-            dtype=SCRATCH_DTYPE,
-            fill_value=0,
-        )
-
-
-def _chunks(request: Request, plan: BlockPlan | None) -> tuple[int, ...]:
-    core = dict(zip("ZYX", plan.grid.core_shape, strict=True)) if plan else {}
-    sizes = dict(zip(request.out_axes, request.out_shape, strict=True))
-    return tuple(
-        1 if letter == "T" else sizes[letter] if letter == "C" else core.get(letter, 1024)
-        for letter in request.out_axes
-    )
-
-
-def _store_folder(array: Any) -> str | None:
-    root = getattr(getattr(array, "store", None), "root", None)
-    return None if root is None else os.fspath(root)
 
 
 def _check_shareable(array: Any, what: str) -> None:
@@ -258,13 +228,3 @@ def _check_shareable(array: Any, what: str) -> None:
             f"{what} is a {type(array).__name__}; on a cluster, workers read and write "
             "stores themselves: pass zarr arrays (e.g. napari_unet.read_image('x.ome.zarr'))"
         )
-
-
-def _zarr() -> Any:
-    try:
-        import zarr
-    except ImportError as error:
-        raise ImportError(
-            "cluster runs write zarr: pip install 'napari-unet-segment[zarr]'"
-        ) from error
-    return zarr

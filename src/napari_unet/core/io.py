@@ -11,8 +11,9 @@ from __future__ import annotations
 import itertools
 import os
 import xml.etree.ElementTree as ElementTree
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from functools import reduce
 from pathlib import Path
 from typing import Any
 
@@ -225,10 +226,7 @@ def write_labels(
         array = np.asarray(labels)
         labels = array.astype(smallest_label_dtype(array), copy=False)
     else:  # lazy (zarr, dask): the dtype from one band at a time, then streamed
-        dtype = np.dtype(np.uint8)
-        for _, band in _bands(labels):
-            dtype = np.promote_types(dtype, smallest_label_dtype(band))
-        labels = _Cast(labels, dtype)
+        labels = _Cast(labels, smallest_label_dtype_of(labels, _band_regions(labels)))
     return write_image(path, labels, axes, pixel_size_um, overwrite, software=LABELS_SOFTWARE)
 
 
@@ -278,15 +276,24 @@ STREAM_TILE = (256, 256)
 """TIFF tile shape of images written from lazy arrays, one band of the source at a time."""
 
 
-def _bands(data: Any) -> Iterator[tuple[tuple[int, ...], np.ndarray]]:
-    """Read a lazy array one band of Y rows per plane (a chunk's height, at least a tile's)."""
+def smallest_label_dtype_of(labels: Any, regions: Iterable[tuple[Any, ...]]) -> np.dtype:
+    """Return :func:`smallest_label_dtype` of a lazy array, read one region at a time."""
+    return reduce(
+        np.promote_types,
+        (smallest_label_dtype(np.asarray(labels[region])) for region in regions),
+        np.dtype(np.uint8),
+    )
+
+
+def _band_regions(data: Any) -> Iterator[tuple[Any, ...]]:
+    """Bands of Y rows of a lazy array, plane by plane (a chunk's height, at least a tile's)."""
     *lead, height, _ = data.shape
     chunks = getattr(data, "chunks", None)
     rows = int(chunks[-2]) if chunks and isinstance(chunks[-2], int | np.integer) else 1024
     rows = max(STREAM_TILE[0], rows // STREAM_TILE[0] * STREAM_TILE[0])
     for plane in itertools.product(*map(range, lead)):
         for top in range(0, height, rows):
-            yield plane, np.asarray(data[(*plane, slice(top, top + rows))])
+            yield (*plane, slice(top, top + rows))
 
 
 def _streamed(data: Any) -> dict[str, Any]:
@@ -297,7 +304,8 @@ def _streamed(data: Any) -> dict[str, Any]:
 def _tiles(data: Any) -> Iterator[np.ndarray]:
     """TIFF tiles of a lazy array in file order: plane by plane, row-major within a plane."""
     tile_y, tile_x = STREAM_TILE
-    for _, band in _bands(data):
+    for region in _band_regions(data):
+        band = np.asarray(data[region])
         for top in range(0, band.shape[0], tile_y):
             for left in range(0, band.shape[1], tile_x):
                 yield band[top : top + tile_y, left : left + tile_x]

@@ -128,8 +128,7 @@ def plan_memory(
             f"{_gib(held)} this process already holds; give at least "
             f"{_gib(held + MIN_WORKING_BYTES)}"
         )
-    post = POST_BYTES_PER_PIXEL["instances" if kind == "instances" else kind]
-    post += 8 * config.out_channels
+    post = POST_BYTES_PER_PIXEL[kind] + 8 * config.out_channels
     return MemoryPlan(
         forward_pixels=max(1, working // 2 // forward_bytes_per_pixel(config, half_precision)),
         block_pixels=max(1, working // 2 // post),

@@ -20,13 +20,12 @@ import shutil
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from functools import reduce
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from napari_unet.core.io import ImageFile, smallest_label_dtype
+from napari_unet.core.io import ImageFile, smallest_label_dtype_of
 
 ZARR_SUFFIX = ".zarr"
 WRITE_VERSION = "0.5"
@@ -483,11 +482,7 @@ def write_labels(
     """
     shape = tuple(int(n) for n in labels.shape)
     block_shape = tuple(chunks) if chunks is not None else default_chunks(shape, axes.upper())
-    dtype = reduce(
-        np.promote_types,
-        (smallest_label_dtype(labels[block]) for block in blocks(shape, block_shape)),
-        np.dtype(np.uint8),
-    )
+    dtype = smallest_label_dtype_of(labels, blocks(shape, block_shape))
     with create_labels(
         path,
         shape,

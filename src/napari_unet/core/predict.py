@@ -77,7 +77,6 @@ class Request:
     kind: str
     out_axes: str
     out_shape: tuple[int, ...]
-    image_axes: str
 
     @property
     def times(self) -> int:
@@ -257,23 +256,27 @@ class Predictor:
         sizes["C"] = description.architecture.out_channels
         out_shape = tuple(sizes[letter] for letter in out_axes)
         normalizer = fit_normalizer(view, description.normalization, channels)
-        return Request(view, channels, normalizer, kind, out_axes, out_shape, axes)
+        return Request(view, channels, normalizer, kind, out_axes, out_shape)
 
-    def settings(self, kind: str) -> RunSettings:
-        """Return one call's device, network and memory sizes, from the Predictor's own."""
+    def settings(self, kind: str, device: str | None = None) -> RunSettings:
+        """Return one call's device, network and memory sizes, from the Predictor's own.
+
+        Another ``device`` (the CPU, when a GPU ran out of memory) gets its own network copy,
+        precision and memory budget.
+        """
         config = self.model.description.architecture
-        half = self._autocast_dtype is not None
-        if self.device == "cpu":
+        if device is None or device == self.device:
+            device, network, autocast_dtype = self.device, self.network, self._autocast_dtype
+        else:
+            network = inference_network(self.model.network, device)
+            autocast_dtype = resolve_precision(self.precision, device)
+        half = autocast_dtype is not None
+        if device == "cpu":
             forward = plan_memory(self.memory_limit, config, half, kind).forward_pixels
         else:
-            forward = memory_budget_bytes(self.device) // forward_bytes_per_pixel(config, half)
+            forward = memory_budget_bytes(device) // forward_bytes_per_pixel(config, half)
         return RunSettings(
-            self.device,
-            self.network,
-            self._autocast_dtype,
-            self.tile_shape,
-            self.batch_size,
-            max(1, forward),
+            device, network, autocast_dtype, self.tile_shape, self.batch_size, max(1, forward)
         )
 
     # -- one block's window, tile by tile ------------------------------------------------------
@@ -412,13 +415,7 @@ class Predictor:
                 RuntimeWarning,
                 stacklevel=3,
             )
-            cpu = self.settings("semantic")
-            return replace(
-                cpu,
-                device="cpu",
-                network=inference_network(self.model.network, "cpu"),
-                autocast_dtype=resolve_precision(self.precision, "cpu"),
-            )
+            return self.settings("semantic", device="cpu")
         raise MemoryError(
             f"out of memory on the CPU even with tiles of {tile_pixels} pixels; free memory "
             "or lower memory_limit/--memory so that smaller blocks are used"

@@ -58,7 +58,12 @@ def result_file(
         with omezarr.create_labels(
             path, shape, axes, pixel_size_um=pixel_size_um, dtype=dtype, overwrite=overwrite
         ) as writer:
-            yield ResultFile(writer.array, lambda _: (writer.finish(), path)[1])
+
+            def save_zarr(_: Any) -> Path:  # the engine wrote level 0 already
+                writer.finish()
+                return path
+
+            yield ResultFile(writer.array, save_zarr)
         return
 
     def save_tiff(result: Any) -> Path:
