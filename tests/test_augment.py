@@ -2,6 +2,7 @@ import numpy as np
 
 from napari_unet.core.augment import (
     Augmenter,
+    Sample,
     elastic_deform,
     random_flip_rotate,
     random_intensity,
@@ -18,25 +19,30 @@ def blobs(size: int = 64) -> np.ndarray:
 def test_elastic_deformation_keeps_labels_aligned_with_the_image():
     labels = blobs()
     image = (labels > 0).astype(np.float32)[np.newaxis]
-    warped_image, warped_labels, warped_weights = elastic_deform(
-        (image, labels, labels.astype(np.float32)), np.random.default_rng(1), grid=3, sigma=10
+    warped_image, warped_labels, warped_weights, warped_distance = elastic_deform(
+        Sample(image, labels, labels.astype(np.float32), labels * 0.5),
+        np.random.default_rng(1),
+        grid=3,
+        sigma=10,
     )
     assert not np.array_equal(warped_labels, labels)  # it did move
     agree = (warped_image[0] > 0.5) == (warped_labels > 0)
     assert agree.mean() > 0.98
     assert set(np.unique(warped_labels)) <= {0, 1, 2}  # nearest neighbour: no new labels
     assert np.abs(warped_weights - warped_labels).mean() < 0.05
+    assert np.abs(warped_distance - warped_labels * 0.5).mean() < 0.03  # distances move too
 
 
 def test_flips_and_rotations_move_image_labels_and_weights_together():
     labels = blobs()
     image = labels.astype(np.float32)[np.newaxis]
     for seed in range(6):
-        out_image, out_labels, out_weights = random_flip_rotate(
-            (image, labels, labels * 2.0), np.random.default_rng(seed)
+        out_image, out_labels, out_weights, out_distance = random_flip_rotate(
+            Sample(image, labels, labels * 2.0, labels * 3.0), np.random.default_rng(seed)
         )
         np.testing.assert_array_equal(out_image[0], out_labels)
         np.testing.assert_array_equal(out_weights, out_labels * 2.0)
+        np.testing.assert_array_equal(out_distance, out_labels * 3.0)
 
 
 def test_intensity_changes_values_but_keeps_their_order():
@@ -49,8 +55,7 @@ def test_intensity_changes_values_but_keeps_their_order():
 def test_augmenter_returns_contiguous_arrays_of_the_input_shape():
     labels = blobs()
     image = np.random.default_rng(0).random((2, 64, 64), dtype=np.float32)
-    out_image, out_labels, weights = Augmenter(elastic_probability=1.0)(
-        (image, labels, None), np.random.default_rng(0)
-    )
-    assert out_image.shape == image.shape and out_labels.shape == labels.shape
-    assert out_image.flags.c_contiguous and out_labels.flags.c_contiguous and weights is None
+    out = Augmenter(elastic_probability=1.0)(Sample(image, labels), np.random.default_rng(0))
+    assert out.image.shape == image.shape and out.target.shape == labels.shape
+    assert out.image.flags.c_contiguous and out.target.flags.c_contiguous
+    assert out.weights is None and out.distance is None

@@ -8,12 +8,22 @@ deformation) and acquisition (intensity scale, shift, gamma and noise).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 from scipy import ndimage as ndi
 
-Sample = tuple[np.ndarray, np.ndarray, np.ndarray | None]
-"""``(image (C, *spatial), target (*spatial), weights (*spatial) or None)``."""
+
+class Sample(NamedTuple):
+    """One training patch; every array but ``image`` (``(C, *spatial)``) is ``(*spatial)``."""
+
+    image: np.ndarray
+    target: np.ndarray
+    """Class per pixel, ``IGNORE_INDEX`` where not annotated."""
+    weights: np.ndarray | None = None
+    """The loss weight per pixel (the paper's weight map), if used."""
+    distance: np.ndarray | None = None
+    """Distance models' target (:func:`~napari_unet.core.targets.center_distance`)."""
 
 
 @dataclass(frozen=True)
@@ -41,18 +51,20 @@ class Augmenter:
             sample = random_flip_rotate(sample, rng)
         if rng.random() < self.elastic_probability:
             sample = elastic_deform(sample, rng, self.elastic_grid, self.elastic_sigma)
-        image, target, weights = sample
         if self.intensity:
-            image = random_intensity(image, rng, self.noise_probability)
-        return np.ascontiguousarray(image), np.ascontiguousarray(target), weights
+            sample = sample._replace(
+                image=random_intensity(sample.image, rng, self.noise_probability)
+            )
+        return sample._replace(
+            image=np.ascontiguousarray(sample.image), target=np.ascontiguousarray(sample.target)
+        )
 
 
 def random_flip_rotate(sample: Sample, rng: np.random.Generator) -> Sample:
     """Flip every spatial axis with probability 1/2 and rotate the last two by k * 90 degrees."""
-    image, target, weights = sample
-    spatial = target.ndim
+    spatial = sample.target.ndim
     flips = [axis for axis in range(spatial) if rng.random() < 0.5]
-    square = target.shape[-1] == target.shape[-2]
+    square = sample.target.shape[-1] == sample.target.shape[-2]
     turns = int(rng.integers(4)) if square else 2 * int(rng.integers(2))
 
     def apply(array: np.ndarray) -> np.ndarray:
@@ -60,7 +72,7 @@ def random_flip_rotate(sample: Sample, rng: np.random.Generator) -> Sample:
         array = np.flip(array, [offset + axis for axis in flips]) if flips else array
         return np.rot90(array, turns, axes=(array.ndim - 2, array.ndim - 1))
 
-    return apply(image), apply(target), None if weights is None else apply(weights)
+    return Sample(*(None if array is None else apply(array) for array in sample))
 
 
 def elastic_deform(
@@ -70,10 +82,10 @@ def elastic_deform(
 
     Displacement vectors are drawn from ``N(0, sigma^2)`` on a ``grid``-per-axis grid and
     upsampled to every pixel with cubic splines; the image is resampled with cubic splines,
-    the weights linearly and the labels by nearest neighbour, so labels stay crisp and aligned.
+    the weights and distances linearly and the labels by nearest neighbour, so labels stay
+    crisp and aligned.
     """
-    image, target, weights = sample
-    shape = target.shape
+    shape = sample.target.shape
     coordinates = list(np.meshgrid(*[np.arange(n, dtype=np.float32) for n in shape], indexing="ij"))
     for axis in range(len(shape)):
         coarse = rng.normal(0.0, sigma, size=(grid,) * len(shape))
@@ -85,9 +97,11 @@ def elastic_deform(
             array.dtype
         )
 
-    image = np.stack([warp(channel, 3) for channel in image])
-    target = warp(target, 0)
-    return image, target, None if weights is None else warp(weights, 1)
+    return Sample(
+        np.stack([warp(channel, 3) for channel in sample.image]),
+        warp(sample.target, 0),
+        *(None if array is None else warp(array, 1) for array in sample[2:]),
+    )
 
 
 def random_intensity(

@@ -22,7 +22,6 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from napari_unet.core.axes import WindowView, to_axes
 from napari_unet.core.blocks import (
@@ -36,6 +35,7 @@ from napari_unet.core.blocks import (
 from napari_unet.core.inference import OutOfMemoryForTile
 from napari_unet.core.memory import MAX_BLOCK_EDGE_2D, MAX_BLOCK_VOXELS_3D, plan_memory
 from napari_unet.core.postprocess import (
+    activate,
     cell_instances,
     instance_labels,
     instance_source,
@@ -315,7 +315,7 @@ def finish(logits: np.ndarray, kind: str, description: ModelDescription) -> np.n
     """Turn a region's ``(K, Z, Y, X)`` logits into classes, probabilities or object labels."""
     if kind == "semantic":
         return semantic_labels(logits)
-    probabilities = torch.from_numpy(logits).softmax(dim=0).numpy()
+    probabilities = activate(logits, description)
     if kind == "probabilities":
         return probabilities
     del logits

@@ -14,9 +14,11 @@ import tifffile
 from napari_unet.core.augment import Sample
 from napari_unet.core.models import ModelDescription
 from napari_unet.core.normalize import model_input
+from napari_unet.core.postprocess import instance_source
 from napari_unet.core.targets import (
     IGNORE_INDEX,
     Target,
+    center_distance,
     instance_target,
     object_labels,
     semantic_target,
@@ -150,6 +152,8 @@ class LabelledImage:
     weights: np.ndarray | None
     foreground: np.ndarray
     """Flat indices of annotated non-background pixels (a subsample), for patch centres."""
+    distance: np.ndarray | None = None
+    """The distance target, for distance models only."""
 
     @classmethod
     def build(
@@ -175,7 +179,10 @@ class LabelledImage:
         candidates = np.flatnonzero(classes >= (0 if sparse else 1))
         if candidates.size > 20_000:
             candidates = np.random.default_rng(0).choice(candidates, 20_000, replace=False)
-        return cls(source, axes, image, mask, classes, weights, candidates)
+        distance = (
+            center_distance(mask, sparse) if instance_source(description) == "distance" else None
+        )
+        return cls(source, axes, image, mask, classes, weights, candidates, distance)
 
 
 def training_axes(image: np.ndarray, mask: np.ndarray, spatial_dims: int) -> str:
@@ -209,7 +216,7 @@ class PatchSampler:
         self.foreground_fraction = foreground_fraction
 
     def sample(self, rng: np.random.Generator) -> Sample:
-        """One ``(image, target, weights)`` patch, padded where the image is smaller."""
+        """One patch, padded where the image is smaller."""
         item = self.items[int(rng.integers(len(self.items)))]
         shape = item.target.shape
         if item.foreground.size and rng.random() < self.foreground_fraction:
@@ -226,12 +233,11 @@ class PatchSampler:
         box = tuple(slice(s, s + p) for s, p in zip(starts, self.patch_shape, strict=True))
         image = _pad_to(item.image[(slice(None), *box)], self.patch_shape, "symmetric", None)
         target = _pad_to(item.target[box], self.patch_shape, "constant", IGNORE_INDEX)
-        weights = (
-            None
-            if item.weights is None
-            else _pad_to(item.weights[box], self.patch_shape, "constant", 0)
+        weights, distance = (
+            None if array is None else _pad_to(array[box], self.patch_shape, "constant", 0)
+            for array in (item.weights, item.distance)
         )
-        return image, target, weights
+        return Sample(image, target, weights, distance)
 
 
 def _pad_to(

@@ -60,3 +60,20 @@ def segmentation_loss(
     if "dice" in loss.split("+"):
         value = value + soft_dice(logits, target)
     return value
+
+
+def distance_loss(
+    logit: torch.Tensor, distance: torch.Tensor, target: torch.Tensor
+) -> torch.Tensor:
+    """Binary cross-entropy of the distance channel, objects and background weighing equally.
+
+    ``logit`` and ``distance`` (0..1, from :func:`~napari_unet.core.targets.center_distance`)
+    are ``(N, *spatial)``; pixels ``target`` ignores are skipped. Balancing the two halves keeps
+    images with few or small objects from teaching the network that distance is 0 everywhere.
+    """
+    per_pixel = F.binary_cross_entropy_with_logits(logit, distance, reduction="none")
+    annotated = target != IGNORE_INDEX
+    inside = annotated & (distance > 0)
+    outside = annotated & (distance <= 0)
+    halves = [per_pixel[part].mean() for part in (inside, outside) if part.any()]
+    return torch.stack(halves).mean() if halves else logit.sum() * 0

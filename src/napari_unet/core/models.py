@@ -36,7 +36,9 @@ class ModelDescription:
     """The model card: what the network expects, what it outputs, and where it came from.
 
     ``output_kind="instances"`` means the network outputs three classes
-    (background, interior, boundary) that post-processing turns into one label per object.
+    (background, interior, boundary), and for *distance* models a fourth channel (each
+    pixel's distance to its object's outline), that post-processing turns into one label
+    per object.
     ``normalization`` is e.g. ``{"kind": "percentile", "low": 1.0, "high": 99.8}``.
     ``postprocess`` holds tuned thresholds so every front end uses the same ones.
     ``object_diameter_px`` is the typical object size in the training images (median
@@ -68,9 +70,10 @@ class ModelDescription:
                 f"model {self.name!r} names {len(self.class_names)} classes but its network "
                 f"outputs {self.architecture.out_channels} channels"
             )
-        if self.output_kind == "instances" and self.architecture.out_channels != 3:
+        if self.output_kind == "instances" and self.architecture.out_channels not in (3, 4):
             raise ValueError(
-                "an 'instances' model must output 3 channels: background, interior, boundary"
+                "an 'instances' model must output 3 channels (background, interior, boundary), "
+                "or 4 with a distance to the objects' outlines"
             )
 
     @property

@@ -8,6 +8,8 @@ import numpy as np
 from scipy import ndimage as ndi
 from skimage.segmentation import watershed
 
+from napari_unet.core.targets import DISTANCE_CHANNEL, INSTANCE_CLASSES
+
 INSTANCE_DEFAULTS: dict[str, Any] = {
     "foreground_threshold": 0.5,
     "seed_threshold": 0.5,
@@ -37,20 +39,24 @@ def instance_labels(
     seed_threshold: float = INSTANCE_DEFAULTS["seed_threshold"],
     min_size: int = INSTANCE_DEFAULTS["min_size"],
 ) -> np.ndarray:
-    """One label per object from ``(3, *spatial)`` background/interior/boundary probabilities.
+    """One label per object from background/interior/boundary probabilities ``(3, *spatial)``.
 
     Seeds are connected regions of confident interior; a seeded watershed on the interior
     probability grows them over the foreground, which splits touching objects along their
     shared boundary. Works the same for 2D and 3D, so 3D objects keep one label across slices.
+
+    Distance models add a fourth channel, the predicted :func:`~napari_unet.core.targets.
+    center_distance`: seeds are then where it exceeds ``seed_threshold`` and the watershed
+    runs on it, which separates touching objects that share a faint boundary.
     """
-    if probabilities.shape[0] != 3:
+    if probabilities.shape[0] not in (3, 4):
         raise ValueError(
             f"instance post-processing needs 3 channels (background, interior, boundary), "
-            f"got {probabilities.shape[0]}"
+            f"or 4 with a distance, got {probabilities.shape[0]}"
         )
-    interior = probabilities[1]
-    foreground = interior + probabilities[2] > foreground_threshold
-    return _grow_seeds(interior, foreground, seed_threshold, min_size)
+    foreground = probabilities[1] + probabilities[2] > foreground_threshold
+    relief = probabilities[3] if probabilities.shape[0] == 4 else probabilities[1]
+    return _grow_seeds(relief, foreground, seed_threshold, min_size)
 
 
 def cell_instances(
@@ -101,12 +107,29 @@ def _relabel_removing_small(labels: np.ndarray, min_size: int) -> np.ndarray:
     return lookup[labels].astype(np.min_scalar_type(count))
 
 
-def instance_source(description: Any) -> str | None:
-    """How a model's classes become objects: ``"boundaries"``, ``"membranes"`` or ``None``.
+def activate(logits: np.ndarray, description: Any) -> np.ndarray:
+    """Probabilities from a network's ``(C, *spatial)`` logits (a new array, float32).
 
-    Three classes are background, interior and boundary (seeded watershed); a model with a
-    ``membrane`` class (EM) gives one object per region between membranes.
+    A softmax over the classes; a distance model's last channel is a regression squashed to
+    0..1 by a sigmoid instead, so it does not take part in the softmax.
     """
+    import torch
+
+    tensor = torch.from_numpy(logits)
+    if instance_source(description) != "distance":
+        return tensor.softmax(dim=0).numpy()
+    return torch.cat([tensor[:-1].softmax(dim=0), tensor[-1:].sigmoid()]).numpy()
+
+
+def instance_source(description: Any) -> str | None:
+    """How a model's outputs become objects: ``"boundaries"``, ``"distance"``, ``"membranes"``.
+
+    Three classes are background, interior and boundary (seeded watershed); a fourth
+    ``distance`` channel makes a distance model; a model with a ``membrane`` class (EM) gives
+    one object per region between membranes. ``None``: the outputs cannot make objects.
+    """
+    if list(description.class_names) == [*INSTANCE_CLASSES, DISTANCE_CHANNEL]:
+        return "distance"
     if description.architecture.out_channels == 3 and description.output_kind == "instances":
         return "boundaries"
     if "membrane" in description.class_names:

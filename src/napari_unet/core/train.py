@@ -2,6 +2,10 @@
 
 It is GUI-free: progress goes to a callback, cancellation comes in through a token, and every
 few minutes the full state is checkpointed so a run can be resumed after an interruption.
+The pieces live in their own modules: data preparation (:mod:`~napari_unet.core.
+training_data`), the starting model (:mod:`~napari_unet.core.initial_model`), checkpoints
+(:mod:`~napari_unet.core.checkpoint`) and weight averaging (:mod:`~napari_unet.core.
+averaging`); this module runs the epochs.
 """
 
 from __future__ import annotations
@@ -11,31 +15,34 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from napari_unet.core.augment import Augmenter, Sample
 from napari_unet.core.averaging import WeightAverage, first_averaged_epoch
-from napari_unet.core.datasets import (
-    LabelledImage,
-    PatchSampler,
-    read_pairs,
-    semantic_class_count,
+from napari_unet.core.checkpoint import (
+    BEST_DIR,
+    CHECKPOINT_FILE,
+    Checkpointer,
+    RunState,
+    TrainingState,
 )
-from napari_unet.core.evaluate import validation_metrics
-from napari_unet.core.losses import LossName, segmentation_loss
+from napari_unet.core.device import autocast, resolve_precision
+from napari_unet.core.evaluate import tune_instance_postprocess, validation_metrics
+from napari_unet.core.initial_model import initial_model
+from napari_unet.core.losses import LossName, distance_loss, segmentation_loss
 from napari_unet.core.models import Model, ModelDescription, load_model, save_model
 from napari_unet.core.network import UNet, UNetConfig
-from napari_unet.core.postprocess import INSTANCE_DEFAULTS
 from napari_unet.core.progress import Cancelled, CancelToken, check_cancelled
-from napari_unet.core.targets import INSTANCE_CLASSES, Target
+from napari_unet.core.targets import Representation, Target
+from napari_unet.core.training_data import Batch, Data, TrainingData, read_split
 
-CHECKPOINT_FILE = "last.pt"
-BEST_DIR = "best"
-DEFAULT_NORMALIZATION = {"kind": "percentile", "low": 1.0, "high": 99.8, "rgb": "mean"}
+__all__ = ["BEST_DIR", "CHECKPOINT_FILE", "TrainingProgress", "train"]
+
+NEW_MODEL_LEARNING_RATE = 1e-3
+FINE_TUNE_LEARNING_RATE = 5e-4
+"""Default learning rates; fine-tuning moves learned weights less (see docs/training.md)."""
 
 
 @dataclass
@@ -48,9 +55,8 @@ class TrainingProgress:
     steps_per_epoch: int
     train_loss: float
     val_metrics: dict[str, float] = field(default_factory=dict)
-
-
-Data = str | os.PathLike[str] | Sequence[np.ndarray]
+    done: float = 0.0
+    """Share of the run done, 0 to 1: by steps, or by time for a ``minutes`` budget."""
 
 
 def train(
@@ -58,20 +64,23 @@ def train(
     masks: Data,
     *,
     target: Target = "instances",
+    representation: Representation | None = None,
     base_model: str | os.PathLike[str] | Model | None = None,
     architecture: UNetConfig | dict[str, Any] | None = None,
-    epochs: int = 50,
+    epochs: int | None = None,
+    minutes: float | None = None,
     patch_shape: int | Sequence[int] | None = None,
     batch_size: int = 8,
     val_fraction: float = 0.2,
     validation: tuple[Data, Data] | None = None,
-    learning_rate: float = 1e-3,
+    learning_rate: float | None = None,
     loss: LossName = "ce+dice",
     weight_map: bool = False,
     sparse: bool = False,
     augment: bool = True,
     seed: int = 0,
     device: str = "auto",
+    precision: str = "auto",
     checkpoint_dir: str | os.PathLike[str] | None = None,
     resume: bool = False,
     name: str = "my-model",
@@ -82,6 +91,7 @@ def train(
     normalization: dict[str, Any] | None = None,
     checkpoint_interval_s: float = 300.0,
     average_weights: float = 0.0,
+    calibrate: bool | None = None,
 ) -> Model:
     """Train a U-Net on image/mask pairs; return its best validation epoch (or its mean).
 
@@ -93,21 +103,35 @@ def train(
     target
         ``"instances"``: masks hold one label per object, the model learns background,
         interior and boundary. ``"semantic"``: masks hold a class index per pixel.
+    representation
+        For instances: ``"distance"`` adds an output that regresses each pixel's distance to
+        its object's outline (seeds and watershed then use it), ``"boundaries"`` keeps the
+        three classes only. Default: the base model's, else ``"distance"``.
     base_model
         Fine-tune this model (name, folder or :class:`Model`) instead of starting from scratch.
     architecture
         The network for a new model; default depth 4, 16 base channels, same padding, batch norm.
+    epochs, minutes
+        How long to train: ``epochs`` passes, or until ``minutes`` have passed (the learning
+        rate then decays over the time budget). Default 50 epochs; with ``minutes`` alone,
+        as many epochs as the time allows.
     patch_shape
         Training patch size per spatial axis; default 256 (2D) or 32x128x128 (3D), capped
         at the image size.
     val_fraction, validation
         Hold out this share of the images (at least one, if two or more are given) for
-        validation, unless ``validation=(images, masks)`` gives a separate set.
+        validation, unless ``validation=(images, masks)`` gives a separate set. Without
+        validation images the last weights are the result.
+    learning_rate
+        Peak learning rate; default 1e-3 for a new network, 5e-4 when fine-tuning.
     weight_map
         Weight the cross-entropy with the paper's map, which stresses thin gaps between objects.
     sparse
         Mask value 0 means "not annotated" and is ignored; see :mod:`napari_unet.core.targets`
         for what the other values mean.
+    precision
+        ``"auto"`` (bf16 autocast on CPUs with bf16 hardware and on CUDA, else fp32),
+        ``"fp32"``, ``"bf16"`` or ``"fp16"`` (CUDA, with a gradient scaler).
     steps_per_epoch
         Optimiser steps per epoch; default enough patches to cover the training pixels once.
     normalization
@@ -119,403 +143,310 @@ def train(
         Share of the last epochs whose weights are averaged (stochastic weight averaging;
         0.5 averages the second half, 0 turns it off). The mean is then the result and the
         saved best model, rather than the epoch that scored best on the few validation images.
+    calibrate
+        Tune the instance post-processing thresholds on the validation images (or, without
+        any, on the training images) once trained. Default: when fine-tuning instances.
     progress, cancel
         Called with a :class:`TrainingProgress` after each step and epoch; checked every step,
         raising :class:`~napari_unet.core.progress.Cancelled` (checkpoints stay on disk).
     """
     torch.manual_seed(seed)  # first, so that a new network's initial weights are reproducible
-    train_images, train_masks = read_pairs(images, masks)
-    if validation is not None:
-        val_images, val_masks = read_pairs(*validation)
-    else:
-        train_images, train_masks, val_images, val_masks = _split(
-            train_images, train_masks, val_fraction, seed
-        )
-    model = _initial_model(
-        base_model, architecture, target, train_images, train_masks, sparse, class_names, name
+    train_pairs, val_pairs = read_split(images, masks, validation, val_fraction, seed)
+    model = initial_model(
+        base_model,
+        architecture,
+        target,
+        train_pairs[1],
+        sparse,
+        class_names,
+        name,
+        representation,
     )
     if normalization is not None and base_model is None:
         model.description.normalization = dict(normalization)
-    description = model.description
-
-    def labelled(image_list: list[np.ndarray], mask_list: list[np.ndarray]) -> list[LabelledImage]:
-        return [
-            LabelledImage.build(image, mask, description, target, sparse, weight_map)
-            for image, mask in zip(image_list, mask_list, strict=True)
-        ]
-
-    training, validating = labelled(train_images, train_masks), labelled(val_images, val_masks)
-    network = model.network
-    patch = _patch_shape(patch_shape, network, [item.target.shape for item in training])
-    sampler = PatchSampler(training, patch)
-    augmenter = Augmenter() if augment else None
-    if steps_per_epoch is None:
-        pixels = sum(item.target.size for item in training)
-        steps_per_epoch = max(1, math.ceil(pixels / (math.prod(patch) * batch_size)))
-
-    torch_device = _resolve_device(device)
-    rng = np.random.default_rng(seed)
-    channels_last = torch.channels_last if network.spatial_dims == 2 else torch.contiguous_format
-    network.to(torch_device, memory_format=channels_last)
-    first_average = first_averaged_epoch(epochs, average_weights)
-    average = WeightAverage(network) if first_average is not None else None
-    optimizer = torch.optim.Adam(network.parameters(), lr=learning_rate)
-    total_steps = epochs * steps_per_epoch
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _cosine(s, total_steps))
-    use_amp = torch_device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-
-    run = _RunState()
-    folder = Path(checkpoint_dir) if checkpoint_dir is not None else None
-    if resume and folder is not None and (folder / CHECKPOINT_FILE).is_file():
-        run = _load_checkpoint(
-            folder / CHECKPOINT_FILE, network, optimizer, scheduler, rng, average
-        )
-    last_save = time.monotonic()
-
-    def save_last() -> None:
-        if folder is not None:
-            _save_checkpoint(
-                folder / CHECKPOINT_FILE, run, network, optimizer, scheduler, rng, average
-            )
-
-    try:
-        while run.epoch < epochs:
-            network.train()
-            while run.step < steps_per_epoch:
-                check_cancelled(cancel)
-                inputs, labels, weights = _to_tensors(
-                    _draw_batch(sampler, augmenter, rng, batch_size),
-                    network,
-                    torch_device,
-                    channels_last,
-                )
-                optimizer.zero_grad(set_to_none=True)
-                with torch.autocast(torch_device.type, enabled=use_amp):
-                    logits = network(inputs)
-                step_loss = segmentation_loss(logits.float(), labels, weights, loss)
-                if not torch.isfinite(step_loss):
-                    raise _diverged("loss", run, folder, learning_rate)
-                scaler.scale(step_loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
-                scheduler.step()
-                run.step += 1
-                run.loss_sum += step_loss.item()
-                if progress is not None:
-                    progress(
-                        TrainingProgress(
-                            run.epoch + 1, epochs, run.step, steps_per_epoch, step_loss.item()
-                        )
-                    )
-                if folder is not None and time.monotonic() - last_save > checkpoint_interval_s:
-                    _check_finite(network, run, folder, learning_rate)
-                    save_last()
-                    last_save = time.monotonic()
-            train_loss = run.loss_sum / steps_per_epoch
-            _check_finite(network, run, folder, learning_rate)
-            if average is not None and run.epoch + 1 >= first_average:
-                average.update(network)
-            metrics = (
-                validation_metrics(Model(description, network), validating, str(torch_device))
-                if validating
-                else {}
-            )
-            metrics["train_loss"] = train_loss
-            score = (metrics.get("score", 0.0), -train_loss)  # ties go to the lower loss
-            run.history.append(metrics)
-            run.epoch, run.step, run.loss_sum = run.epoch + 1, 0, 0.0
-            if score > run.best_score:
-                run.best_score, run.best_metrics = score, metrics
-                run.best_state = {
-                    k: v.detach().cpu().clone() for k, v in network.state_dict().items()
-                }
-                if folder is not None:
-                    save_model(
-                        _finished(description, network, metrics, run),
-                        folder / BEST_DIR,
-                        overwrite=True,
-                    )
-            save_last()
-            last_save = time.monotonic()
-            if progress is not None:
-                progress(
-                    TrainingProgress(
-                        run.epoch, epochs, steps_per_epoch, steps_per_epoch, train_loss, metrics
-                    )
-                )
-    except Cancelled:
-        save_last()
-        raise
-    if average is not None and average.count:
-        normalising = (
-            _to_tensors(
-                _draw_batch(sampler, augmenter, rng, batch_size),
-                network,
-                torch_device,
-                channels_last,
-            )[0]
-            for _ in range(min(steps_per_epoch, 50))
-        )
-        averaged = average.network(normalising)
-        metrics = (
-            validation_metrics(Model(description, averaged), validating, str(torch_device))
-            if validating
-            else {}
-        )
-        metrics["averaged_epochs"] = float(average.count)
-        run.best_metrics = metrics
-        run.best_state = {k: v.detach().cpu().clone() for k, v in averaged.state_dict().items()}
-        if folder is not None:
-            save_model(
-                _finished(description, averaged, metrics, run), folder / BEST_DIR, overwrite=True
-            )
-    if run.best_state is not None:
-        network.load_state_dict(run.best_state)
-    elif folder is not None and (folder / BEST_DIR).is_dir():
-        network.load_state_dict(load_model(folder / BEST_DIR).network.state_dict())
-    return _finished(description, network, run.best_metrics, run)
-
-
-def _check_finite(network: UNet, run: _RunState, folder: Path | None, learning_rate: float) -> None:
-    """Refuse to checkpoint or validate weights that a step has made NaN or infinite."""
-    if not all(torch.isfinite(value).all() for value in network.parameters()):
-        raise _diverged("weights", run, folder, learning_rate)
-
-
-def _diverged(what: str, run: _RunState, folder: Path | None, learning_rate: float) -> Exception:
-    """Return the error that stops a run gone non-finite; what is on disk predates it."""
-    kept = (
-        f"; the last good checkpoint stays in {folder} (resume=True continues from it)"
-        if folder is not None
-        else ""
+    data = TrainingData.build(
+        train_pairs,
+        val_pairs,
+        model.description,
+        model.network,
+        target=target,
+        sparse=sparse,
+        weight_map=weight_map,
+        augment=augment,
+        patch_shape=patch_shape,
+        batch_size=batch_size,
+        steps_per_epoch=steps_per_epoch,
     )
-    return FloatingPointError(
-        f"training stopped: the {what} became NaN or infinite at epoch {run.epoch + 1}, "
-        f"step {run.step + 1}{kept}. The data were checked for NaN and infinity, so try a "
-        f"lower learning rate than {learning_rate:g}"
+    if learning_rate is None:
+        learning_rate = NEW_MODEL_LEARNING_RATE if base_model is None else FINE_TUNE_LEARNING_RATE
+    schedule = Schedule(
+        epochs if epochs is not None else (50 if minutes is None else 1_000_000),
+        data.steps_per_epoch,
+        None if minutes is None else 60.0 * minutes,
     )
+    loop = _Loop(model, data, schedule, loss, learning_rate, seed, device, precision)
+    checkpointer = Checkpointer(checkpoint_dir, checkpoint_interval_s)
+    result = loop.run(checkpointer, resume, average_weights, progress, cancel)
+    if calibrate is None:
+        calibrate = base_model is not None and target == "instances"
+    if calibrate and target == "instances":
+        tuning = val_pairs if val_pairs[0] else train_pairs
+        result.description.postprocess = tune_instance_postprocess(result, *tuning)
+    return result
 
 
 @dataclass
-class _RunState:
-    """Where a run stands; everything here is checkpointed."""
+class Schedule:
+    """How long a run lasts (epochs, or a time budget) and its learning-rate factor over it."""
 
-    epoch: int = 0
-    step: int = 0
-    loss_sum: float = 0.0
-    best_score: tuple[float, float] = (-math.inf, -math.inf)
-    best_metrics: dict[str, float] = field(default_factory=dict)
-    best_state: dict[str, torch.Tensor] | None = None
-    history: list[dict[str, float]] = field(default_factory=list)
+    epochs: int
+    steps_per_epoch: int
+    budget_s: float | None = None
+    started: float = field(default_factory=time.monotonic)
+    elapsed_before: float = 0.0
 
+    def elapsed(self) -> float:
+        """Training seconds so far, including earlier processes of a resumed run."""
+        return self.elapsed_before + time.monotonic() - self.started
 
-def _finished(
-    description: ModelDescription, network: UNet, metrics: dict[str, float], run: _RunState
-) -> Model:
-    """Copy the network to the CPU in eval mode, its card carrying the validation metrics."""
-    copy = UNet(description.architecture)
-    copy.load_state_dict({k: v.detach().cpu() for k, v in network.state_dict().items()})
-    copy.eval()
-    card = ModelDescription.from_dict(description.to_dict())
-    card.metrics = {"validation": dict(metrics)}
-    card.provenance = {**card.provenance, "epochs_trained": run.epoch}
-    return Model(card, copy)
+    def done(self, step: int) -> float:
+        """Share of the run done after ``step`` optimiser steps, 0 to 1."""
+        if self.budget_s is not None:
+            return min(1.0, self.elapsed() / self.budget_s)
+        return min(1.0, step / max(1, self.epochs * self.steps_per_epoch))
 
+    def over(self, step: int) -> bool:
+        """Whether the run has used its epochs or its time."""
+        return self.done(step) >= 1.0 or step >= self.epochs * self.steps_per_epoch
 
-def _split(
-    images: list[np.ndarray], masks: list[np.ndarray], fraction: float, seed: int
-) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray], list[np.ndarray]]:
-    """Hold out ``fraction`` of the pairs (at least one when there are two or more)."""
-    if fraction <= 0 or len(images) < 2:
-        return images, masks, [], []
-    order = np.random.default_rng(seed).permutation(len(images))
-    n_val = min(len(images) - 1, max(1, round(fraction * len(images))))
-    val, keep = sorted(order[:n_val]), sorted(order[n_val:])
-    return (
-        [images[i] for i in keep],
-        [masks[i] for i in keep],
-        [images[i] for i in val],
-        [masks[i] for i in val],
-    )
+    def factor(self, step: int) -> float:
+        """Learning-rate factor: short linear warm-up, then cosine decay to 2 %."""
+        if self.budget_s is not None:
+            done = self.done(step)
+            if done < 0.05:
+                return max(0.05, done / 0.05)
+            return _cosine_from(min(1.0, (done - 0.05) / 0.95))
+        total = self.epochs * self.steps_per_epoch
+        warmup = max(1, min(100, total // 20))
+        if step < warmup:
+            return (step + 1) / warmup
+        return _cosine_from(min(1.0, (step - warmup) / max(1, total - warmup)))
 
 
-def _initial_model(
-    base_model: str | os.PathLike[str] | Model | None,
-    architecture: UNetConfig | dict[str, Any] | None,
-    target: Target,
-    images: list[np.ndarray],
-    masks: list[np.ndarray],
-    sparse: bool,
-    class_names: Sequence[str] | None,
-    name: str,
-) -> Model:
-    """Choose the model to start from: a copy of ``base_model`` renamed, or a fresh network."""
-    if target not in ("instances", "semantic"):
-        raise ValueError(f"target must be 'instances' or 'semantic', not {target!r}")
-    base = load_model(base_model) if base_model is not None else None
-    if target == "instances":
-        names = list(INSTANCE_CLASSES)
-    elif class_names is not None:
-        names = list(class_names)
-        needed = semantic_class_count(masks, sparse)
-        if needed > len(names):
-            raise ValueError(
-                f"the masks hold {needed} classes but class_names names {len(names)}: {names}"
-            )
-    else:
-        n_classes = semantic_class_count(masks, sparse)
-        inherited = base.description.class_names if base is not None else []
-        names = (
-            inherited if len(inherited) >= n_classes else [f"class {k}" for k in range(n_classes)]
-        )
-    if base is not None:
-        if target == "instances" and base.description.output_kind != "instances":
-            raise ValueError(f"base model {base.name!r} is semantic; it cannot learn instances")
-        card = ModelDescription.from_dict(base.description.to_dict())
-        state = base.network.state_dict()
-        if card.architecture.out_channels != len(names):
-            # a new set of classes: keep the learned features, start a fresh output layer
-            card.architecture = UNetConfig.from_dict(
-                {**card.architecture.to_dict(), "out_channels": len(names)}
-            )
-            state = {k: v for k, v in state.items() if not k.startswith("head.")}
-        card.class_names = names
-        network = UNet(card.architecture)
-        network.load_state_dict(state, strict=False)
-        card.name, card.metrics = name, {}
-        card.provenance = {**card.provenance, "fine_tuned_from": base.name}
-        return Model(card, network)
-    spatial_dims = 3 if masks[0].ndim == 3 else 2
-    defaults = {
-        "spatial_dims": spatial_dims,
-        "in_channels": 1,
-        "out_channels": len(names),
-        "depth": 4 if spatial_dims == 2 else 3,
-        "base_channels": 16,
-        "padding": "same",
-        "norm": "batch",
-    }
-    if isinstance(architecture, UNetConfig):
-        architecture = architecture.to_dict()
-    config = UNetConfig.from_dict({**defaults, **(architecture or {})})
-    card = ModelDescription(
-        name=name,
-        architecture=config,
-        output_kind="instances" if target == "instances" else "semantic",
-        class_names=names,
-        normalization=dict(DEFAULT_NORMALIZATION),
-        postprocess=dict(INSTANCE_DEFAULTS) if target == "instances" else {},
-        provenance={"trained_with": "napari_unet.core.train.train"},
-    )
-    return Model.create(card)
-
-
-def _patch_shape(
-    requested: int | Sequence[int] | None, network: UNet, shapes: list[tuple[int, ...]]
-) -> tuple[int, ...]:
-    """Patch size per axis that the network accepts, no larger than needed for the images."""
-    dims = network.spatial_dims
-    if requested is None:
-        largest = [max(shape[axis] for shape in shapes) for axis in range(dims)]
-        requested = [
-            min(n, cap)
-            for n, cap in zip(largest, (256, 256) if dims == 2 else (32, 128, 128), strict=False)
-        ]
-    elif isinstance(requested, int):
-        requested = [requested] * dims
-    if len(requested) != dims:
-        raise ValueError(f"patch_shape needs {dims} sizes for a {dims}D network, got {requested}")
-    return tuple(network.valid_input_size(int(n)) for n in requested)
-
-
-def _draw_batch(
-    sampler: PatchSampler, augmenter: Augmenter | None, rng: np.random.Generator, size: int
-) -> list[Sample]:
-    batch = [sampler.sample(rng) for _ in range(size)]
-    return batch if augmenter is None else [augmenter(sample, rng) for sample in batch]
-
-
-def _to_tensors(
-    batch: list[Sample], network: UNet, device: torch.device, memory_format: torch.memory_format
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """Stack a batch; for valid-padding networks crop targets to the smaller output."""
-    images = torch.from_numpy(np.stack([sample[0] for sample in batch]))
-    labels = np.stack([sample[1] for sample in batch])
-    weights = None if batch[0][2] is None else np.stack([sample[2] for sample in batch])
-    output = [network.output_size(n) for n in labels.shape[1:]]
-    crop = (
-        slice(None),
-        *[
-            slice((n - o) // 2, (n - o) // 2 + o)
-            for n, o in zip(labels.shape[1:], output, strict=True)
-        ],
-    )
-    target = torch.from_numpy(labels[crop].astype(np.int64)).to(device)
-    weight = (
-        None
-        if weights is None
-        else torch.from_numpy(np.ascontiguousarray(weights[crop])).to(device)
-    )
-    return images.to(device, memory_format=memory_format), target, weight
-
-
-def _cosine(step: int, total: int) -> float:
-    """Learning-rate factor: short linear warm-up, then cosine decay to 2 %."""
-    warmup = max(1, min(100, total // 20))
-    if step < warmup:
-        return (step + 1) / warmup
-    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+def _cosine_from(progress: float) -> float:
     return 0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+class _Loop:
+    """The epoch loop: optimiser steps, per-epoch validation, best-epoch keeping."""
+
+    def __init__(
+        self,
+        model: Model,
+        data: TrainingData,
+        schedule: Schedule,
+        loss: LossName,
+        learning_rate: float,
+        seed: int,
+        device: str,
+        precision: str,
+    ) -> None:
+        self.description = model.description
+        self.network = model.network
+        self.data = data
+        self.schedule = schedule
+        self.loss = loss
+        self.learning_rate = learning_rate
+        self.device = _resolve_device(device)
+        self.dtype = resolve_precision(precision, str(self.device))
+        self.memory_format = (
+            torch.channels_last if self.network.spatial_dims == 2 else torch.contiguous_format
+        )
+        self.network.to(self.device, memory_format=self.memory_format)
+        optimizer = torch.optim.Adam(self.network.parameters(), lr=learning_rate)
+        self.state = TrainingState(
+            self.network,
+            optimizer,
+            torch.optim.lr_scheduler.LambdaLR(optimizer, schedule.factor),
+            torch.amp.GradScaler("cuda", enabled=self.dtype == torch.float16),
+            np.random.default_rng(seed),
+            None,
+        )
+        self.run_state = RunState()
+
+    def run(
+        self,
+        checkpointer: Checkpointer,
+        resume: bool,
+        average_share: float,
+        progress: Callable[[TrainingProgress], None] | None,
+        cancel: CancelToken | None,
+    ) -> Model:
+        """Train until the schedule is over; return the best (or averaged, or last) weights."""
+        first_average = first_averaged_epoch(self.schedule.epochs, average_share)
+        if first_average is not None:
+            self.state.average = WeightAverage(self.network)
+        if resume:
+            self.run_state = checkpointer.resume(self.state)
+            self.schedule.elapsed_before = self.run_state.elapsed_s
+        run = self.run_state
+        try:
+            while not self.schedule.over(self._steps_done()):
+                self.network.train()
+                while run.step < self.data.steps_per_epoch and not self.schedule.over(
+                    self._steps_done()
+                ):
+                    check_cancelled(cancel)
+                    step_loss = self._step(checkpointer)
+                    if progress is not None:
+                        progress(self._progress(step_loss))
+                    if checkpointer.due():
+                        self._save(checkpointer)
+                metrics = self._end_epoch(checkpointer.folder, first_average)
+                self._save(checkpointer)
+                if progress is not None:
+                    progress(self._progress(metrics["train_loss"], metrics))
+        except Cancelled:
+            self._save(checkpointer)
+            raise
+        return self._result(checkpointer)
+
+    def _steps_done(self) -> int:
+        return self.run_state.epoch * self.data.steps_per_epoch + self.run_state.step
+
+    def _progress(self, loss: float, metrics: dict[str, float] | None = None) -> TrainingProgress:
+        run = self.run_state
+        return TrainingProgress(
+            run.epoch + (0 if metrics else 1),
+            self.schedule.epochs,
+            self.data.steps_per_epoch if metrics else run.step,
+            self.data.steps_per_epoch,
+            loss,
+            metrics or {},
+            self.schedule.done(self._steps_done()),
+        )
+
+    def _step(self, checkpointer: Checkpointer) -> float:
+        """One optimiser step on a fresh batch; returns its loss."""
+        batch = self.data.batch(self.state.rng, self.network, self.device, self.memory_format)
+        optimizer, scaler = self.state.optimizer, self.state.scaler
+        optimizer.zero_grad(set_to_none=True)
+        with autocast(str(self.device), self.dtype):
+            logits = self.network(batch.inputs)
+        step_loss = _loss(logits.float(), batch, self.loss)
+        if not torch.isfinite(step_loss):
+            raise self._diverged("loss", checkpointer.folder)
+        scaler.scale(step_loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        self.state.scheduler.step()
+        self.run_state.step += 1
+        self.run_state.loss_sum += step_loss.item()
+        return step_loss.item()
+
+    def _end_epoch(self, folder: Any, first_average: int | None) -> dict[str, float]:
+        """Validate, keep the best weights, add them to the average; return the metrics."""
+        run = self.run_state
+        train_loss = run.loss_sum / max(1, run.step)
+        self._check_finite(folder)
+        if self.state.average is not None and first_average and run.epoch + 1 >= first_average:
+            self.state.average.update(self.network)
+        validating = self.data.validating
+        metrics = (
+            validation_metrics(self._model(self.network), validating, str(self.device))
+            if validating
+            else {}
+        )
+        metrics["train_loss"] = train_loss
+        # without validation images the latest epoch counts as the best
+        score = (metrics.get("score", 0.0), -train_loss) if validating else (run.epoch, 0.0)
+        run.history.append(metrics)
+        run.epoch, run.step, run.loss_sum = run.epoch + 1, 0, 0.0
+        if score > run.best_score:
+            run.best_score, run.best_metrics = score, metrics
+            run.best_state = _cpu_copy(self.network.state_dict())
+            if folder is not None:
+                save_model(self._finished(self.network, metrics), folder / BEST_DIR, overwrite=True)
+        return metrics
+
+    def _result(self, checkpointer: Checkpointer) -> Model:
+        run, average, folder = self.run_state, self.state.average, checkpointer.folder
+        if average is not None and average.count:
+            normalising = (
+                self.data.batch(
+                    self.state.rng, self.network, self.device, self.memory_format
+                ).inputs
+                for _ in range(min(self.data.steps_per_epoch, 50))
+            )
+            averaged = average.network(normalising)
+            validating = self.data.validating
+            metrics = (
+                validation_metrics(self._model(averaged), validating, str(self.device))
+                if validating
+                else {}
+            )
+            metrics["averaged_epochs"] = float(average.count)
+            run.best_metrics = metrics
+            run.best_state = _cpu_copy(averaged.state_dict())
+            if folder is not None:
+                save_model(self._finished(averaged, metrics), folder / BEST_DIR, overwrite=True)
+        if run.best_state is not None:
+            self.network.load_state_dict(run.best_state)
+        elif folder is not None and (folder / BEST_DIR).is_dir():
+            self.network.load_state_dict(load_model(folder / BEST_DIR).network.state_dict())
+        return self._finished(self.network, run.best_metrics)
+
+    def _save(self, checkpointer: Checkpointer) -> None:
+        self._check_finite(checkpointer.folder)
+        self.run_state.elapsed_s = self.schedule.elapsed()
+        checkpointer.save(self.run_state, self.state)
+
+    def _model(self, network: UNet) -> Model:
+        return Model(self.description, network)
+
+    def _finished(self, network: UNet, metrics: dict[str, float]) -> Model:
+        """Copy the network to the CPU in eval mode, its card carrying the validation metrics."""
+        copy = UNet(self.description.architecture)
+        copy.load_state_dict(_cpu_copy(network.state_dict()))
+        copy.eval()
+        card = ModelDescription.from_dict(self.description.to_dict())
+        card.metrics = {"validation": dict(metrics)}
+        card.provenance = {**card.provenance, "epochs_trained": self.run_state.epoch}
+        return Model(card, copy)
+
+    def _check_finite(self, folder: Any) -> None:
+        """Refuse to checkpoint or validate weights that a step has made NaN or infinite."""
+        if not all(torch.isfinite(value).all() for value in self.network.parameters()):
+            raise self._diverged("weights", folder)
+
+    def _diverged(self, what: str, folder: Any) -> Exception:
+        """Return the error that stops a run gone non-finite; what is on disk predates it."""
+        run = self.run_state
+        kept = (
+            f"; the last good checkpoint stays in {folder} (resume=True continues from it)"
+            if folder is not None
+            else ""
+        )
+        return FloatingPointError(
+            f"training stopped: the {what} became NaN or infinite at epoch {run.epoch + 1}, "
+            f"step {run.step + 1}{kept}. The data were checked for NaN and infinity, so try a "
+            f"lower learning rate than {self.learning_rate:g}"
+        )
+
+
+def _loss(logits: torch.Tensor, batch: Batch, name: LossName) -> torch.Tensor:
+    """Return the class loss, plus the distance loss of distance models (their last channel)."""
+    if batch.distance is None:
+        return segmentation_loss(logits, batch.target, batch.weights, name)
+    classes = segmentation_loss(logits[:, :-1], batch.target, batch.weights, name)
+    return classes + distance_loss(logits[:, -1], batch.distance, batch.target)
+
+
+def _cpu_copy(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().clone() for k, v in state.items()}
 
 
 def _resolve_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
-
-
-def _save_checkpoint(
-    path: Path,
-    run: _RunState,
-    network: UNet,
-    optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler,
-    rng: np.random.Generator,
-    average: WeightAverage | None,
-) -> None:
-    """Write the whole training state atomically (tensors and plain values only)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    state = {
-        "network": network.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
-        "run": {k: v for k, v in vars(run).items() if k != "best_state"},
-        "best_state": run.best_state,
-        "average": None if average is None else average.state_dict(),
-        "numpy_rng": rng.bit_generator.state,
-        "torch_rng": torch.get_rng_state(),
-    }
-    tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
-
-
-def _load_checkpoint(
-    path: Path,
-    network: UNet,
-    optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler,
-    rng: np.random.Generator,
-    average: WeightAverage | None,
-) -> _RunState:
-    """Restore what :func:`_save_checkpoint` wrote; loads tensors only, never code."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    network.load_state_dict(state["network"])
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    rng.bit_generator.state = state["numpy_rng"]
-    torch.set_rng_state(state["torch_rng"])
-    if average is not None and state.get("average") is not None:
-        average.load_state_dict(state["average"])
-    return _RunState(**state["run"], best_state=state["best_state"])
