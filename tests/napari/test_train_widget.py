@@ -23,7 +23,7 @@ def painted(make_napari_viewer, tiny_model, blobs):
     _, train = viewer.window.add_plugin_dock_widget("napari-unet-segment", "Train")
     assert isinstance(train, TrainWidget)
     train.base_model.value = tiny_model
-    train.epochs.value = 2
+    train.minutes.value = 0.15  # 9 seconds: dozens of steps of the tiny model
     train.sparse.value = True
     train.model_name.value = "painted-model"
     return viewer, segment, train

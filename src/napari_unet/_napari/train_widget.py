@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from magicgui.widgets import CheckBox, ComboBox, Label, LineEdit, PushButton, SpinBox
+from magicgui.widgets import CheckBox, ComboBox, FloatSpinBox, Label, LineEdit, PushButton
 from napari.layers import Image, Labels
 from qtpy.QtWidgets import QMessageBox
 
@@ -108,8 +108,14 @@ class TrainWidget(JobWidget):
             choices=self._start_choices,
             tooltip="fine-tune this model (needs far fewer labels) or train a new network",
         )
-        self.epochs = SpinBox(
-            label="epochs", min=1, max=10_000, value=20, tooltip="passes over the painted data"
+        self.minutes = FloatSpinBox(
+            label="minutes",
+            min=0.05,
+            max=24 * 60,
+            step=0.5,
+            value=5.0,
+            tooltip="how long to train; 5 minutes fine-tune a built-in model on 1-3 painted "
+            "images, a new network needs hours",
         )
         self.model_name = LineEdit(
             label="save as", value="my-model", tooltip="name of the trained model in model lists"
@@ -124,7 +130,7 @@ class TrainWidget(JobWidget):
                 self.sparse,
                 self.convention,
                 self.base_model,
-                self.epochs,
+                self.minutes,
                 self.model_name,
             ],
         )
@@ -218,7 +224,7 @@ class TrainWidget(JobWidget):
             base_model=self.base_model.value,
             target=self.target.value,
             sparse=self.sparse.value,
-            epochs=self.epochs.value,
+            minutes=self.minutes.value,
             progress=self._show_training,
             done=self._saved,
             message=f"training {name} on {labels.name}...",
@@ -226,12 +232,14 @@ class TrainWidget(JobWidget):
 
     def _show_training(self, update: TrainingProgress) -> None:
         step = (update.epoch - 1) * update.steps_per_epoch + update.step
-        self.show_progress(step, update.epochs * update.steps_per_epoch)
+        self.show_progress(round(1000 * update.done), 1000)
         if not update.val_metrics:
             self.plot.add("training loss", step, update.train_loss)
         elif "score" in update.val_metrics:
             self.plot.add("validation score", step, update.val_metrics["score"])
-        self.status.value = f"epoch {update.epoch}/{update.epochs}, loss {update.train_loss:.3f}"
+        self.status.value = (
+            f"epoch {update.epoch}, {update.done:.0%} done, loss {update.train_loss:.3f}"
+        )
 
     def _saved(self, folder: Path) -> None:
         models_changed.emit()

@@ -21,12 +21,26 @@ def register_train(subparsers: Any) -> None:
     parser.add_argument("--out", required=True, type=Path, help="folder to save the model in")
     parser.add_argument("--from", dest="base_model", help="fine-tune this model (name or folder)")
     parser.add_argument("--target", choices=["instances", "semantic"], default="instances")
-    parser.add_argument("--epochs", type=int, default=50)
+    parser.add_argument(
+        "--representation",
+        choices=["distance", "boundaries"],
+        help="instances: add a distance-to-outline output (default for new models) or keep the "
+        "three classes; default: the --from model's",
+    )
+    parser.add_argument("--epochs", type=int, default=None, help="passes (default 50)")
+    parser.add_argument(
+        "--minutes",
+        type=float,
+        default=None,
+        help="train for this long instead (e.g. 5 to fine-tune on 1-3 images)",
+    )
     parser.add_argument("--steps-per-epoch", type=int, default=None)
     parser.add_argument("--patch", type=int, default=None, help="patch size in pixels per axis")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--val-fraction", type=float, default=0.2)
-    parser.add_argument("--learning-rate", type=float, default=1e-3)
+    parser.add_argument(
+        "--learning-rate", type=float, default=None, help="default 1e-3, or 5e-4 with --from"
+    )
     # The core checks the loss: importing its list here would load torch for every command.
     parser.add_argument("--loss", default="ce+dice", help="ce, dice or ce+dice (default)")
     parser.add_argument("--weight-map", action="store_true", help="the paper's border weights")
@@ -41,6 +55,19 @@ def register_train(subparsers: Any) -> None:
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto")
+    parser.add_argument(
+        "--precision",
+        default="auto",
+        choices=["auto", "fp32", "bf16", "fp16"],
+        help="auto: bf16 on CPUs with bf16 hardware and on CUDA, else fp32",
+    )
+    parser.add_argument(
+        "--no-calibrate",
+        dest="calibrate",
+        action="store_false",
+        default=None,
+        help="keep the --from model's post-processing thresholds instead of tuning them",
+    )
     parser.add_argument("--checkpoint-dir", type=Path, help="checkpoints (default OUT/checkpoints)")
     parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
     parser.add_argument("--name", help="model name (default: the name of OUT)")
@@ -59,14 +86,20 @@ def run_train(args: argparse.Namespace) -> int:
     def report(update: TrainingProgress) -> None:
         if update.val_metrics:
             scores = " ".join(f"{key} {value:.4f}" for key, value in update.val_metrics.items())
-            print(f"epoch {update.epoch}/{update.epochs} {scores}", file=sys.stderr, flush=True)
+            print(
+                f"epoch {update.epoch} ({update.done:.0%} done) {scores}",
+                file=sys.stderr,
+                flush=True,
+            )
 
     model = train(
         args.images,
         args.masks,
         target=args.target,
+        representation=args.representation,
         base_model=args.base_model,
         epochs=args.epochs,
+        minutes=args.minutes,
         steps_per_epoch=args.steps_per_epoch,
         patch_shape=args.patch,
         batch_size=args.batch_size,
@@ -78,6 +111,8 @@ def run_train(args: argparse.Namespace) -> int:
         augment=args.augment,
         seed=args.seed,
         device=args.device,
+        precision=args.precision,
+        calibrate=args.calibrate,
         checkpoint_dir=args.checkpoint_dir or args.out / "checkpoints",
         resume=args.resume,
         name=args.name or args.out.name,

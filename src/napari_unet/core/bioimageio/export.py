@@ -29,6 +29,8 @@ from napari_unet.core.files import atomic_write
 from napari_unet.core.models import CARD_FILE, WEIGHTS_FILE, Model, load_model, save_model
 from napari_unet.core.network import UNet
 from napari_unet.core.normalize import fit_normalizer
+from napari_unet.core.postprocess import instance_source
+from napari_unet.core.targets import INSTANCE_CLASSES
 
 INPUT_ID = "raw"
 OUTPUT_ID = "probabilities"
@@ -110,6 +112,14 @@ def export_bioimageio(
             f"model {model.name!r} flips bright-background images after normalisation; "
             "bioimage.io preprocessing cannot say that, so other tools get the unflipped "
             "image (napari-unet re-imports the package with the flip)",
+            UserWarning,
+            stacklevel=2,
+        )
+    if _softmax_free(description):
+        warnings.warn(
+            f"model {model.name!r} has a distance output next to its class logits; a bioimage.io "
+            "postprocessing step cannot apply a softmax to part of a tensor, so the package "
+            "outputs logits (napari-unet re-imports it with the right activations)",
             UserWarning,
             stacklevel=2,
         )
@@ -229,7 +239,24 @@ def _reference_output(model: Model, test_input: np.ndarray) -> np.ndarray:
     normalized = (image - normalizer.shift.reshape(shape)) * normalizer.scale.reshape(shape)
     with torch.inference_mode():
         logits = model.network(torch.from_numpy(normalized.astype(np.float32)))
-    return logits.softmax(dim=1).numpy()
+    return logits.numpy() if _softmax_free(model.description) else logits.softmax(dim=1).numpy()
+
+
+def _output_words(description: Any) -> str:
+    """Say what the output channels hold, for the package's documentation."""
+    names = ", ".join(description.class_names)
+    if _softmax_free(description):
+        return (
+            f"The output is logits of {names}: a softmax over all but the last channel gives "
+            "class probabilities, a sigmoid of the last each pixel's distance to its nucleus' "
+            "outline (1 at its centre)"
+        )
+    return f"The output is softmax probabilities of the classes {names}"
+
+
+def _softmax_free(description: Any) -> bool:
+    """Whether the outputs are left as logits: a distance channel cannot share the softmax."""
+    return instance_source(description) == "distance"
 
 
 def _write_files(
@@ -254,7 +281,8 @@ def _write_files(
     np.save(files["test_output.npy"], test_output)
     tifffile.imwrite(files["sample_input.tif"], test_input)
     tifffile.imwrite(files["sample_output.tif"], test_output)
-    _write_cover(files["cover.png"], test_input, test_output)
+    classes = len(INSTANCE_CLASSES) if _softmax_free(model.description) else None
+    _write_cover(files["cover.png"], test_input, test_output[:, :classes])
     files["README.md"].write_text(_documentation(model), encoding="utf-8")
     return files
 
@@ -299,8 +327,8 @@ def _documentation(model: Model) -> str:
         )
     return body + (
         "\n## bioimage.io package\n\n"
-        f"Exported by napari-unet. The output is softmax probabilities of the classes "
-        f"{', '.join(description.class_names)}. Input: raw intensities, normalised by the "
+        f"Exported by napari-unet. {_output_words(description)}. Input: raw intensities, "
+        "normalised by the "
         "preprocessing. napari-unet users get the full model back with "
         "`napari_unet.load_model('this.zip')`; the tiled engine handles any image size.\n"
     )
@@ -348,13 +376,21 @@ def _output_descr(v0_5: Any, network: UNet, description: Any, files: dict[str, P
             axes.append(v0_5.SpaceOutputAxisWithHalo(id=axis, size=size, halo=network.context))
         else:
             axes.append(v0_5.SpaceOutputAxis(id=axis, size=size))
+    if _softmax_free(description):
+        what, postprocessing = (
+            "logits: softmax the class channels, sigmoid the distance channel",
+            [],
+        )
+    else:
+        what = "class probabilities"
+        postprocessing = [v0_5.SoftmaxDescr(kwargs=v0_5.SoftmaxKwargs(axis="channel"))]
     return v0_5.OutputTensorDescr(
         id=OUTPUT_ID,
-        description=f"class probabilities ({description.output_kind} model)",
+        description=f"{what} ({description.output_kind} model)",
         axes=axes,
         test_tensor=v0_5.FileDescr(source=files["test_output.npy"]),
         sample_tensor=v0_5.FileDescr(source=files["sample_output.tif"]),
-        postprocessing=[v0_5.SoftmaxDescr(kwargs=v0_5.SoftmaxKwargs(axis="channel"))],
+        postprocessing=postprocessing,
     )
 
 

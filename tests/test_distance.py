@@ -1,0 +1,155 @@
+"""Distance instance models: target, post-processing, activation, training and fine-tuning."""
+
+import numpy as np
+import pytest
+import torch
+
+from napari_unet.core.checkpoint import CHECKPOINT_FILE
+from napari_unet.core.metrics import instance_scores
+from napari_unet.core.models import ModelDescription
+from napari_unet.core.network import UNetConfig
+from napari_unet.core.postprocess import activate, instance_labels, instance_source
+from napari_unet.core.predict import Predictor
+from napari_unet.core.targets import center_distance
+from napari_unet.core.train import train
+from tiny_models import make_model
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+TINY = {"depth": 2, "base_channels": 8}
+
+
+def touching_discs(size: int = 64, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs of discs that touch, on a noisy background: the case distance models are for."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size]
+    mask = np.zeros((size, size), np.uint16)
+    label = 0
+    for cy, cx in rng.integers(12, size - 22, size=(2, 2)):
+        for dx in (0, 11):
+            label += 1
+            mask[((yy - cy) ** 2 + (xx - cx - dx) ** 2 < 36) & (mask == 0)] = label
+    image = (mask > 0) * 100.0 + rng.normal(0, 10, mask.shape)
+    return image.astype(np.float32), mask
+
+
+def test_center_distance_peaks_at_each_centre_and_dips_between_touching_objects():
+    mask = np.zeros((20, 40), np.uint16)
+    mask[5:15, 5:15] = 1
+    mask[5:15, 15:25] = 2  # touches object 1 along a whole side
+    distance = center_distance(mask)
+    assert distance[mask == 0].max() == 0
+    for label in (1, 2):
+        assert distance[mask == label].max() == pytest.approx(1.0)
+    valley = distance[10, 14:16]
+    assert valley.max() < 0.3 < distance[10, 10]  # low along the shared outline
+    sparse = center_distance(np.where(mask == 1, 1, mask), sparse=True)
+    assert sparse[mask == 1].max() == 0  # value 1 is painted background when sparse
+
+
+def test_distance_seeds_split_touching_objects_that_the_interior_merges():
+    mask = np.zeros((20, 40), np.uint16)
+    mask[5:15, 5:15], mask[5:15, 15:25] = 1, 2
+    interior = (mask > 0).astype(np.float32)  # no boundary between the two: one blob
+    probabilities = np.stack([1 - interior, interior, 0 * interior])
+    assert instance_labels(probabilities, min_size=4).max() == 1
+    with_distance = np.concatenate([probabilities, center_distance(mask)[np.newaxis]])
+    labels = instance_labels(with_distance, seed_threshold=0.5, min_size=4)
+    assert labels.max() == 2
+    assert instance_scores(mask, labels)["ap50"] == 1.0
+
+
+def test_activation_softmaxes_the_classes_and_squashes_the_distance():
+    description = ModelDescription(
+        name="d",
+        architecture=UNetConfig(out_channels=4),
+        output_kind="instances",
+        class_names=["background", "interior", "boundary", "distance"],
+    )
+    assert instance_source(description) == "distance"
+    logits = np.random.default_rng(0).normal(size=(4, 5, 5)).astype(np.float32)
+    probabilities = activate(logits, description)
+    np.testing.assert_allclose(probabilities[:3].sum(axis=0), 1.0, rtol=1e-6)
+    np.testing.assert_allclose(probabilities[3], 1 / (1 + np.exp(-logits[3])), rtol=1e-5)
+
+
+def test_a_distance_model_learns_to_separate_touching_objects():
+    pairs = [touching_discs(seed=seed) for seed in range(4)]
+    images, masks = [p[0] for p in pairs], [p[1] for p in pairs]
+    model = train(
+        images[:3],
+        masks[:3],
+        representation="distance",
+        architecture=TINY,
+        epochs=12,
+        steps_per_epoch=10,
+        batch_size=4,
+        patch_shape=48,
+        learning_rate=3e-3,
+        val_fraction=0,
+        seed=1,
+    )
+    assert model.description.class_names[-1] == "distance"
+    predictor = Predictor(model, device="cpu", precision="fp32")
+    probabilities = predictor.predict(images[3], axes="YX", output="probabilities")
+    assert probabilities.shape == (4, 64, 64)
+    target = center_distance(masks[3])
+    assert np.corrcoef(probabilities[3].ravel(), target.ravel())[0, 1] > 0.7
+    labels = predictor.predict(images[3], axes="YX")
+    assert instance_scores(masks[3], labels)["ap50"] >= 0.5
+
+
+def test_fine_tuning_a_boundary_model_into_a_distance_model_keeps_its_classes():
+    base = make_model(output_kind="instances")
+    images, masks = touching_discs()
+    start = train(
+        [images], [masks], base_model=base, representation="distance", epochs=0, calibrate=False
+    )
+    assert start.description.architecture.out_channels == 4
+    assert start.description.provenance["fine_tuned_from"] == base.name
+    head, base_head = start.network.head, base.network.head
+    torch.testing.assert_close(head.weight[:3], base_head.weight)
+    torch.testing.assert_close(head.bias[:3], base_head.bias)
+    before = Predictor(base, precision="fp32").predict(images, axes="YX", output="probabilities")
+    after = Predictor(start, precision="fp32").predict(images, axes="YX", output="probabilities")
+    np.testing.assert_allclose(after[:3], before, atol=1e-5)
+
+
+def test_a_time_budget_ends_the_run_and_annealing_follows_the_clock(tmp_path):
+    images, masks = touching_discs()
+    seen = []
+    model = train(
+        [images],
+        [masks],
+        architecture=TINY,
+        minutes=0.03,
+        steps_per_epoch=2,
+        batch_size=2,
+        patch_shape=32,
+        progress=seen.append,
+        checkpoint_dir=tmp_path,
+    )
+    assert seen[-1].done == 1.0
+    assert seen[-1].epoch >= 2  # epochs went on until the time was up
+    state = torch.load(tmp_path / CHECKPOINT_FILE, weights_only=True)
+    assert state["run"]["elapsed_s"] > 0.5 * 0.03 * 60  # resumed runs count earlier time
+    assert "scaler" in state  # the mixed-precision scaler is part of the checkpoint
+    assert state["scheduler"]["_last_lr"][0] < 1e-3 * 0.1  # annealed by the end of the budget
+    # without validation images the result is the last weights, not a lucky epoch
+    for key, value in model.network.state_dict().items():
+        torch.testing.assert_close(value, state["network"][key].cpu())
+
+
+def test_fine_tuning_recalibrates_the_thresholds_on_the_users_labels():
+    base = make_model(output_kind="instances")
+    base.description.postprocess = {"foreground_threshold": 0.123, "seed_threshold": 0.5}
+    images, masks = touching_discs()
+    tuned = train([images], [masks], base_model=base, epochs=1, steps_per_epoch=1, batch_size=2)
+    assert tuned.description.postprocess["foreground_threshold"] != 0.123
+    assert set(tuned.description.postprocess) == {
+        "foreground_threshold",
+        "seed_threshold",
+        "min_size",
+    }
+    kept = train([images], [masks], base_model=base, epochs=1, steps_per_epoch=1, calibrate=False)
+    assert kept.description.postprocess["foreground_threshold"] == 0.123
