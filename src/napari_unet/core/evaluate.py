@@ -141,7 +141,7 @@ def calibrate_binary_decision(
 
 TUNING_GRID = {
     "foreground": (0.5, 0.6, 0.7, 0.8, 0.9),
-    "seed": (0.5, 0.6, 0.7, 0.8, 0.9),
+    "seed": (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9),
     "min_size": (8, 16, 32, 48, 64),
 }
 
@@ -157,13 +157,30 @@ def _probabilities(predictor: Predictor, image: np.ndarray) -> np.ndarray:
     return predictor.predict(image, output="probabilities")
 
 
-def _instance_summary(
+def image_scores(
+    model: str | os.PathLike[str] | Model,
+    images: Sequence[np.ndarray],
+    masks: Sequence[np.ndarray],
+) -> list[dict[str, float]]:
+    """Instance scores of every image (for paired comparisons of two models on one set)."""
+    predictor = Predictor(model)
+    probabilities = [_probabilities(predictor, image) for image in images]
+    return _instance_scores(predictor.model, probabilities, list(masks))
+
+
+def _instance_scores(
     model: Model, probabilities: list[np.ndarray], masks: list[np.ndarray]
-) -> dict[str, float]:
-    scores = [
+) -> list[dict[str, float]]:
+    return [
         instance_scores(mask, instance_labels(probs, **model.description.postprocess))
         for probs, mask in zip(probabilities, masks, strict=True)
     ]
+
+
+def _instance_summary(
+    model: Model, probabilities: list[np.ndarray], masks: list[np.ndarray]
+) -> dict[str, float]:
+    scores = _instance_scores(model, probabilities, masks)
     summary = {key: float(np.mean([s[key] for s in scores])) for key in scores[0]}
     summary["n_images"] = len(scores)
     return summary
