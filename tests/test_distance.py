@@ -153,3 +153,14 @@ def test_fine_tuning_recalibrates_the_thresholds_on_the_users_labels():
     }
     kept = train([images], [masks], base_model=base, epochs=1, steps_per_epoch=1, calibrate=False)
     assert kept.description.postprocess["foreground_threshold"] == 0.123
+
+
+def test_thresholds_are_not_tuned_on_sparse_paintings():
+    base = make_model(output_kind="instances")
+    base.description.postprocess = {"foreground_threshold": 0.123, "seed_threshold": 0.5}
+    images, masks = touching_discs()
+    sparse = np.where(masks > 0, masks + 1, 1).astype(np.uint16)
+    kept = train([images], [sparse], base_model=base, sparse=True, epochs=1, steps_per_epoch=1)
+    assert kept.description.postprocess["foreground_threshold"] == 0.123
+    with pytest.raises(ValueError, match="fully labelled"):
+        train([images], [sparse], base_model=base, sparse=True, epochs=0, calibrate=True)

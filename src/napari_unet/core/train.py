@@ -145,7 +145,8 @@ def train(
         saved best model, rather than the epoch that scored best on the few validation images.
     calibrate
         Tune the instance post-processing thresholds on the validation images (or, without
-        any, on the training images) once trained. Default: when fine-tuning instances.
+        any, on the training images) once trained. Default: when fine-tuning instances on
+        fully labelled (not sparse) masks.
     progress, cancel
         Called with a :class:`TrainingProgress` after each step and epoch; checked every step,
         raising :class:`~napari_unet.core.progress.Cancelled` (checkpoints stay on disk).
@@ -188,7 +189,12 @@ def train(
     checkpointer = Checkpointer(checkpoint_dir, checkpoint_interval_s)
     result = loop.run(checkpointer, resume, average_weights, progress, cancel)
     if calibrate is None:
-        calibrate = base_model is not None and target == "instances"
+        calibrate = base_model is not None and target == "instances" and not sparse
+    elif calibrate and sparse:
+        raise ValueError(
+            "calibrate=True needs fully labelled masks: with sparse masks, objects found where "
+            "nothing was painted would count as false"
+        )
     if calibrate and target == "instances":
         tuning = val_pairs if val_pairs[0] else train_pairs
         result.description.postprocess = tune_instance_postprocess(result, *tuning)
