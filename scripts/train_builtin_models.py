@@ -1,8 +1,9 @@
 """Reproduce the two built-in models from ../shared/data (resumable; run from the repo root).
 
     python scripts/train_builtin_models.py train em-membranes   # checkpoints in runs/em-membranes
-    python scripts/train_builtin_models.py train nuclei
+    python scripts/train_builtin_models.py train nuclei   # after its stages (see RECIPES)
     python scripts/train_builtin_models.py export nuclei   # tune, evaluate, write the package copy
+    python scripts/train_builtin_models.py train unseen-distance   # the "unseen kind" split
 
 ``train`` resumes from ``runs/<name>/last.pt`` when it exists. ``export`` takes the best
 checkpoint, tunes the post-processing thresholds on the validation split, measures the
@@ -304,6 +305,15 @@ def model_card(model: Model) -> str:
         f"({', '.join(card.class_names)}); input normalisation {json.dumps(card.normalization)}"
         + ("; weights stored in float16." if RECIPES[card.name].get("half_precision") else "."),
     ]
+    if card.class_names[-1] == "distance":
+        lines += [
+            "",
+            "The last output regresses each pixel's distance to its nucleus' outline, divided by "
+            "the nucleus' largest (1 at its centre, 0 on the outline and outside). Seeds are "
+            "where it exceeds `seed_threshold` inside the foreground (interior + boundary "
+            "probability above `foreground_threshold`); a watershed on it then splits touching "
+            "nuclei along the valley between their centres.",
+        ]
     if card.postprocess:
         lines += [
             "",
