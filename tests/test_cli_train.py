@@ -88,3 +88,20 @@ def test_semantic_training_on_object_labels_names_the_values(tiff_pairs, capsys)
     out = ["--out", str(tiff_pairs / "model"), "--target", "semantic"]
     assert main(["train", *folders, *out]) == 1
     assert "1024 values (0, 1, 2, 3, 4, 5, ..., 1023)" in capsys.readouterr().err
+
+
+def test_fine_tune_for_a_few_seconds_into_a_distance_model(tiff_pairs, tmp_path, capsys):
+    from tiny_models import make_model
+
+    from napari_unet.core.models import load_model, save_model
+
+    base = save_model(make_model(output_kind="instances"), tmp_path / "base")
+    out = tiff_pairs / "tuned"
+    folders = ["--images", str(tiff_pairs / "images"), "--masks", str(tiff_pairs / "masks")]
+    settings = ["--minutes", "0.02", "--patch", "32", "--batch-size", "2"]
+    command = ["train", *folders, "--from", str(base), "--out", str(out), *settings]
+    assert main([*command, "--representation", "distance"]) == 0
+    tuned = load_model(out)
+    assert tuned.description.class_names[-1] == "distance"
+    assert tuned.description.provenance["fine_tuned_from"] == "tiny-2d-same"
+    assert "% done" in capsys.readouterr().err  # progress by share of the time budget
