@@ -91,9 +91,8 @@ def test_semantic_training_on_object_labels_names_the_values(tiff_pairs, capsys)
 
 
 def test_fine_tune_for_a_few_seconds_into_a_distance_model(tiff_pairs, tmp_path, capsys):
-    from tiny_models import make_model
-
     from napari_unet.core.models import load_model, save_model
+    from tiny_models import make_model
 
     base = save_model(make_model(output_kind="instances"), tmp_path / "base")
     out = tiff_pairs / "tuned"

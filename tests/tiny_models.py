@@ -18,13 +18,22 @@ def make_model(
     norm: str = "batch",
     seed: int = 0,
 ) -> Model:
-    """A small untrained model whose outputs still vary with the input."""
+    """A small untrained model whose outputs still vary with the input.
+
+    ``output_kind`` is ``"semantic"``, ``"instances"`` (three classes) or ``"distance"`` (an
+    instance model with the distance output).
+    """
     torch.manual_seed(seed)
-    classes = ["background", "interior", "boundary"] if output_kind == "instances" else None
+    classes = {
+        "instances": ["background", "interior", "boundary"],
+        "distance": ["background", "interior", "boundary", "distance"],
+    }.get(output_kind)
+    if output_kind == "distance":
+        output_kind = "instances"
     config = UNetConfig(
         spatial_dims=spatial_dims,
         in_channels=in_channels,
-        out_channels=3 if classes else 2,
+        out_channels=len(classes) if classes else 2,
         depth=depth,
         base_channels=4,
         padding=padding,
