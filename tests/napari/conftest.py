@@ -11,11 +11,12 @@ from napari_unet.core.models import USER_MODELS_ENV, Model, ModelDescription, sa
 from napari_unet.core.network import UNetConfig
 
 
-def _save_tiny_model(folder: Path, name: str, spatial_dims: int) -> str:
+def _save_tiny_model(folder: Path, name: str, spatial_dims: int, distance: bool = False) -> str:
+    classes = ["background", "interior", "boundary"] + (["distance"] if distance else [])
     architecture = UNetConfig(
         spatial_dims=spatial_dims,
         in_channels=1,
-        out_channels=3,
+        out_channels=len(classes),
         depth=2,
         base_channels=4,
         padding="same",
@@ -24,7 +25,7 @@ def _save_tiny_model(folder: Path, name: str, spatial_dims: int) -> str:
         name=name,
         architecture=architecture,
         output_kind="instances",
-        class_names=["background", "interior", "boundary"],
+        class_names=classes,
     )
     save_model(Model.create(description), folder / name)
     return name
@@ -42,6 +43,12 @@ def models_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def tiny_model(models_dir: Path) -> str:
     """Save a tiny untrained 2D instance model as a user model; return its name."""
     return _save_tiny_model(models_dir, "tiny-nuclei", spatial_dims=2)
+
+
+@pytest.fixture
+def tiny_distance_model(models_dir: Path) -> str:
+    """Save a tiny untrained 2D instance model with a distance output; return its name."""
+    return _save_tiny_model(models_dir, "tiny-distance", spatial_dims=2, distance=True)
 
 
 @pytest.fixture

@@ -236,10 +236,14 @@ def test_stacks_default_to_objects_joined_in_3d_as_in_the_api(
     assert widget.mode.value == "2D"  # a T axis keeps its planes apart, as in the CLI
 
 
+@pytest.mark.parametrize("model_fixture", ["tiny_model", "tiny_distance_model"])
 def test_thresholds_relabel_the_kept_probabilities_without_the_network(
-    viewer_and_widget, tiny_model, blobs, qtbot, monkeypatch
+    viewer_and_widget, model_fixture, blobs, qtbot, monkeypatch, request
 ) -> None:
     viewer, widget = viewer_and_widget
+    tiny_model = request.getfixturevalue(model_fixture)
+    widget.model.reset_choices()
+    widget.model.value = tiny_model
     viewer.add_image(np.tile(blobs, (2, 2)), name="blobs")
     widget.seed.value = 0.3
     run(widget, qtbot)

@@ -106,7 +106,8 @@ def segment_instances(
     name = f"{layer.name} ({label})"
     axes = layer_axes(layer, mode).replace("C", "")
     common = {"mode": mode, "position": position, "level": level, **options}
-    too_big = _probability_bytes(layer, axes, level, position) > KEEP_LIMIT_BYTES
+    channels = model.description.architecture.out_channels
+    too_big = _probability_bytes(layer, axes, level, position, channels) > KEEP_LIMIT_BYTES
     # Rescaled images are labelled at the model's scale, as the API does; multiscale layers
     # go to a lazy zarr pyramid, never held whole.
     if too_big or options.get("diameter") or (layer.multiscale and position is None):
@@ -153,11 +154,11 @@ def labeller(description: ModelDescription) -> tuple[Labeller, dict[str, Any]]:
     return label, {key: description.postprocess.get(key, value) for key, value in defaults.items()}
 
 
-def _probability_bytes(layer: Image, axes: str, level: int, position: Any) -> int:
+def _probability_bytes(layer: Image, axes: str, level: int, position: Any, channels: int) -> int:
     data = layer.data[level] if layer.multiscale else layer.data
     shape = [int(n) for n in data.shape[: len(axes)]]
     if position is not None:
         shape = [
             1 if letter in INDEPENDENT_AXES else n for letter, n in zip(axes, shape, strict=True)
         ]
-    return 3 * 4 * int(np.prod(shape))
+    return channels * 4 * int(np.prod(shape))
