@@ -62,6 +62,29 @@ def test_a_tiny_set_is_overfit_in_a_few_dozen_steps():
     assert foreground_iou(model, images, masks) > max(0.8, foreground_iou(untrained, images, masks))
 
 
+def test_bf16_autocast_training_learns_as_well_as_fp32():
+    """The accuracy check behind precision="auto" picking bf16 on CPUs with bf16 hardware."""
+    images, masks = squares()
+    settings = {
+        "target": "semantic",
+        "architecture": TINY,
+        "epochs": 1,
+        "steps_per_epoch": 30,
+        "batch_size": 4,
+        "learning_rate": 1e-2,
+        "augment": False,
+        "val_fraction": 0,
+    }
+    scores = {
+        precision: foreground_iou(
+            train(images, masks, precision=precision, **settings), images, masks
+        )
+        for precision in ("fp32", "bf16")
+    }
+    assert scores["bf16"] > 0.8
+    assert abs(scores["bf16"] - scores["fp32"]) < 0.05, scores
+
+
 SHORT_RUN = {
     "target": "semantic",
     "architecture": TINY,
