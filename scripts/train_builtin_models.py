@@ -309,7 +309,7 @@ def model_card(model: Model) -> str:
         lines += [
             "",
             "The last output regresses each pixel's distance to its nucleus' outline, divided by "
-            "the nucleus' largest (1 at its centre, 0 on the outline and outside). Seeds are "
+            "the nucleus' largest (1 at its centre, lowest on its outline, 0 outside). Seeds are "
             "where it exceeds `seed_threshold` inside the foreground (interior + boundary "
             "probability above `foreground_threshold`); a watershed on it then splits touching "
             "nuclei along the valley between their centres.",

@@ -164,3 +164,26 @@ def test_thresholds_are_not_tuned_on_sparse_paintings():
     assert kept.description.postprocess["foreground_threshold"] == 0.123
     with pytest.raises(ValueError, match="fully labelled"):
         train([images], [sparse], base_model=base, sparse=True, epochs=0, calibrate=True)
+
+
+def test_semantic_output_of_a_distance_model_is_its_classes_only(blobs):
+    model = make_model(output_kind="distance")
+    predictor = Predictor(model, device="cpu", precision="fp32")
+    classes = predictor.predict(blobs, axes="YX", output="semantic")
+    probabilities = predictor.predict(blobs, axes="YX", output="probabilities")
+    np.testing.assert_array_equal(classes, probabilities[:3].argmax(axis=0))
+
+
+def test_a_distance_model_fine_tuned_back_to_boundaries_keeps_its_class_weights():
+    base = make_model(output_kind="distance")
+    images, masks = touching_discs()
+    start = train([images], [masks], base_model=base, representation="boundaries", epochs=0)
+    torch.testing.assert_close(start.network.head.weight, base.network.head.weight[:3])
+
+
+def test_time_budgets_are_checked():
+    images, masks = touching_discs()
+    with pytest.raises(ValueError, match="positive time budget"):
+        train([images], [masks], architecture=TINY, minutes=0)
+    with pytest.raises(ValueError, match="give epochs rather than minutes"):
+        train([images], [masks], architecture=TINY, minutes=1, average_weights=0.5)

@@ -113,8 +113,9 @@ class SegmentWidget(JobWidget):
         )
         self.seed = _threshold_slider(
             "seed",
-            "instances: interior probability that starts an object; higher splits touching "
-            "objects less often",
+            "instances: objects start where the interior probability (distance models: the "
+            "distance to the outline, 1 at centres) is above this; higher splits touching "
+            "objects more often but may miss faint ones",
         )
         self.min_size = SpinBox(
             label="min size (px)",

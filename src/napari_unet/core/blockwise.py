@@ -313,8 +313,10 @@ def _collect(results: dict[tuple[int, ...], BlockLabels], labels: BlockLabels | 
 
 def finish(logits: np.ndarray, kind: str, description: ModelDescription) -> np.ndarray:
     """Turn a region's ``(K, Z, Y, X)`` logits into classes, probabilities or object labels."""
-    if kind == "semantic":
-        return semantic_labels(logits)
+    if kind == "semantic":  # classes only: a distance channel is not a class
+        return semantic_labels(
+            logits[:-1] if instance_source(description) == "distance" else logits
+        )
     probabilities = activate(logits, description)
     if kind == "probabilities":
         return probabilities

@@ -83,14 +83,18 @@ def evaluate(
 
 
 def tune_instance_postprocess(
-    model: Model, images: Sequence[np.ndarray], masks: Sequence[np.ndarray]
+    model: Model,
+    images: Sequence[np.ndarray],
+    masks: Sequence[np.ndarray],
+    device: str = "auto",
 ) -> dict[str, Any]:
     """Pick the instance thresholds with the best mean AP@0.5 (then mAP) on labelled images.
 
     Foreground and seed thresholds are searched together, then the minimum object size;
     class-balanced training tends to widen the foreground, so high thresholds are included.
+    Probabilities are computed in fp32, so the choice does not depend on the hardware.
     """
-    predictor = Predictor(model)
+    predictor = Predictor(model, device=device, precision="fp32")
     probabilities = [_probabilities(predictor, image) for image in images]
 
     def quality(params: dict[str, Any]) -> tuple[float, float]:

@@ -73,11 +73,14 @@ def initial_model(
         if card.architecture.out_channels != len(names):
             # other outputs: keep the learned features and the outputs both models share
             # (the classes of a boundary model that gains a distance), start the rest afresh
-            shared = target == "instances" and card.class_names == names[: len(card.class_names)]
+            common = min(len(card.class_names), len(names))
+            shared = target == "instances" and card.class_names[:common] == names[:common]
             card.architecture = UNetConfig.from_dict(
                 {**card.architecture.to_dict(), "out_channels": len(names)}
             )
-            kept_head = {k: v for k, v in state.items() if k.startswith("head.") and shared}
+            kept_head = {
+                k: v[:common] for k, v in state.items() if k.startswith("head.") and shared
+            }
             state = {k: v for k, v in state.items() if not k.startswith("head.")}
         else:
             kept_head = {}

@@ -64,8 +64,8 @@ def instance_target(mask: np.ndarray, sparse: bool = False, boundary_width: int 
 def center_distance(mask: np.ndarray, sparse: bool = False) -> np.ndarray:
     """Distance to each object's outline, divided by the object's largest distance (float32).
 
-    1 on an object's centre, falling to 0 at its outline and 0 outside objects. Touching
-    objects meet at a valley of 0, so seeds taken where it is high split them, whatever the
+    1 on an object's centre, falling to ``1 / max`` on its outermost pixels, 0 outside objects.
+    Touching objects meet at a valley, so seeds taken where it is high split them, whatever the
     objects' sizes (the normalisation makes every object's core reach 1). This is the regression
     target of *distance* instance models, next to the three boundary classes.
     """

@@ -151,6 +151,18 @@ def train(
         Called with a :class:`TrainingProgress` after each step and epoch; checked every step,
         raising :class:`~napari_unet.core.progress.Cancelled` (checkpoints stay on disk).
     """
+    if minutes is not None and not minutes > 0:
+        raise ValueError(f"minutes must be a positive time budget, not {minutes}")
+    if minutes is not None and average_weights:
+        raise ValueError(
+            "average_weights averages the last epochs of a run of known length; "
+            "give epochs rather than minutes to use it"
+        )
+    if calibrate and sparse:
+        raise ValueError(
+            "calibrate=True needs fully labelled masks: with sparse masks, objects found where "
+            "nothing was painted would count as false"
+        )
     torch.manual_seed(seed)  # first, so that a new network's initial weights are reproducible
     train_pairs, val_pairs = read_split(images, masks, validation, val_fraction, seed)
     model = initial_model(
@@ -190,14 +202,11 @@ def train(
     result = loop.run(checkpointer, resume, average_weights, progress, cancel)
     if calibrate is None:
         calibrate = base_model is not None and target == "instances" and not sparse
-    elif calibrate and sparse:
-        raise ValueError(
-            "calibrate=True needs fully labelled masks: with sparse masks, objects found where "
-            "nothing was painted would count as false"
-        )
     if calibrate and target == "instances":
         tuning = val_pairs if val_pairs[0] else train_pairs
-        result.description.postprocess = tune_instance_postprocess(result, *tuning)
+        result.description.postprocess = tune_instance_postprocess(result, *tuning, device)
+        if checkpointer.folder is not None:
+            save_model(result, checkpointer.folder / BEST_DIR, overwrite=True)
     return result
 
 
@@ -216,10 +225,11 @@ class Schedule:
         return self.elapsed_before + time.monotonic() - self.started
 
     def done(self, step: int) -> float:
-        """Share of the run done after ``step`` optimiser steps, 0 to 1."""
+        """Share of the run done after ``step`` optimiser steps, 0 to 1 (time or steps)."""
+        by_steps = step / max(1, self.epochs * self.steps_per_epoch)
         if self.budget_s is not None:
-            return min(1.0, self.elapsed() / self.budget_s)
-        return min(1.0, step / max(1, self.epochs * self.steps_per_epoch))
+            by_steps = max(by_steps, self.elapsed() / self.budget_s)
+        return min(1.0, by_steps)
 
     def over(self, step: int) -> bool:
         """Whether the run has used its epochs or its time."""
@@ -265,6 +275,10 @@ class _Loop:
         self.learning_rate = learning_rate
         self.device = _resolve_device(device)
         self.dtype = resolve_precision(precision, str(self.device))
+        if self.dtype == torch.float16 and self.device.type != "cuda":
+            if precision != "auto":
+                raise ValueError("fp16 training needs CUDA (its gradient scaler); use bf16")
+            self.dtype = None  # e.g. Apple MPS: fp32, as no loss scaling guards fp16 there
         self.memory_format = (
             torch.channels_last if self.network.spatial_dims == 2 else torch.contiguous_format
         )
