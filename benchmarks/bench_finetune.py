@@ -49,6 +49,9 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=4.5)
     parser.add_argument("--images", type=int, default=1, help="repeat with this many images")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--learning-rate", type=float, help="default: train()'s for fine-tuning")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--patch", type=int, help="default: train()'s (256, capped at the image)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -65,6 +68,9 @@ def main() -> None:
             [train_masks[index]],
             base_model=load_model(args.start),
             minutes=args.minutes,
+            learning_rate=args.learning_rate,
+            batch_size=args.batch_size,
+            patch_shape=args.patch,
             name="fine-tuned",
         )
         seconds = time.monotonic() - started
