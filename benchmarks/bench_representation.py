@@ -9,8 +9,9 @@ training images except histology. Each model's thresholds are tuned on the 20 va
 images it was selected on (none of them histology); it is then scored on every DSB histology
 image (the "unseen kind", 78 images) and on the other validation images.
 
-``shipped``: the previous built-in ``nuclei`` (``runs/nuclei-boundaries/best``) against the
-package's ``nuclei``, each with the thresholds on its card, on the 100 DSB validation images.
+``shipped``: the built-in ``nuclei`` (boundaries) against its distance version (stage
+``nuclei`` of the script, exported with tuned thresholds to ``runs/nuclei-distance``), each
+with the thresholds on its card, on the 100 DSB validation images.
 
 Printed: AP@0.5 per group for each model and the paired difference (B - A) with a bootstrap
 95 % confidence interval over images.
@@ -119,8 +120,8 @@ def main() -> None:
         results = compare(models, unseen_groups())
     else:
         models = {
-            "boundaries": load_model(RUNS / "nuclei-boundaries" / "best"),
-            "distance": load_model("nuclei"),
+            "boundaries": load_model("nuclei"),
+            "distance": load_model(RUNS / "nuclei-distance"),
         }
         results = compare(models, validation_groups())
     if args.json:
