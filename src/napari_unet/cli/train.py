@@ -24,8 +24,8 @@ def register_train(subparsers: Any) -> None:
     parser.add_argument(
         "--representation",
         choices=["distance", "boundaries"],
-        help="instances: add a distance-to-outline output (default for new models) or keep the "
-        "three classes; default: the --from model's",
+        help="instances: add a distance-to-outline output (generalises better to other kinds "
+        "of images) or keep the three classes; default: the --from model's, else boundaries",
     )
     parser.add_argument("--epochs", type=int, default=None, help="passes (default 50)")
     parser.add_argument(

@@ -46,9 +46,9 @@ def initial_model(
         raise ValueError(f"representation must be one of {REPRESENTATIONS}, not {representation!r}")
     base = load_model(base_model) if base_model is not None else None
     if target == "instances":
-        if representation is None:  # the base model's, else the better one (docs/training.md)
-            boundaries = base is not None and instance_source(base.description) != "distance"
-            representation = "boundaries" if boundaries else "distance"
+        if representation is None:  # the base model's, else the better one in-domain
+            distance = base is not None and instance_source(base.description) == "distance"
+            representation = "distance" if distance else "boundaries"
         names = list(INSTANCE_CLASSES)
         if representation == "distance":
             names.append(DISTANCE_CHANNEL)

@@ -106,7 +106,8 @@ def train(
     representation
         For instances: ``"distance"`` adds an output that regresses each pixel's distance to
         its object's outline (seeds and watershed then use it), ``"boundaries"`` keeps the
-        three classes only. Default: the base model's, else ``"distance"``.
+        three classes only. Default: the base model's, else ``"boundaries"`` (better on
+        images like the training set; ``"distance"`` generalises better to other kinds).
     base_model
         Fine-tune this model (name, folder or :class:`Model`) instead of starting from scratch.
     architecture
