@@ -53,6 +53,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--learning-rate", type=float, help="default: train()'s for fine-tuning")
     parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--weight-map", action="store_true", help="the paper's border weights")
+    parser.add_argument(
+        "--no-calibrate", dest="calibrate", action="store_false", help="keep the start's thresholds"
+    )
     parser.add_argument("--patch", type=int, help="default: train()'s (256, capped at the image)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
@@ -78,6 +82,8 @@ def main() -> None:
             learning_rate=args.learning_rate,
             batch_size=args.batch_size,
             patch_shape=args.patch,
+            weight_map=args.weight_map,
+            calibrate=args.calibrate,
             name="fine-tuned",
         )
         seconds = time.monotonic() - started
