@@ -53,7 +53,13 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--learning-rate", type=float, help="default: train()'s for fine-tuning")
     parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--weight-map", action="store_true", help="the paper's border weights")
+    parser.add_argument(
+        "--no-weight-map",
+        dest="weight_map",
+        action="store_false",
+        default=None,
+        help="fine-tune without the paper's border weights (default: with them)",
+    )
     parser.add_argument(
         "--no-calibrate", dest="calibrate", action="store_false", help="keep the start's thresholds"
     )

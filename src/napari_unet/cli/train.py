@@ -39,11 +39,16 @@ def register_train(subparsers: Any) -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--val-fraction", type=float, default=0.2)
     parser.add_argument(
-        "--learning-rate", type=float, default=None, help="default 1e-3, or 5e-4 with --from"
+        "--learning-rate", type=float, default=None, help="default 1e-3, or 1e-4 with --from"
     )
     # The core checks the loss: importing its list here would load torch for every command.
     parser.add_argument("--loss", default="ce+dice", help="ce, dice or ce+dice (default)")
-    parser.add_argument("--weight-map", action="store_true", help="the paper's border weights")
+    parser.add_argument(
+        "--weight-map",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="the paper's border weights (default: on with --from, off for a new network)",
+    )
     parser.add_argument("--sparse", action="store_true", help="mask value 0 = not annotated")
     parser.add_argument("--no-augment", dest="augment", action="store_false")
     parser.add_argument(

@@ -41,7 +41,7 @@ from napari_unet.core.training_data import Batch, Data, TrainingData, read_split
 __all__ = ["BEST_DIR", "CHECKPOINT_FILE", "TrainingProgress", "train"]
 
 NEW_MODEL_LEARNING_RATE = 1e-3
-FINE_TUNE_LEARNING_RATE = 5e-4
+FINE_TUNE_LEARNING_RATE = 1e-4
 """Default learning rates; fine-tuning moves learned weights less (see docs/training.md)."""
 
 
@@ -75,7 +75,7 @@ def train(
     validation: tuple[Data, Data] | None = None,
     learning_rate: float | None = None,
     loss: LossName = "ce+dice",
-    weight_map: bool = False,
+    weight_map: bool | None = None,
     sparse: bool = False,
     augment: bool = True,
     seed: int = 0,
@@ -124,9 +124,10 @@ def train(
         validation, unless ``validation=(images, masks)`` gives a separate set. Without
         validation images the last weights are the result.
     learning_rate
-        Peak learning rate; default 1e-3 for a new network, 5e-4 when fine-tuning.
+        Peak learning rate; default 1e-3 for a new network, 1e-4 when fine-tuning.
     weight_map
         Weight the cross-entropy with the paper's map, which stresses thin gaps between objects.
+        Default: on when fine-tuning (the built-in models were trained with it), else off.
     sparse
         Mask value 0 means "not annotated" and is ignored; see :mod:`napari_unet.core.targets`
         for what the other values mean.
@@ -176,6 +177,8 @@ def train(
         name,
         representation,
     )
+    if weight_map is None:
+        weight_map = base_model is not None
     if normalization is not None and base_model is None:
         model.description.normalization = dict(normalization)
     data = TrainingData.build(
