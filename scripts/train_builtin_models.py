@@ -23,8 +23,9 @@ import numpy as np
 import tifffile
 import torch
 
+from napari_unet.core.checkpoint import BEST_DIR, CHECKPOINT_FILE
 from napari_unet.core.models import Model, load_model, save_model
-from napari_unet.core.train import BEST_DIR, CHECKPOINT_FILE, TrainingProgress, train
+from napari_unet.core.train import TrainingProgress, train
 from napari_unet.core.widen import widen
 
 REPO = Path(__file__).resolve().parent.parent

@@ -37,6 +37,7 @@ from napari_unet.core.memory import MAX_BLOCK_EDGE_2D, MAX_BLOCK_VOXELS_3D, plan
 from napari_unet.core.postprocess import (
     activate,
     cell_instances,
+    class_channels,
     instance_labels,
     instance_source,
     semantic_labels,
@@ -313,10 +314,8 @@ def _collect(results: dict[tuple[int, ...], BlockLabels], labels: BlockLabels | 
 
 def finish(logits: np.ndarray, kind: str, description: ModelDescription) -> np.ndarray:
     """Turn a region's ``(K, Z, Y, X)`` logits into classes, probabilities or object labels."""
-    if kind == "semantic":  # classes only: a distance channel is not a class
-        return semantic_labels(
-            logits[:-1] if instance_source(description) == "distance" else logits
-        )
+    if kind == "semantic":
+        return semantic_labels(logits[: class_channels(description)])
     probabilities = activate(logits, description)
     if kind == "probabilities":
         return probabilities

@@ -118,7 +118,14 @@ def activate(logits: np.ndarray, description: Any) -> np.ndarray:
     tensor = torch.from_numpy(logits)
     if instance_source(description) != "distance":
         return tensor.softmax(dim=0).numpy()
-    return torch.cat([tensor[:-1].softmax(dim=0), tensor[-1:].sigmoid()]).numpy()
+    classes = class_channels(description)
+    return torch.cat([tensor[:classes].softmax(dim=0), tensor[classes:].sigmoid()]).numpy()
+
+
+def class_channels(description: Any) -> int:
+    """How many leading output channels are classes; a distance model's last one is not."""
+    channels = description.architecture.out_channels
+    return channels - 1 if instance_source(description) == "distance" else channels
 
 
 def instance_source(description: Any) -> str | None:

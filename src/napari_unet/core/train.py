@@ -21,13 +21,7 @@ import numpy as np
 import torch
 
 from napari_unet.core.averaging import WeightAverage, first_averaged_epoch
-from napari_unet.core.checkpoint import (
-    BEST_DIR,
-    CHECKPOINT_FILE,
-    Checkpointer,
-    RunState,
-    TrainingState,
-)
+from napari_unet.core.checkpoint import BEST_DIR, Checkpointer, RunState, TrainingState
 from napari_unet.core.device import autocast, resolve_precision
 from napari_unet.core.evaluate import tune_instance_postprocess, validation_metrics
 from napari_unet.core.initial_model import initial_model
@@ -37,8 +31,6 @@ from napari_unet.core.network import UNet, UNetConfig
 from napari_unet.core.progress import Cancelled, CancelToken, check_cancelled
 from napari_unet.core.targets import Representation, Target
 from napari_unet.core.training_data import Batch, Data, TrainingData, read_split
-
-__all__ = ["BEST_DIR", "CHECKPOINT_FILE", "TrainingProgress", "train"]
 
 NEW_MODEL_LEARNING_RATE = 1e-3
 FINE_TUNE_LEARNING_RATE = 1e-4

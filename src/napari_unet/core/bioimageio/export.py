@@ -29,8 +29,7 @@ from napari_unet.core.files import atomic_write
 from napari_unet.core.models import CARD_FILE, WEIGHTS_FILE, Model, load_model, save_model
 from napari_unet.core.network import UNet
 from napari_unet.core.normalize import fit_normalizer
-from napari_unet.core.postprocess import instance_source
-from napari_unet.core.targets import INSTANCE_CLASSES
+from napari_unet.core.postprocess import class_channels, instance_source
 
 INPUT_ID = "raw"
 OUTPUT_ID = "probabilities"
@@ -281,7 +280,7 @@ def _write_files(
     np.save(files["test_output.npy"], test_output)
     tifffile.imwrite(files["sample_input.tif"], test_input)
     tifffile.imwrite(files["sample_output.tif"], test_output)
-    classes = len(INSTANCE_CLASSES) if _softmax_free(model.description) else None
+    classes = class_channels(model.description)
     _write_cover(files["cover.png"], test_input, test_output[:, :classes])
     files["README.md"].write_text(_documentation(model), encoding="utf-8")
     return files
