@@ -126,6 +126,20 @@ RECIPES = {
         "from": "em-membranes-base",
         "train": {**EM_TRAINING, "epochs": 60, "learning_rate": 1e-3, "average_weights": 0.67},
     },
+    # The bf16 check (docs/training.md): stage 1 again, trained in fp32.
+    "em-membranes-base-fp32": {
+        "data": lambda: (isbi_split("train"), isbi_split("val")),
+        "architecture": {**NETWORK, "base_channels": 16},
+        "train": {**EM_TRAINING, "precision": "fp32"},
+    },
+    # A wider, longer stage 2 (24 channels, weights stored in float16).
+    "em-membranes-wide": {
+        "data": lambda: (isbi_split("train"), isbi_split("val")),
+        "from": "em-membranes-base",
+        "widen": {"base_channels": 24, "noise": 0.01},
+        "half_precision": True,
+        "train": {**EM_TRAINING, "epochs": 100, "learning_rate": 1e-3, "average_weights": 0.67},
+    },
     # Stage 1: a 16-channel network (about 85 minutes on 2 CPU cores) ...
     "nuclei-narrow": {
         "data": lambda: (dsb_split("train")[:2], dsb_split("val")[:2]),
@@ -151,6 +165,19 @@ RECIPES = {
             "representation": "distance",
             "epochs": 8,
             "learning_rate": 5e-4,
+        },
+    },
+    # `nuclei` with a distance output, trained long under bf16 with weights averaged.
+    "nuclei-distance-long": {
+        "data": lambda: (dsb_split("train")[:2], sampled(dsb_split("val")[:2], 25)),
+        "from": "nuclei",
+        "train": {
+            **NUCLEI_TRAINING,
+            "representation": "distance",
+            "epochs": 36,
+            "steps_per_epoch": 160,
+            "learning_rate": 1e-3,
+            "average_weights": 0.5,
         },
     },
     # The representation comparison on the "unseen kind" split (docs/training.md): the same
