@@ -9,10 +9,11 @@ training images except histology. Each model's thresholds are tuned on the 20 va
 images it was selected on (none of them histology); it is then scored on every DSB histology
 image (the "unseen kind", 78 images) and on the other validation images.
 
-``shipped``: the built-in ``nuclei`` (boundaries) against its distance version (stage
-``nuclei-distance`` of the script: ``nuclei`` with a distance output, fine-tuned), on the 100
-DSB validation images; the built-in keeps its card's thresholds, which were tuned on these
-images, and the distance version gets its own tuned there the same way.
+``shipped``: the built-in ``nuclei`` (boundaries) against its distance version (``--run``,
+default stage ``nuclei-distance`` of the script: ``nuclei`` with a distance output,
+fine-tuned), on the 100 DSB validation images; the built-in keeps its card's thresholds,
+which were tuned on these images, and the distance version gets its own tuned there the same
+way.
 
 Printed: AP@0.5 per group for each model and the paired difference (B - A) with a bootstrap
 95 % confidence interval over images.
@@ -104,6 +105,11 @@ def validation_groups() -> dict[str, tuple[list, list]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("comparison", choices=["unseen", "shipped"])
+    parser.add_argument(
+        "--run",
+        default="nuclei-distance",
+        help="shipped: the distance run in runs/ to compare with the built-in nuclei",
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
@@ -120,7 +126,7 @@ def main() -> None:
             models[name.removeprefix("unseen-")] = model
         results = compare(models, unseen_groups())
     else:
-        distance = load_model(RUNS / "nuclei-distance" / "best")
+        distance = load_model(RUNS / args.run / "best")
         images, masks = validation_groups()["overall"]
         distance.description.postprocess = tune_instance_postprocess(distance, images, masks)
         models = {"boundaries": load_model("nuclei"), "distance": distance}

@@ -138,7 +138,7 @@ RECIPES = {
         "from": "em-membranes-base",
         "widen": {"base_channels": 24, "noise": 0.01},
         "half_precision": True,
-        "train": {**EM_TRAINING, "epochs": 100, "learning_rate": 1e-3, "average_weights": 0.67},
+        "train": {**EM_TRAINING, "epochs": 80, "learning_rate": 1e-3, "average_weights": 0.67},
     },
     # Stage 1: a 16-channel network (about 85 minutes on 2 CPU cores) ...
     "nuclei-narrow": {
