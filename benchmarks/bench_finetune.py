@@ -63,11 +63,6 @@ def main() -> None:
     parser.add_argument(
         "--no-calibrate", dest="calibrate", action="store_false", help="keep the start's thresholds"
     )
-    parser.add_argument(
-        "--batch-norm",
-        choices=["frozen", "trained"],
-        help="keep the start's batch-norm statistics or re-estimate them (default: train()'s)",
-    )
     parser.add_argument("--patch", type=int, help="default: train()'s (256, capped at the image)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
@@ -95,7 +90,6 @@ def main() -> None:
             patch_shape=args.patch,
             weight_map=args.weight_map,
             calibrate=args.calibrate,
-            freeze_batch_norm=None if args.batch_norm is None else args.batch_norm == "frozen",
             name="fine-tuned",
         )
         seconds = time.monotonic() - started

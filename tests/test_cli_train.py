@@ -104,23 +104,3 @@ def test_fine_tune_for_a_few_seconds_into_a_distance_model(tiff_pairs, tmp_path,
     assert tuned.description.class_names[-1] == "distance"
     assert tuned.description.provenance["fine_tuned_from"] == "tiny-2d-same"
     assert "% done" in capsys.readouterr().err  # progress by share of the time budget
-
-
-@pytest.mark.parametrize("flag, kept", [([], True), (["--no-freeze-batch-norm"], False)])
-def test_fine_tuning_keeps_batch_norm_statistics_unless_asked_not_to(
-    tiff_pairs, tmp_path, flag, kept
-):
-    import torch
-
-    from napari_unet.core.models import load_model, save_model
-    from tiny_models import make_model
-
-    base = save_model(make_model(output_kind="instances"), tmp_path / "base")
-    out = tiff_pairs / "tuned"
-    folders = ["--images", str(tiff_pairs / "images"), "--masks", str(tiff_pairs / "masks")]
-    settings = ["--epochs", "1", "--steps-per-epoch", "2", "--patch", "32", "--no-calibrate"]
-    assert main(["train", *folders, "--from", str(base), "--out", str(out), *settings, *flag]) == 0
-    before, after = (load_model(path).network.state_dict() for path in (base, out))
-    statistics = [key for key in before if key.endswith("running_mean")]
-    assert statistics
-    assert all(torch.equal(before[key], after[key]) for key in statistics) is kept

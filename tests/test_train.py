@@ -174,40 +174,6 @@ def test_fine_tuning_starts_from_the_base_weights_and_records_it():
         torch.testing.assert_close(tuned.network.state_dict()[key], value)
 
 
-def test_fine_tuning_keeps_the_base_batch_norm_statistics_unless_told_otherwise():
-    images, masks = squares()
-    base = train(images, masks, target="semantic", architecture={**TINY, "norm": "batch"}, epochs=0)
-
-    def statistics(model) -> dict[str, torch.Tensor]:
-        return {k: v for k, v in model.network.state_dict().items() if "running_" in k}
-
-    def fine_tuned(**options):
-        return train(
-            [image * 3 + 50 for image in images],  # other statistics than the base's data
-            masks,
-            target="semantic",
-            base_model=base,
-            epochs=1,
-            steps_per_epoch=3,
-            val_fraction=0,
-            learning_rate=1e-2,
-            **options,
-        )
-
-    frozen, trained = fine_tuned(), fine_tuned(freeze_batch_norm=False)
-    assert statistics(base)
-    for key, value in statistics(base).items():
-        torch.testing.assert_close(statistics(frozen)[key], value)
-    assert any(
-        not torch.equal(statistics(trained)[key], value) for key, value in statistics(base).items()
-    )
-    weights = [k for k in base.network.state_dict() if k.endswith("weight")]
-    assert any(
-        not torch.equal(frozen.network.state_dict()[k], base.network.state_dict()[k])
-        for k in weights
-    )
-
-
 def test_sparse_labels_train_from_a_few_painted_pixels():
     images, masks = squares(2)
     sparse = [np.zeros_like(mask) for mask in masks]

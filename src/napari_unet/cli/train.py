@@ -73,12 +73,6 @@ def register_train(subparsers: Any) -> None:
         default=None,
         help="keep the --from model's post-processing thresholds instead of tuning them",
     )
-    parser.add_argument(
-        "--freeze-batch-norm",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="keep the --from model's batch-norm statistics (default: on with --from)",
-    )
     parser.add_argument("--checkpoint-dir", type=Path, help="checkpoints (default OUT/checkpoints)")
     parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
     parser.add_argument("--name", help="model name (default: the name of OUT)")
@@ -124,7 +118,6 @@ def run_train(args: argparse.Namespace) -> int:
         device=args.device,
         precision=args.precision,
         calibrate=args.calibrate,
-        freeze_batch_norm=args.freeze_batch_norm,
         checkpoint_dir=args.checkpoint_dir or args.out / "checkpoints",
         resume=args.resume,
         name=args.name or args.out.name,

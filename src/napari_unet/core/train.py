@@ -84,7 +84,6 @@ def train(
     checkpoint_interval_s: float = 300.0,
     average_weights: float = 0.0,
     calibrate: bool | None = None,
-    freeze_batch_norm: bool | None = None,
 ) -> Model:
     """Train a U-Net on image/mask pairs; return its best validation epoch (or its mean).
 
@@ -142,10 +141,6 @@ def train(
         Tune the instance post-processing thresholds on the validation images (or, without
         any, on the training images) once trained. Default: when fine-tuning instances on
         fully labelled (not sparse) masks.
-    freeze_batch_norm
-        Keep the base model's batch-norm statistics (their scales and shifts still learn).
-        With one to three images, statistics re-estimated on their patches fit those images
-        rather than their kind. Default: on when fine-tuning.
     progress, cancel
         Called with a :class:`TrainingProgress` after each step and epoch; checked every step,
         raising :class:`~napari_unet.core.progress.Cancelled` (checkpoints stay on disk).
@@ -198,10 +193,7 @@ def train(
         data.steps_per_epoch,
         None if minutes is None else 60.0 * minutes,
     )
-    if freeze_batch_norm is None:
-        freeze_batch_norm = base_model is not None
     loop = _Loop(model, data, schedule, loss, learning_rate, seed, device, precision)
-    loop.frozen_norms = _batch_norms(loop.network) if freeze_batch_norm else []
     checkpointer = Checkpointer(checkpoint_dir, checkpoint_interval_s)
     result = loop.run(checkpointer, resume, average_weights, progress, cancel)
     if calibrate is None:
@@ -253,14 +245,6 @@ class Schedule:
         return _cosine_from(min(1.0, (step - warmup) / max(1, total - warmup)))
 
 
-def _batch_norms(network: UNet) -> list[torch.nn.Module]:
-    return [
-        module
-        for module in network.modules()
-        if isinstance(module, (torch.nn.BatchNorm2d, torch.nn.BatchNorm3d))
-    ]
-
-
 def _cosine_from(progress: float) -> float:
     return 0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * progress))
 
@@ -305,7 +289,6 @@ class _Loop:
             None,
         )
         self.run_state = RunState()
-        self.frozen_norms: list[torch.nn.Module] = []
 
     def run(
         self,
@@ -325,7 +308,7 @@ class _Loop:
         run = self.run_state
         try:
             while not self.schedule.over(self._steps_done()):
-                self._train_mode()
+                self.network.train()
                 while run.step < self.data.steps_per_epoch and not self.schedule.over(
                     self._steps_done()
                 ):
@@ -343,12 +326,6 @@ class _Loop:
             self._save(checkpointer)
             raise
         return self._result(checkpointer)
-
-    def _train_mode(self) -> None:
-        """Training mode, except frozen batch norms, which keep their running statistics."""
-        self.network.train()
-        for norm in self.frozen_norms:
-            norm.eval()
 
     def _steps_done(self) -> int:
         return self.run_state.epoch * self.data.steps_per_epoch + self.run_state.step
