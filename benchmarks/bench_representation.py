@@ -9,11 +9,11 @@ training images except histology. Each model's thresholds are tuned on the 20 va
 images it was selected on (none of them histology); it is then scored on every DSB histology
 image (the "unseen kind", 78 images) and on the other validation images.
 
-``shipped``: the built-in ``nuclei`` (boundaries) against its distance version (``--run``,
-default stage ``nuclei-distance`` of the script: ``nuclei`` with a distance output,
-fine-tuned), on the 100 DSB validation images; the built-in keeps its card's thresholds,
-which were tuned on these images, and the distance version gets its own tuned there the same
-way.
+``shipped``: the previous built-in ``nuclei`` (boundaries; stage ``nuclei-boundaries`` of
+the script, whose ``runs/`` folder holds its package copy) against a distance version of it
+(``--run``, default ``nuclei``: the built-in now), on the 100 DSB validation images. Each keeps
+the thresholds of its card when it has tuned ones (the exported models: tuned on these
+images); a run that was not exported gets its own tuned there the same way.
 
 Printed: AP@0.5 per group for each model and the paired difference (B - A) with a bootstrap
 95 % confidence interval over images.
@@ -107,7 +107,7 @@ def main() -> None:
     parser.add_argument("comparison", choices=["unseen", "shipped"])
     parser.add_argument(
         "--run",
-        default="nuclei-distance",
+        default="nuclei",
         help="shipped: the distance run in runs/ to compare with the built-in nuclei",
     )
     parser.add_argument("--threads", type=int, default=2)
@@ -126,10 +126,14 @@ def main() -> None:
             models[name.removeprefix("unseen-")] = model
         results = compare(models, unseen_groups())
     else:
-        distance = load_model(RUNS / args.run / "best")
-        images, masks = validation_groups()["overall"]
-        distance.description.postprocess = tune_instance_postprocess(distance, images, masks)
-        models = {"boundaries": load_model("nuclei"), "distance": distance}
+        if args.run == "nuclei":
+            distance = load_model("nuclei")  # the exported copy: float16, tuned thresholds
+        else:
+            distance = load_model(RUNS / args.run / "best")
+            images, masks = validation_groups()["overall"]
+            distance.description.postprocess = tune_instance_postprocess(distance, images, masks)
+        boundaries = load_model(RUNS / "nuclei-boundaries" / "best")
+        models = {"boundaries": boundaries, "distance": distance}
         results = compare(models, validation_groups())
     if args.json:
         args.json.write_text(json.dumps(results, indent=2), encoding="utf-8")
