@@ -44,6 +44,11 @@ def isbi_split(split: str) -> tuple[list[np.ndarray], list[np.ndarray]]:
     return [volume[z] for z in slices], [labels[z] for z in slices]
 
 
+def isbi_train_val() -> tuple[tuple[list, list], tuple[list, list]]:
+    """The EM recipes' data: training slices 0-24 and validation slices 25-29."""
+    return isbi_split("train"), isbi_split("val")
+
+
 def dsb_split(split: str) -> tuple[list[np.ndarray], list[np.ndarray], list[str]]:
     """DSB 2018 images, instance masks and modality names of one split."""
     with open(DATA / "dsb2018" / "index.csv", newline="") as handle:
@@ -116,25 +121,25 @@ EM_TRAINING = {
 RECIPES = {
     # Stage 1: a 16-channel network with the paper's weight map (about 40 minutes) ...
     "em-membranes-base": {
-        "data": lambda: (isbi_split("train"), isbi_split("val")),
+        "data": isbi_train_val,
         "architecture": {**NETWORK, "base_channels": 16},
         "train": EM_TRAINING,
     },
     # ... stage 2: 60 more epochs whose last two thirds are averaged (core.averaging).
     "em-membranes": {
-        "data": lambda: (isbi_split("train"), isbi_split("val")),
+        "data": isbi_train_val,
         "from": "em-membranes-base",
         "train": {**EM_TRAINING, "epochs": 60, "learning_rate": 1e-3, "average_weights": 0.67},
     },
     # The bf16 check (docs/training.md): stage 1 again, trained in fp32.
     "em-membranes-base-fp32": {
-        "data": lambda: (isbi_split("train"), isbi_split("val")),
+        "data": isbi_train_val,
         "architecture": {**NETWORK, "base_channels": 16},
         "train": {**EM_TRAINING, "precision": "fp32"},
     },
     # A wider, longer stage 2 (24 channels, weights stored in float16).
     "em-membranes-wide": {
-        "data": lambda: (isbi_split("train"), isbi_split("val")),
+        "data": isbi_train_val,
         "from": "em-membranes-base",
         "widen": {"base_channels": 24, "noise": 0.01},
         "half_precision": True,
