@@ -48,6 +48,7 @@ def spoil(folder, change) -> None:
         (lambda c: c["normalization"].update(high=1e9), "normalization.low and .high"),
         (lambda c: c["normalization"].update(gamma=2), "unknown keys ['gamma']"),
         (lambda c: c["normalization"].update(kind="zscore"), "normalization.kind"),
+        (lambda c: c["normalization"].update(rgb="eosin"), "normalization.rgb"),
         (lambda c: c["postprocess"].update(seed_threshold=7), "postprocess.seed_threshold"),
         (lambda c: c["postprocess"].update(min_size=-3), "postprocess.min_size"),
         (lambda c: c["postprocess"].update(evil="x"), "unknown keys ['evil']"),

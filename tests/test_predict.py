@@ -4,6 +4,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from skimage.color import rgb2hed
 
 from napari_unet.core import normalize
 from napari_unet.core.predict import Predictor, segment
@@ -241,6 +242,28 @@ def test_colour_goes_to_a_gray_model_as_the_channel_mean_and_gray_is_repeated(rn
     np.testing.assert_array_equal(
         segment(gray, colour_model), segment(repeated, colour_model, axes="YXC")
     )
+
+
+def test_a_hematoxylin_model_sees_the_stain_of_colour_tiles_and_gray_as_it_is(rng):
+    """Stained tissue goes in as its hematoxylin density, the same in every tile."""
+    stained = rng.integers(0, 255, (70, 90, 3)).astype(np.uint8)
+    model = make_model()
+    model.description.normalization["rgb"] = "hematoxylin"
+    density = rgb2hed(stained)[..., 0]
+    tiled = Predictor(model, precision="fp32", tile_shape=32, overlap=exact_overlap(model))
+    np.testing.assert_allclose(
+        tiled.predict(stained, output="probabilities"), untiled(model, density), atol=1e-5
+    )
+    assert not np.allclose(untiled(model, stained), untiled(model, stained.mean(axis=-1)))
+    gray = stained[..., 0]
+    np.testing.assert_array_equal(segment(gray, model), segment(gray, make_model()))
+
+
+def test_hematoxylin_input_rejects_floats_beyond_0_to_1(rng):
+    model = make_model()
+    model.description.normalization["rgb"] = "hematoxylin"
+    with pytest.raises(ValueError, match="floats in 0-1"):
+        segment(rng.uniform(0, 255, (24, 20, 3)), model)
 
 
 def test_a_3d_model_needs_a_z_axis():

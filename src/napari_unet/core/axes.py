@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from napari_unet.core.stains import hematoxylin
+
 if TYPE_CHECKING:
     from napari_unet.core.models import ModelDescription
 
@@ -146,7 +148,10 @@ def _stop(part: slice, origin: slice) -> int:
 
 
 class MatchedChannels(CanonicalView):
-    """A view that averages channels into one, or repeats one channel, on every read."""
+    """A view that turns colour into one channel (mean or hematoxylin), or repeats one channel.
+
+    The conversion is per pixel, so every tile and block reads the same values.
+    """
 
     def __init__(self, view: CanonicalView, channels: int, how: str) -> None:
         super().__init__(view.source, view.axes)
@@ -159,6 +164,8 @@ class MatchedChannels(CanonicalView):
         data = self.view.read(block)
         if self.how == "mean":
             return data.mean(axis=1, keepdims=True, dtype=np.float32)
+        if self.how == "hematoxylin":
+            return hematoxylin(data, channel_axis=1)
         return np.repeat(data, self.channels, axis=1)
 
 
@@ -167,9 +174,10 @@ def match_channels(
 ) -> tuple[CanonicalView, slice]:
     """Select ``channel`` and match the model's channel count, as training did.
 
-    A colour image goes to a one-channel model as the mean of its channels (unless the card's
-    ``normalization["rgb"]`` says otherwise); a gray image is repeated for a multi-channel
-    model. Returns the view and the channels to read from it.
+    A colour image goes to a one-channel model as the mean of its channels, or as its
+    hematoxylin stain when the card's ``normalization["rgb"]`` is ``"hematoxylin"`` (stained
+    tissue); a gray image is repeated for a multi-channel model. Returns the view and the
+    channels to read from it.
     """
     have = view.shape[1]
     selected = slice(None)
@@ -182,7 +190,9 @@ def match_channels(
         have, selected = 1, slice(channel, channel + 1)
     if have == expected:
         return view, selected
-    if expected == 1 and rgb == "mean":
+    if expected == 1 and rgb == "hematoxylin" and have in (3, 4):
+        return MatchedChannels(view, expected, "hematoxylin"), selected
+    if expected == 1 and rgb in ("mean", "hematoxylin"):
         if have not in (3, 4):
             warnings.warn(
                 f"napari-unet: model {name!r} reads one channel; the image's {have} channels "

@@ -30,6 +30,7 @@ INT_RANGES = {
 CHOICES = {"padding": ("valid", "same"), "norm": ("none", "batch", "group")}
 CHOICES["upsampling"] = ("transposed", "interpolate")
 NORMALIZATION_KEYS = {"kind", "low", "high", "rgb", "dark_background"}
+RGB_CONVERSIONS = ("mean", "hematoxylin", "none")
 POSTPROCESS_RANGES = {
     "foreground_threshold": (0.0, 2.0),
     "seed_threshold": (0.0, 1.0),
@@ -143,7 +144,10 @@ def _check_normalization(settings: Any) -> None:
         _is_number(low) and _is_number(high) and 0 <= low < high <= 100,
         f"normalization.low and .high must be percentiles with low < high, not {low!r}, {high!r}",
     )
-    _require(settings.get("rgb", "mean") in ("mean", "none"), "normalization.rgb: mean or none")
+    _require(
+        settings.get("rgb", "mean") in RGB_CONVERSIONS,
+        f"normalization.rgb must be one of {RGB_CONVERSIONS}",
+    )
     _require(
         isinstance(settings.get("dark_background", False), bool),
         "normalization.dark_background must be true or false",
