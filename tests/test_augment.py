@@ -1,11 +1,15 @@
 import numpy as np
+import pytest
 
 from napari_unet.core.augment import (
     Augmenter,
     Sample,
     elastic_deform,
+    pixel_coordinates,
     random_flip_rotate,
     random_intensity,
+    resample,
+    zoom_about_centre,
 )
 
 
@@ -31,6 +35,33 @@ def test_elastic_deformation_keeps_labels_aligned_with_the_image():
     assert set(np.unique(warped_labels)) <= {0, 1, 2}  # nearest neighbour: no new labels
     assert np.abs(warped_weights - warped_labels).mean() < 0.05
     assert np.abs(warped_distance - warped_labels * 0.5).mean() < 0.03  # distances move too
+
+
+def test_zoom_magnifies_objects_and_keeps_labels_aligned():
+    labels = np.zeros((64, 64), dtype=np.int16)
+    labels[24:40, 24:40] = 1
+    image = labels.astype(np.float32)[np.newaxis]
+    coordinates = pixel_coordinates(labels.shape)
+    zoom_about_centre(coordinates, 1.5)
+    zoomed = resample(Sample(image, labels), coordinates)
+    assert (zoomed.target == 1).sum() / (labels == 1).sum() == pytest.approx(1.5**2, rel=0.1)
+    assert ((zoomed.image[0] > 0.5) == (zoomed.target > 0)).mean() > 0.99
+    coordinates = pixel_coordinates(labels.shape)
+    zoom_about_centre(coordinates, 0.5)
+    shrunk = resample(Sample(image, labels), coordinates)
+    assert (shrunk.target == 1).sum() > 0 and shrunk.target.shape == labels.shape
+
+
+def test_the_augmenter_zooms_only_when_given_a_range():
+    labels = blobs()
+    image = labels.astype(np.float32)[np.newaxis]
+    plain = Augmenter(flips=False, elastic_probability=0, intensity=False)
+    zooming = Augmenter(
+        flips=False, elastic_probability=0, intensity=False, zoom_range=2, zoom_probability=1
+    )
+    rng = np.random.default_rng(0)
+    np.testing.assert_array_equal(plain(Sample(image, labels), rng).target, labels)
+    assert not np.array_equal(zooming(Sample(image, labels), rng).target, labels)
 
 
 def test_flips_and_rotations_move_image_labels_and_weights_together():

@@ -174,6 +174,25 @@ def test_fine_tuning_starts_from_the_base_weights_and_records_it():
         torch.testing.assert_close(tuned.network.state_dict()[key], value)
 
 
+def test_fine_tuning_changes_only_the_normalisation_keys_given():
+    images, masks = squares()
+    base = train(images, masks, target="semantic", architecture=TINY, epochs=0, name="base")
+    settings = dict(base.description.normalization)
+    kept = train(images, masks, target="semantic", base_model=base, epochs=0)
+    stained = train(
+        images,
+        masks,
+        target="semantic",
+        base_model=base,
+        epochs=0,
+        normalization={"rgb": "hematoxylin"},
+    )
+    assert kept.description.normalization == settings
+    assert stained.description.normalization == {**settings, "rgb": "hematoxylin"}
+    with pytest.raises(ValueError, match="normalization.rgb"):
+        train(images, masks, target="semantic", base_model=base, normalization={"rgb": "eosin"})
+
+
 def test_sparse_labels_train_from_a_few_painted_pixels():
     images, masks = squares(2)
     sparse = [np.zeros_like(mask) for mask in masks]

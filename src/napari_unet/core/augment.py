@@ -2,7 +2,7 @@
 
 U-Net learns from few images because augmentation teaches it the invariances of the data:
 orientation (flips and 90-degree rotations), tissue deformation (the paper's elastic
-deformation) and acquisition (intensity scale, shift, gamma and noise).
+deformation), object size (zoom) and acquisition (intensity scale, shift, gamma and noise).
 """
 
 from __future__ import annotations
@@ -36,6 +36,9 @@ class Augmenter:
         Chance per patch of the elastic deformation (the costliest transform).
     elastic_grid, elastic_sigma
         Coarse grid points per axis and the std of their displacements in pixels (paper: 3, 10).
+    zoom_range, zoom_probability
+        Magnify by a factor drawn log-uniformly from ``[1 / zoom_range, zoom_range]`` with this
+        chance per patch (``zoom_range`` 1: never). Zoom and deformation share one resampling.
     """
 
     flips: bool = True
@@ -44,13 +47,23 @@ class Augmenter:
     elastic_sigma: float = 10.0
     intensity: bool = True
     noise_probability: float = 0.3
+    zoom_range: float = 1.0
+    zoom_probability: float = 0.5
 
     def __call__(self, sample: Sample, rng: np.random.Generator) -> Sample:
         """Return an augmented copy of ``sample``."""
         if self.flips:
             sample = random_flip_rotate(sample, rng)
-        if rng.random() < self.elastic_probability:
-            sample = elastic_deform(sample, rng, self.elastic_grid, self.elastic_sigma)
+        elastic = rng.random() < self.elastic_probability
+        zoom = self.zoom_range > 1 and rng.random() < self.zoom_probability
+        if elastic or zoom:
+            coordinates = pixel_coordinates(sample.target.shape)
+            if zoom:
+                spread = np.log(self.zoom_range)
+                zoom_about_centre(coordinates, float(np.exp(rng.uniform(-spread, spread))))
+            if elastic:
+                add_elastic_field(coordinates, rng, self.elastic_grid, self.elastic_sigma)
+            sample = resample(sample, coordinates)
         if self.intensity:
             sample = sample._replace(
                 image=random_intensity(sample.image, rng, self.noise_probability)
@@ -81,16 +94,48 @@ def elastic_deform(
     """Warp smoothly as the paper does: random displacements on a coarse grid, interpolated.
 
     Displacement vectors are drawn from ``N(0, sigma^2)`` on a ``grid``-per-axis grid and
-    upsampled to every pixel with cubic splines; the image is resampled with cubic splines,
-    the weights and distances linearly and the labels by nearest neighbour, so labels stay
-    crisp and aligned.
+    upsampled to every pixel with cubic splines (see :func:`resample` for how each array is
+    resampled).
     """
-    shape = sample.target.shape
-    coordinates = list(np.meshgrid(*[np.arange(n, dtype=np.float32) for n in shape], indexing="ij"))
+    coordinates = pixel_coordinates(sample.target.shape)
+    add_elastic_field(coordinates, rng, grid, sigma)
+    return resample(sample, coordinates)
+
+
+def pixel_coordinates(shape: tuple[int, ...]) -> list[np.ndarray]:
+    """Where each output pixel samples the input: the identity, one array per axis."""
+    return list(np.meshgrid(*[np.arange(n, dtype=np.float32) for n in shape], indexing="ij"))
+
+
+def add_elastic_field(
+    coordinates: list[np.ndarray], rng: np.random.Generator, grid: int, sigma: float
+) -> None:
+    """Displace ``coordinates`` in place by a smooth random field (the paper's deformation)."""
+    shape = coordinates[0].shape
     for axis in range(len(shape)):
         coarse = rng.normal(0.0, sigma, size=(grid,) * len(shape))
-        field = ndi.zoom(coarse, [n / grid for n in shape], order=3, mode="nearest")
-        coordinates[axis] += field
+        coordinates[axis] += ndi.zoom(coarse, [n / grid for n in shape], order=3, mode="nearest")
+
+
+def zoom_about_centre(coordinates: list[np.ndarray], factor: float) -> None:
+    """Magnify by ``factor`` (below 1 shrinks) about the patch centre, in place.
+
+    Objects of one image all have about one size; zooming teaches the sizes of other images of
+    the same kind. Shrinking samples beyond the patch, which the mirror border fills.
+    """
+    for axis, values in enumerate(coordinates):
+        centre = (values.shape[axis] - 1) / 2
+        values -= centre
+        values /= factor
+        values += centre
+
+
+def resample(sample: Sample, coordinates: list[np.ndarray]) -> Sample:
+    """Read every array of ``sample`` at ``coordinates``, mirroring at the border.
+
+    The image is resampled with cubic splines, the weights and distances linearly and the
+    labels by nearest neighbour, so labels stay crisp and aligned.
+    """
 
     def warp(array: np.ndarray, order: int) -> np.ndarray:
         return ndi.map_coordinates(array, coordinates, order=order, mode="mirror").astype(

@@ -67,7 +67,7 @@ def check_card(card: Any) -> None:
         isinstance(classes, list) and all(isinstance(name, str) for name in classes),
         "'class_names' must be a list of strings",
     )
-    _check_normalization(card.get("normalization", {}))
+    check_normalization(card.get("normalization", {}))
     _check_postprocess(card.get("postprocess", {}))
     size = card.get("pixel_size_um")
     _require(
@@ -134,7 +134,8 @@ def read_card(path: Path) -> dict[str, Any]:
     return card
 
 
-def _check_normalization(settings: Any) -> None:
+def check_normalization(settings: Any) -> None:
+    """Check a card's (or a training call's) ``normalization`` settings."""
     _require(isinstance(settings, dict), "'normalization' must be an object")
     unknown = sorted(set(settings) - NORMALIZATION_KEYS)
     _require(not unknown, f"normalization has unknown keys {unknown}")

@@ -20,7 +20,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from napari_unet.core.augment import Augmenter
 from napari_unet.core.averaging import WeightAverage, first_averaged_epoch
+from napari_unet.core.card_checks import check_normalization
 from napari_unet.core.checkpoint import BEST_DIR, Checkpointer, RunState, TrainingState
 from napari_unet.core.device import autocast, resolve_precision
 from napari_unet.core.evaluate import tune_instance_postprocess, validation_metrics
@@ -69,7 +71,7 @@ def train(
     loss: LossName = "ce+dice",
     weight_map: bool | None = None,
     sparse: bool = False,
-    augment: bool = True,
+    augment: bool | Augmenter = True,
     seed: int = 0,
     device: str = "auto",
     precision: str = "auto",
@@ -123,13 +125,18 @@ def train(
     sparse
         Mask value 0 means "not annotated" and is ignored; see :mod:`napari_unet.core.targets`
         for what the other values mean.
+    augment
+        Random flips, rotations, elastic deformation and intensity changes (on by default);
+        an :class:`~napari_unet.core.augment.Augmenter` sets their ranges (zoom, say).
     precision
         ``"auto"`` (bf16 autocast on CPUs with bf16 hardware and on CUDA, else fp32),
         ``"fp32"``, ``"bf16"`` or ``"fp16"`` (CUDA, with a gradient scaler).
     steps_per_epoch
         Optimiser steps per epoch; default enough patches to cover the training pixels once.
     normalization
-        Input normalisation for a new model (default percentile 1-99.8, colour averaged).
+        Input normalisation for a new model (default percentile 1-99.8, colour averaged);
+        when fine-tuning, only the keys given change, e.g. ``{"rgb": "hematoxylin"}`` to
+        feed stained tissue as its hematoxylin stain.
     checkpoint_dir, resume
         Where ``last.pt`` (every ``checkpoint_interval_s`` and every epoch) and the best model
         (``best/``) are written; ``resume=True`` continues from ``last.pt`` there.
@@ -171,8 +178,11 @@ def train(
     )
     if weight_map is None:
         weight_map = base_model is not None
-    if normalization is not None and base_model is None:
-        model.description.normalization = dict(normalization)
+    if normalization is not None:
+        check_normalization(normalization)
+        # a new model takes these settings; a fine-tuned one changes only the keys given
+        kept = {} if base_model is None else model.description.normalization
+        model.description.normalization = {**kept, **normalization}
     data = TrainingData.build(
         train_pairs,
         val_pairs,
@@ -181,7 +191,7 @@ def train(
         target=target,
         sparse=sparse,
         weight_map=weight_map,
-        augment=augment,
+        augmenter=augment if isinstance(augment, Augmenter) else (Augmenter() if augment else None),
         patch_shape=patch_shape,
         batch_size=batch_size,
         steps_per_epoch=steps_per_epoch,

@@ -81,7 +81,7 @@ class TrainingData:
         target: Target,
         sparse: bool,
         weight_map: bool,
-        augment: bool,
+        augmenter: Augmenter | None,
         patch_shape: int | Sequence[int] | None,
         batch_size: int,
         steps_per_epoch: int | None,
@@ -103,7 +103,7 @@ class TrainingData:
             training,
             labelled(val_pairs),
             PatchSampler(training, patch),
-            Augmenter() if augment else None,
+            augmenter,
             batch_size,
             steps_per_epoch,
         )
