@@ -186,5 +186,3 @@ def test_time_budgets_are_checked():
     images, masks = touching_discs()
     with pytest.raises(ValueError, match="positive time budget"):
         train([images], [masks], architecture=TINY, minutes=0)
-    with pytest.raises(ValueError, match="give epochs rather than minutes"):
-        train([images], [masks], architecture=TINY, minutes=1, average_weights=0.5)

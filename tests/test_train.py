@@ -2,11 +2,12 @@ import numpy as np
 import pytest
 import torch
 
+from napari_unet.core.averaging import AveragingWindow
 from napari_unet.core.metrics import class_scores, confusion_matrix
 from napari_unet.core.models import load_model, save_model
 from napari_unet.core.predict import Predictor
 from napari_unet.core.progress import Cancelled, CancelToken
-from napari_unet.core.train import TrainingProgress, train
+from napari_unet.core.train import Schedule, TrainingProgress, train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -189,7 +190,7 @@ def test_fine_tuning_changes_only_the_normalisation_keys_given():
     )
     assert kept.description.normalization == settings
     assert stained.description.normalization == {**settings, "rgb": "hematoxylin"}
-    with pytest.raises(ValueError, match="normalization.rgb"):
+    with pytest.raises(ValueError, match=r"normalization\.rgb"):
         train(images, masks, target="semantic", base_model=base, normalization={"rgb": "eosin"})
 
 
@@ -238,6 +239,27 @@ def test_weight_averaging_returns_the_mean_of_the_last_epochs_and_survives_a_res
         torch.testing.assert_close(uninterrupted.network.state_dict()[key], value)
     for key, value in resumed.network.named_parameters():  # buffers are measured, not averaged
         torch.testing.assert_close(value, torch.stack([s[key] for s in snapshots]).mean(0))
+
+
+def test_a_time_budget_averages_the_epochs_that_end_in_its_last_share():
+    window = AveragingWindow.of(Schedule(10**6, 1, budget_s=60.0), share=0.5)
+    assert [window.includes(epoch, done) for epoch, done in [(1, 0.4), (9, 0.5), (2, 0.6)]] == [
+        False,
+        False,
+        True,
+    ]
+    images, masks = squares(2)
+    model = train(
+        images,
+        masks,
+        target="semantic",
+        architecture=TINY,
+        minutes=0.03,
+        val_fraction=0,
+        steps_per_epoch=1,
+        average_weights=0.5,
+    )
+    assert model.description.metrics["validation"]["averaged_epochs"] >= 1
 
 
 def test_weight_averaging_share_must_be_a_fraction():

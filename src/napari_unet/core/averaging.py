@@ -11,12 +11,47 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch.optim.swa_utils import AveragedModel, update_bn
 
 from napari_unet.core.network import UNet
+
+if TYPE_CHECKING:
+    from napari_unet.core.train import Schedule
+
+
+BATCH_NORM_BATCHES = 20
+"""Training batches, at least, that the averaged network's batch-norm statistics are measured on."""
+
+
+@dataclass(frozen=True)
+class AveragingWindow:
+    """Which epochs enter the mean: the last ``share`` of the epochs, or of a time budget.
+
+    A time-budgeted run (``Schedule.budget_s``) has no known number of epochs, so an epoch
+    is averaged when it ends within the last ``share`` of the run's time.
+    """
+
+    share: float
+    first_epoch: int | None
+
+    @classmethod
+    def of(cls, schedule: Schedule, share: float) -> AveragingWindow | None:
+        """Return the window of ``schedule``, or None when nothing is averaged."""
+        timed = schedule.budget_s is not None
+        first = first_averaged_epoch(schedule.epochs, share)
+        if first is None:
+            return None
+        return cls(share, None if timed else first)
+
+    def includes(self, epoch: int, done: float) -> bool:
+        """Whether ``epoch`` (1-based), ending with ``done`` of the run behind it, is averaged."""
+        if self.first_epoch is None:
+            return done > 1.0 - self.share
+        return epoch >= self.first_epoch
 
 
 def first_averaged_epoch(epochs: int, share: float) -> int | None:

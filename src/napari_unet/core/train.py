@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from napari_unet.core.augment import Augmenter
-from napari_unet.core.averaging import WeightAverage, first_averaged_epoch
+from napari_unet.core.averaging import BATCH_NORM_BATCHES, AveragingWindow, WeightAverage
 from napari_unet.core.card_checks import check_normalization
 from napari_unet.core.checkpoint import BEST_DIR, Checkpointer, RunState, TrainingState
 from napari_unet.core.device import autocast, resolve_precision
@@ -141,9 +141,10 @@ def train(
         Where ``last.pt`` (every ``checkpoint_interval_s`` and every epoch) and the best model
         (``best/``) are written; ``resume=True`` continues from ``last.pt`` there.
     average_weights
-        Share of the last epochs whose weights are averaged (stochastic weight averaging;
-        0.5 averages the second half, 0 turns it off). The mean is then the result and the
-        saved best model, rather than the epoch that scored best on the few validation images.
+        Share of the last epochs (or of the time budget) whose weights are averaged
+        (stochastic weight averaging; 0.5 averages the second half, 0 turns it off). The
+        mean is then the result and the saved best model, rather than the epoch that scored
+        best on the few validation images.
     calibrate
         Tune the instance post-processing thresholds on the validation images (or, without
         any, on the training images) once trained. Default: when fine-tuning instances on
@@ -154,11 +155,6 @@ def train(
     """
     if minutes is not None and not minutes > 0:
         raise ValueError(f"minutes must be a positive time budget, not {minutes}")
-    if minutes is not None and average_weights:
-        raise ValueError(
-            "average_weights averages the last epochs of a run of known length; "
-            "give epochs rather than minutes to use it"
-        )
     if calibrate and sparse:
         raise ValueError(
             "calibrate=True needs fully labelled masks: with sparse masks, objects found where "
@@ -309,8 +305,8 @@ class _Loop:
         cancel: CancelToken | None,
     ) -> Model:
         """Train until the schedule is over; return the best (or averaged, or last) weights."""
-        first_average = first_averaged_epoch(self.schedule.epochs, average_share)
-        if first_average is not None:
+        averaging = AveragingWindow.of(self.schedule, average_share)
+        if averaging is not None:
             self.state.average = WeightAverage(self.network)
         if resume:
             self.run_state = checkpointer.resume(self.state)
@@ -328,7 +324,7 @@ class _Loop:
                         progress(self._progress(step_loss))
                     if checkpointer.due():
                         self._save(checkpointer)
-                metrics = self._end_epoch(checkpointer.folder, first_average)
+                metrics = self._end_epoch(checkpointer.folder, averaging)
                 self._save(checkpointer)
                 if progress is not None:
                     progress(self._progress(metrics["train_loss"], metrics))
@@ -370,13 +366,14 @@ class _Loop:
         self.run_state.loss_sum += step_loss.item()
         return step_loss.item()
 
-    def _end_epoch(self, folder: Any, first_average: int | None) -> dict[str, float]:
+    def _end_epoch(self, folder: Any, averaging: AveragingWindow | None) -> dict[str, float]:
         """Validate, keep the best weights, add them to the average; return the metrics."""
         run = self.run_state
         train_loss = run.loss_sum / max(1, run.step)
         self._check_finite(folder)
-        if self.state.average is not None and first_average and run.epoch + 1 >= first_average:
-            self.state.average.update(self.network)
+        if self.state.average is not None and averaging is not None:
+            if averaging.includes(run.epoch + 1, self.schedule.done(self._steps_done())):
+                self.state.average.update(self.network)
         validating = self.data.validating
         metrics = (
             validation_metrics(self._model(self.network), validating, str(self.device))
@@ -402,7 +399,7 @@ class _Loop:
                 self.data.batch(
                     self.state.rng, self.network, self.device, self.memory_format
                 ).inputs
-                for _ in range(min(self.data.steps_per_epoch, 50))
+                for _ in range(min(max(self.data.steps_per_epoch, BATCH_NORM_BATCHES), 50))
             )
             averaged = average.network(normalising)
             validating = self.data.validating
