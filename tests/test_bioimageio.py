@@ -376,3 +376,13 @@ def test_distance_models_export_logits_that_the_reference_tools_reproduce(
     probabilities = _probabilities(loaded, blobs)
     np.testing.assert_array_equal(probabilities, _probabilities(model, blobs))
     np.testing.assert_allclose(probabilities[:3].sum(axis=0), 1.0, rtol=1e-5)
+
+
+def test_a_hematoxylin_model_warns_on_export_and_keeps_its_stain_separation(
+    tmp_path: Path,
+) -> None:
+    model = make_model()
+    model.description.normalization["rgb"] = "hematoxylin"
+    with pytest.warns(UserWarning, match="hematoxylin stain"):
+        package = export_bioimageio(model, tmp_path / "stained.zip")
+    assert load_model(package).description.normalization["rgb"] == "hematoxylin"

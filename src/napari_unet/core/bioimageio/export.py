@@ -114,6 +114,14 @@ def export_bioimageio(
             UserWarning,
             stacklevel=2,
         )
+    if description.normalization.get("rgb") == "hematoxylin":
+        warnings.warn(
+            f"model {model.name!r} reads colour images as their hematoxylin stain; bioimage.io "
+            "preprocessing cannot say that, so other tools must be given that one channel "
+            "(napari-unet re-imports the package with the stain separation)",
+            UserWarning,
+            stacklevel=2,
+        )
     if _softmax_free(description):
         warnings.warn(
             f"model {model.name!r} has a distance output next to its class logits; a bioimage.io "
