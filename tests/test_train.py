@@ -175,6 +175,29 @@ def test_fine_tuning_starts_from_the_base_weights_and_records_it():
         torch.testing.assert_close(tuned.network.state_dict()[key], value)
 
 
+def test_a_frozen_encoder_keeps_its_weights_and_adapts_its_statistics():
+    images, masks = squares()
+    base = train(images, masks, target="semantic", architecture=TINY, epochs=0, name="base")
+    tuned = train(
+        [image * 3 + 5 for image in images],
+        masks,
+        target="semantic",
+        base_model=base,
+        epochs=1,
+        steps_per_epoch=3,
+        freeze_encoder=True,
+        val_fraction=0,
+    )
+    before, after = base.network.state_dict(), tuned.network.state_dict()
+    for name, weight in base.network.named_parameters():
+        moved = not torch.equal(after[name], weight)
+        assert moved == (not name.startswith("encoders.")), name
+    statistics = [
+        name for name in before if name.startswith("encoders.") and "running_mean" in name
+    ]
+    assert statistics and all(not torch.equal(before[n], after[n]) for n in statistics)
+
+
 def test_fine_tuning_changes_only_the_normalisation_keys_given():
     images, masks = squares()
     base = train(images, masks, target="semantic", architecture=TINY, epochs=0, name="base")

@@ -86,6 +86,7 @@ def train(
     checkpoint_interval_s: float = 300.0,
     average_weights: float = 0.0,
     calibrate: bool | None = None,
+    freeze_encoder: bool = False,
 ) -> Model:
     """Train a U-Net on image/mask pairs; return its best validation epoch (or its mean).
 
@@ -149,6 +150,9 @@ def train(
         Tune the instance post-processing thresholds on the validation images (or, without
         any, on the training images) once trained. Default: when fine-tuning instances on
         fully labelled (not sparse) masks.
+    freeze_encoder
+        Keep the contracting path's weights as they are (its batch-norm statistics still
+        adapt) and train the expanding path only: fewer weights to fit to one or two images.
     progress, cancel
         Called with a :class:`TrainingProgress` after each step and epoch; checked every step,
         raising :class:`~napari_unet.core.progress.Cancelled` (checkpoints stay on disk).
@@ -174,6 +178,8 @@ def train(
     )
     if weight_map is None:
         weight_map = base_model is not None
+    for weight in model.network.encoders.parameters():
+        weight.requires_grad_(not freeze_encoder)
     if normalization is not None:
         check_normalization(normalization)
         # a new model takes these settings; a fine-tuned one changes only the keys given
@@ -285,7 +291,8 @@ class _Loop:
             torch.channels_last if self.network.spatial_dims == 2 else torch.contiguous_format
         )
         self.network.to(self.device, memory_format=self.memory_format)
-        optimizer = torch.optim.Adam(self.network.parameters(), lr=learning_rate)
+        moving = [weight for weight in self.network.parameters() if weight.requires_grad]
+        optimizer = torch.optim.Adam(moving, lr=learning_rate)
         self.state = TrainingState(
             self.network,
             optimizer,
