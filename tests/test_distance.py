@@ -141,19 +141,25 @@ def test_a_time_budget_ends_the_run_and_annealing_follows_the_clock(tmp_path):
         torch.testing.assert_close(value, state["network"][key].cpu())
 
 
-def test_fine_tuning_recalibrates_the_thresholds_on_the_users_labels():
+def test_fine_tuning_recalibrates_the_thresholds_on_held_out_labels_only():
     base = make_model(output_kind="instances")
     base.description.postprocess = {"foreground_threshold": 0.123, "seed_threshold": 0.5}
-    images, masks = touching_discs()
-    tuned = train([images], [masks], base_model=base, epochs=1, steps_per_epoch=1, batch_size=2)
+    images, masks = zip(*(touching_discs(seed=seed) for seed in range(3)), strict=True)
+    short = {"base_model": base, "epochs": 1, "steps_per_epoch": 1, "batch_size": 2}
+    tuned = train(list(images), list(masks), val_fraction=0.4, **short)
     assert tuned.description.postprocess["foreground_threshold"] != 0.123
     assert set(tuned.description.postprocess) == {
         "foreground_threshold",
         "seed_threshold",
         "min_size",
     }
-    kept = train([images], [masks], base_model=base, epochs=1, steps_per_epoch=1, calibrate=False)
-    assert kept.description.postprocess["foreground_threshold"] == 0.123
+    for kept in (
+        train([images[0]], [masks[0]], **short),  # one image: nothing held out
+        train(list(images), list(masks), val_fraction=0.4, calibrate=False, **short),
+    ):
+        assert kept.description.postprocess["foreground_threshold"] == 0.123
+    asked = train([images[0]], [masks[0]], calibrate=True, **short)
+    assert asked.description.postprocess["foreground_threshold"] != 0.123
 
 
 def test_thresholds_are_not_tuned_on_sparse_paintings():

@@ -149,7 +149,8 @@ def train(
     calibrate
         Tune the instance post-processing thresholds on the validation images (or, without
         any, on the training images) once trained. Default: when fine-tuning instances on
-        fully labelled (not sparse) masks.
+        fully labelled (not sparse) masks with validation images; with none (one image),
+        the base model's thresholds are kept.
     freeze_encoder
         Keep the contracting path's weights as they are (its batch-norm statistics still
         adapt) and train the expanding path only: fewer weights to fit to one or two images.
@@ -209,7 +210,10 @@ def train(
     checkpointer = Checkpointer(checkpoint_dir, checkpoint_interval_s)
     result = loop.run(checkpointer, resume, average_weights, progress, cancel)
     if calibrate is None:
-        calibrate = base_model is not None and target == "instances" and not sparse
+        # thresholds tuned on the very images trained on do not carry over to other images
+        # (docs/training.md): only held-out labels re-tune them by default
+        held_out = bool(val_pairs[0])
+        calibrate = base_model is not None and target == "instances" and not sparse and held_out
     if calibrate and target == "instances":
         tuning = val_pairs if val_pairs[0] else train_pairs
         result.description.postprocess = tune_instance_postprocess(result, *tuning, device)
