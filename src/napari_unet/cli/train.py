@@ -54,9 +54,16 @@ def register_train(subparsers: Any) -> None:
     parser.add_argument(
         "--average-weights",
         type=float,
-        default=0.0,
+        default=None,
         metavar="SHARE",
-        help="average the weights of this share of the last epochs, e.g. 0.5 (default: off)",
+        help="average the weights of this share of the last epochs or minutes "
+        "(default: 0.5 with --from, else off)",
+    )
+    parser.add_argument(
+        "--freeze-encoder",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="train the expanding path only (default: on with --from)",
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto")
@@ -123,6 +130,7 @@ def run_train(args: argparse.Namespace) -> int:
         name=args.name or args.out.name,
         progress=report,
         average_weights=args.average_weights,
+        freeze_encoder=args.freeze_encoder,
     )
     # Without --overwrite the files are taken exclusively: a racing run cannot replace them.
     save_model(model, args.out, overwrite=args.overwrite)

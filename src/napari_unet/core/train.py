@@ -36,6 +36,10 @@ from napari_unet.core.training_data import Batch, Data, TrainingData, read_split
 
 NEW_MODEL_LEARNING_RATE = 1e-3
 FINE_TUNE_LEARNING_RATE = 1e-4
+FINE_TUNE_ZOOM = 1.25
+"""Fine-tuning zooms patches by up to this factor: one image shows one size of object."""
+FINE_TUNE_AVERAGE = 0.5
+"""Fine-tuning averages the weights of this last share of the run (steadier than its end)."""
 """Default learning rates; fine-tuning moves learned weights less (see docs/training.md)."""
 
 
@@ -84,9 +88,9 @@ def train(
     class_names: Sequence[str] | None = None,
     normalization: dict[str, Any] | None = None,
     checkpoint_interval_s: float = 300.0,
-    average_weights: float = 0.0,
+    average_weights: float | None = None,
     calibrate: bool | None = None,
-    freeze_encoder: bool = False,
+    freeze_encoder: bool | None = None,
 ) -> Model:
     """Train a U-Net on image/mask pairs; return its best validation epoch (or its mean).
 
@@ -127,8 +131,9 @@ def train(
         Mask value 0 means "not annotated" and is ignored; see :mod:`napari_unet.core.targets`
         for what the other values mean.
     augment
-        Random flips, rotations, elastic deformation and intensity changes (on by default);
-        an :class:`~napari_unet.core.augment.Augmenter` sets their ranges (zoom, say).
+        Random flips, rotations, elastic deformation and intensity changes (on by default),
+        and zoom by up to 1.25x when fine-tuning; an :class:`~napari_unet.core.augment.Augmenter`
+        sets the ranges.
     precision
         ``"auto"`` (bf16 autocast on CPUs with bf16 hardware and on CUDA, else fp32),
         ``"fp32"``, ``"bf16"`` or ``"fp16"`` (CUDA, with a gradient scaler).
@@ -145,7 +150,7 @@ def train(
         Share of the last epochs (or of the time budget) whose weights are averaged
         (stochastic weight averaging; 0.5 averages the second half, 0 turns it off). The
         mean is then the result and the saved best model, rather than the epoch that scored
-        best on the few validation images.
+        best on the few validation images. Default: 0.5 when fine-tuning, else 0.
     calibrate
         Tune the instance post-processing thresholds on the validation images (or, without
         any, on the training images) once trained. Default: when fine-tuning instances on
@@ -153,7 +158,8 @@ def train(
         the base model's thresholds are kept.
     freeze_encoder
         Keep the contracting path's weights as they are (its batch-norm statistics still
-        adapt) and train the expanding path only: fewer weights to fit to one or two images.
+        adapt) and train the expanding path only: fewer weights to fit to one or two images,
+        and faster steps. Default: when fine-tuning.
     progress, cancel
         Called with a :class:`TrainingProgress` after each step and epoch; checked every step,
         raising :class:`~napari_unet.core.progress.Cancelled` (checkpoints stay on disk).
@@ -177,10 +183,16 @@ def train(
         name,
         representation,
     )
+    fine_tuning = base_model is not None
     if weight_map is None:
-        weight_map = base_model is not None
+        weight_map = fine_tuning
+    if average_weights is None:
+        average_weights = FINE_TUNE_AVERAGE if fine_tuning else 0.0
+    augmenter = augment if isinstance(augment, Augmenter) else None
+    if augment is True:
+        augmenter = Augmenter(zoom_range=FINE_TUNE_ZOOM if fine_tuning else 1.0)
     for weight in model.network.encoders.parameters():
-        weight.requires_grad_(not freeze_encoder)
+        weight.requires_grad_(not (fine_tuning if freeze_encoder is None else freeze_encoder))
     if normalization is not None:
         check_normalization(normalization)
         # a new model takes these settings; a fine-tuned one changes only the keys given
@@ -194,7 +206,7 @@ def train(
         target=target,
         sparse=sparse,
         weight_map=weight_map,
-        augmenter=augment if isinstance(augment, Augmenter) else (Augmenter() if augment else None),
+        augmenter=augmenter,
         patch_shape=patch_shape,
         batch_size=batch_size,
         steps_per_epoch=steps_per_epoch,
