@@ -3,6 +3,8 @@
     python benchmarks/bench_finetune.py                      # from the unseen-kind model
     python benchmarks/bench_finetune.py --start nuclei       # from the built-in model
     python benchmarks/bench_finetune.py --minutes 5 --images 3
+    python benchmarks/bench_finetune.py --images 3 --calibrate --no-freeze-encoder --zoom 1 \
+        --average-weights 0 --oracle                        # the previous defaults, and more
 
 The "new kind" is DSB histology (see docs/training.md). ``--start`` defaults to
 ``runs/unseen-distance/best``, the built-in recipe trained without any histology (scripts/
@@ -35,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
 from bench_representation import paired_interval
 from train_builtin_models import RUNS, UNSEEN_KIND, dsb_split, dsb_without_unseen_kind
 
+from napari_unet.core.augment import Augmenter
 from napari_unet.core.evaluate import image_scores, tune_instance_postprocess
 from napari_unet.core.models import load_model
 from napari_unet.core.train import train
@@ -73,6 +76,18 @@ def main() -> None:
         default=None,
         help="train the expanding path only (default: train()'s, on when fine-tuning)",
     )
+    parser.add_argument("--zoom", type=float, help="zoom range (default: train()'s, 1.25)")
+    parser.add_argument("--average-weights", type=float, help="default: train()'s, 0.5")
+    parser.add_argument(
+        "--rgb",
+        choices=["mean", "hematoxylin"],
+        help="colour to one channel (default: the start's)",
+    )
+    parser.add_argument(
+        "--oracle",
+        action="store_true",
+        help="also score with thresholds tuned on the validation images (no user has those)",
+    )
     parser.add_argument("--patch", type=int, help="default: train()'s (256, capped at the image)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
@@ -85,6 +100,9 @@ def main() -> None:
         # validated, as the export of a shipped model does, so "before" is not handicapped
         _, seen = dsb_without_unseen_kind()
         start.description.postprocess = tune_instance_postprocess(start, *seen)
+    if args.rgb is not None:
+        start.description.normalization["rgb"] = args.rgb
+    augment = True if args.zoom is None else Augmenter(zoom_range=args.zoom)
     before = np.array([s["ap50"] for s in image_scores(start, val_images, val_masks)])
     print(f"start {args.start}: AP@0.5 {before.mean():.3f} on {len(val_images)} images")
     results = {"start": args.start, "before": float(before.mean()), "runs": []}
@@ -101,6 +119,8 @@ def main() -> None:
             weight_map=args.weight_map,
             calibrate=args.calibrate,
             freeze_encoder=args.freeze_encoder,
+            augment=augment,
+            average_weights=args.average_weights,
             name="fine-tuned",
         )
         seconds = time.monotonic() - started
@@ -113,6 +133,11 @@ def main() -> None:
             f"(thresholds {json.dumps(tuned.description.postprocess)})",
             flush=True,
         )
+        if args.oracle:
+            tuned.description.postprocess = tune_instance_postprocess(tuned, val_images, val_masks)
+            oracle = np.mean([s["ap50"] for s in image_scores(tuned, val_images, val_masks)])
+            gain = oracle - before.mean()
+            print(f"  with thresholds tuned on the validation images: gain {gain:+.3f}")
         results["runs"].append(
             {
                 "image": index,
