@@ -41,11 +41,10 @@ class AveragingWindow:
     @classmethod
     def of(cls, schedule: Schedule, share: float) -> AveragingWindow | None:
         """Return the window of ``schedule``, or None when nothing is averaged."""
-        timed = schedule.budget_s is not None
         first = first_averaged_epoch(schedule.epochs, share)
         if first is None:
             return None
-        return cls(share, None if timed else first)
+        return cls(share, None if schedule.budget_s is not None else first)
 
     def includes(self, epoch: int, done: float) -> bool:
         """Whether ``epoch`` (1-based), ending with ``done`` of the run behind it, is averaged."""

@@ -36,11 +36,11 @@ from napari_unet.core.training_data import Batch, Data, TrainingData, read_split
 
 NEW_MODEL_LEARNING_RATE = 1e-3
 FINE_TUNE_LEARNING_RATE = 1e-4
+"""Default learning rates; fine-tuning moves learned weights less (see docs/training.md)."""
 FINE_TUNE_ZOOM = 1.25
 """Fine-tuning zooms patches by up to this factor: one image shows one size of object."""
 FINE_TUNE_AVERAGE = 0.5
 """Fine-tuning averages the weights of this last share of the run (steadier than its end)."""
-"""Default learning rates; fine-tuning moves learned weights less (see docs/training.md)."""
 
 
 @dataclass
