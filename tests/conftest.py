@@ -2,11 +2,32 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+"""The training and validation data beside the checkout (ISBI 2012, DSB 2018), as CI lays it."""
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """``../shared/data`` for the scenario tests with the real models on real data.
+
+    Missing data skips those tests on a developer's clone, but fails them in CI (``CI`` set),
+    where a skip would hide that the scenarios never ran.
+    """
+    if not SHARED_DATA.is_dir():
+        message = f"real-data scenarios need {SHARED_DATA} (see ../shared/data/README.md)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return SHARED_DATA
 
 
 @pytest.fixture
