@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 import torch
 
-
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 """The training and validation data beside the checkout (ISBI 2012, DSB 2018), as CI lays it."""
 

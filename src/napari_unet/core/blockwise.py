@@ -43,6 +43,7 @@ from napari_unet.core.postprocess import (
     semantic_labels,
 )
 from napari_unet.core.progress import CancelToken, ProgressCallback, check_cancelled
+from napari_unet.core.slice_join import join_slices
 from napari_unet.core.stitching import BlockLabels, merge_tables
 
 if TYPE_CHECKING:
@@ -313,7 +314,11 @@ def _collect(results: dict[tuple[int, ...], BlockLabels], labels: BlockLabels | 
 
 
 def finish(logits: np.ndarray, kind: str, description: ModelDescription) -> np.ndarray:
-    """Turn a region's ``(K, Z, Y, X)`` logits into classes, probabilities or object labels."""
+    """Turn a region's ``(K, Z, Y, X)`` logits into classes, probabilities or object labels.
+
+    A 3D model's objects are labelled in 3D; a 2D model's slice by slice, then joined across
+    slices by overlap (:mod:`napari_unet.core.slice_join`).
+    """
     if kind == "semantic":
         return semantic_labels(logits[: class_channels(description)])
     probabilities = activate(logits, description)
@@ -325,9 +330,10 @@ def finish(logits: np.ndarray, kind: str, description: ModelDescription) -> np.n
         label = partial(cell_instances, membrane_class=membrane, **description.postprocess)
     else:
         label = partial(instance_labels, **description.postprocess)
-    if probabilities.shape[1] == 1:
-        return label(probabilities[:, 0])[np.newaxis]
-    return label(probabilities)
+    if description.spatial_dims == 3:
+        return label(probabilities)
+    slices = np.stack([label(probabilities[:, z]) for z in range(probabilities.shape[1])])
+    return slices if slices.shape[0] == 1 else join_slices(slices)
 
 
 def renumber(
