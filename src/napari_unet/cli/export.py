@@ -18,7 +18,12 @@ def register_export(subparsers: Any) -> None:
     )
     parser.add_argument("model", help="built-in or saved model name, or folder")
     parser.add_argument("out", type=Path, metavar="OUT.zip", help="package to write")
-    parser.add_argument("--sample", type=Path, help="image the test tensors are cropped from")
+    parser.add_argument(
+        "--sample",
+        type=Path,
+        help="image the test tensors are cropped from (mirrored out if smaller than the "
+        "network accepts); default: a synthetic image of blobs at a size the network accepts",
+    )
     parser.add_argument(
         "--author", action="append", dest="authors", help="author name (repeatable)"
     )

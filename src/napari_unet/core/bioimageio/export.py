@@ -46,7 +46,11 @@ PACKAGE_FILES = (
     "README.md",
 )
 MAX_TEST_SIZE = 256
-"""Test tensors are at most this long per axis, so ``bioimageio test`` stays quick."""
+"""Test tensors are at most this long per axis (or the network's minimum, if larger), so
+``bioimageio test`` stays quick."""
+DEFAULT_TEST_SHAPE = {2: (160, 192), 3: (96, 96, 112)}
+"""The synthetic test image's shape when no sample is given, raised per axis to the nearest
+size the network accepts."""
 
 UNET_PAPER = {
     "text": "Ronneberger, Fischer & Brox (2015). U-Net: Convolutional Networks for Biomedical "
@@ -178,10 +182,13 @@ def _spatial_axes(dims: int) -> tuple[str, ...]:
 
 
 def _test_input(network: UNet, sample: np.ndarray | None) -> np.ndarray:
-    """Crop ``sample`` to a ``(1, C, *spatial)`` float32 test input the network accepts."""
+    """Crop ``sample`` to a ``(1, C, *spatial)`` float32 test input the network accepts.
+
+    A sample shorter than the network's smallest input is mirrored out to it.
+    """
     dims, channels = network.spatial_dims, network.config.in_channels
     if sample is None:
-        sample = _synthetic_image((96,) * dims if dims == 3 else (160, 192))
+        sample = _synthetic_image(_default_test_shape(network))
     sample = np.asarray(sample, dtype=np.float32)
     if sample.ndim == dims:
         sample = sample[np.newaxis]
@@ -190,17 +197,39 @@ def _test_input(network: UNet, sample: np.ndarray | None) -> np.ndarray:
             f"the sample must have {dims} spatial axes and {channels} channel(s) first; "
             f"got shape {sample.shape}"
         )
+    smallest = _min_size(network)
+    short = [(0, 0)] + [(0, max(0, smallest - length)) for length in sample.shape[1:]]
+    sample = np.pad(sample, short, mode="symmetric")  # mirrored out, as the engine does
     crop = []
     for length in sample.shape[1:]:
-        size = _largest_valid(network, min(length, MAX_TEST_SIZE))
-        if size is None:
-            raise ValueError(
-                f"the sample (shape {sample.shape}) is smaller than the smallest input the "
-                f"network accepts ({network.valid_input_size(_min_size(network))})"
-            )
+        size = _largest_valid(network, min(length, _test_size_limit(network)))
         start = (length - size) // 2
         crop.append(slice(start, start + size))
     return np.ascontiguousarray(sample[(slice(None), *crop)][np.newaxis])
+
+
+def _default_test_shape(network: UNet) -> tuple[int, ...]:
+    """Return the synthetic test image's shape: sizes the network accepts, the last the longest.
+
+    Each axis is the smallest accepted size from :data:`DEFAULT_TEST_SHAPE` up; the last
+    axis is longer than the one before, so a test output with swapped axes cannot pass.
+    """
+    wanted = DEFAULT_TEST_SHAPE[network.spatial_dims]
+    shape = [_smallest_valid(network, length) for length in wanted]
+    if shape[-1] <= shape[-2]:
+        shape[-1] = shape[-2] + network.size_multiple
+    return tuple(shape)
+
+
+def _smallest_valid(network: UNet, at_least: int) -> int:
+    """Return the smallest input size the network accepts that is at least ``at_least``."""
+    size, step = _min_size(network), network.size_multiple
+    return size + max(0, -(-(at_least - size) // step)) * step
+
+
+def _test_size_limit(network: UNet) -> int:
+    """Longest test tensor axis: :data:`MAX_TEST_SIZE`, or one step over a larger minimum."""
+    return max(MAX_TEST_SIZE, _min_size(network) + network.size_multiple)
 
 
 def _min_size(network: UNet) -> int:
@@ -210,10 +239,9 @@ def _min_size(network: UNet) -> int:
     return network.valid_input_size(1)
 
 
-def _largest_valid(network: UNet, limit: int) -> int | None:
+def _largest_valid(network: UNet, limit: int) -> int:
+    """Return the largest input size the network accepts up to ``limit`` (at least its minimum)."""
     size = _min_size(network)
-    if size > limit:
-        return None
     while size + network.size_multiple <= limit:
         size += network.size_multiple
     return size

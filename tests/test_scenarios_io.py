@@ -1,0 +1,121 @@
+"""Scenarios with the real built-in models and real data: export, bilevel masks, CLI outputs.
+
+Export: ``napari-unet export <model> <model>.zip`` exactly as the README gives it (no
+``--sample``), for both built-ins and for a saved, fine-tuned copy; the packages are then
+checked with bioimage.io's own tools. ``em-membranes`` gets bioimageio.core's full
+``test_model`` (both weight formats, the test output and six sizes/batches, about 16 s on 2
+cores); ``nuclei`` (26 s) and the fine-tuned model get the format validation and the
+reproduction of the test output through bioimageio.core's pipeline, the part of
+``test_model`` that checks our preprocessing and weights (about 4 s).
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from napari_unet.cli import main
+from napari_unet.core.models import USER_MODELS_ENV, load_model, save_model
+
+bioimageio_core = pytest.importorskip("bioimageio.core")
+
+
+def _export_with_the_readme_command(name: str, package: Path) -> None:
+    """``napari-unet export <name> <package>``: no sample, default authors and licence."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # nuclei's dark-background note
+        assert main(["export", name, str(package)]) == 0
+    assert package.stat().st_size > 1_000_000  # weights twice, test tensors, cover
+
+
+def _reproduction_errors(package: Path) -> dict[str, float]:
+    """Largest difference between bioimageio.core's output and the packaged test output.
+
+    The same steps as ``test_model``'s "Reproduce test outputs from test inputs", per
+    weight format: the declared preprocessing, the network, the declared postprocessing.
+    """
+    from bioimageio.core import create_prediction_pipeline
+    from bioimageio.core.digest_spec import get_test_input_sample, get_test_output_sample
+
+    described = bioimageio_core.load_description(package)
+    errors = {}
+    for weight_format in ("torchscript", "pytorch_state_dict"):
+        sample, expected = get_test_input_sample(described), get_test_output_sample(described)
+        with create_prediction_pipeline(
+            bioimageio_model=described, weight_format=weight_format
+        ) as pipeline:
+            pipeline.apply_preprocessing(sample)
+            result = pipeline.predict_sample_without_blocking(
+                sample,
+                skip_preprocessing=True,
+                skip_postprocessing=True,
+                skip_input_padding=True,
+                skip_output_cropping=True,
+            )
+            pipeline.apply_postprocessing(result)
+        ((member, want),) = expected.members.items()
+        got = result.members[member]
+        assert got.tagged_shape == want.tagged_shape, weight_format
+        errors[weight_format] = float(np.abs(got.data.values - want.data.values).max())
+    return errors
+
+
+def _test_input_shape(package: Path) -> tuple[int, ...]:
+    with zipfile.ZipFile(package) as archive:
+        return np.load(io.BytesIO(archive.read("test_input.npy"))).shape
+
+
+def test_em_membranes_exports_with_no_sample_and_passes_bioimageio_test(tmp_path: Path) -> None:
+    package = tmp_path / "em.zip"
+    _export_with_the_readme_command("em-membranes", package)
+    described = bioimageio_core.load_description(package)
+    assert described.validation_summary.status == "valid-format"
+    summary = bioimageio_core.test_model(package)
+    failed = [(d.name, [e.msg for e in d.errors]) for d in summary.details if d.status != "passed"]
+    assert summary.status == "passed", failed
+    reproduced = [d for d in summary.details if d.name.startswith("Reproduce test outputs")]
+    assert len(reproduced) == 2  # both weight formats reproduce the test output
+
+
+def test_nuclei_exports_with_no_sample_and_reproduces_its_test_output(tmp_path: Path) -> None:
+    package = tmp_path / "nuclei.zip"
+    _export_with_the_readme_command("nuclei", package)
+    described = bioimageio_core.load_description(package)
+    assert described.validation_summary.status == "valid-format"
+    network = load_model("nuclei").network
+    size = described.inputs[0].axes[-1].size
+    assert (size.min, size.step) == (192, network.size_multiple)  # the README export's failure
+    assert _test_input_shape(package) == (1, 1, 192, 208)  # was 160 x 192, under the minimum
+    errors = _reproduction_errors(package)
+    assert max(errors.values()) < 1e-4, errors  # float32 noise: 2.4e-6 when measured
+
+
+def test_a_fine_tuned_model_exports_with_no_sample(tmp_path: Path, monkeypatch) -> None:
+    """A saved user model: float32 weights changed from the base, its own name, no card README."""
+    monkeypatch.setenv(USER_MODELS_ENV, str(tmp_path / "models"))
+    model = load_model("nuclei")
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():  # what a few fine-tuning steps do: every weight moves a little
+        for weight in model.network.parameters():
+            weight.add_(1e-3 * torch.randn(weight.shape, generator=generator))
+    model.description.name = "nuclei-mine"
+    save_model(model, tmp_path / "models" / "nuclei-mine")
+    package = tmp_path / "mine.zip"
+    _export_with_the_readme_command("nuclei-mine", package)
+    described = bioimageio_core.load_description(package)
+    assert described.validation_summary.status == "valid-format"
+    assert described.name == "napari-unet nuclei-mine"
+    assert _test_input_shape(package) == (1, 1, 192, 208)
+    errors = _reproduction_errors(package)
+    assert max(errors.values()) < 1e-4, errors
+    probabilities = [
+        load_model(source).network(torch.ones(1, 1, 192, 192)).detach()
+        for source in ("nuclei-mine", package)
+    ]
+    torch.testing.assert_close(*probabilities)  # re-imported exactly, float32 weights kept
