@@ -20,11 +20,14 @@ from torch.optim.swa_utils import AveragedModel, update_bn
 from napari_unet.core.network import UNet
 
 if TYPE_CHECKING:
-    from napari_unet.core.train import Schedule
+    from napari_unet.core.time_budget import Schedule
 
 
 BATCH_NORM_BATCHES = 20
-"""Training batches, at least, that the averaged network's batch-norm statistics are measured on."""
+"""Training batches the averaged network's batch-norm statistics are measured on, when a time
+budget allows them (see :mod:`napari_unet.core.time_budget`)."""
+MIN_BATCH_NORM_BATCHES = 2
+"""Batches measured however short the time: each holds thousands of pixels per channel."""
 
 
 @dataclass(frozen=True)

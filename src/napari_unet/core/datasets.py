@@ -154,6 +154,8 @@ class LabelledImage:
     """Flat indices of annotated non-background pixels (a subsample), for patch centres."""
     distance: np.ndarray | None = None
     """The distance target, for distance models only."""
+    sparse: bool = False
+    """Whether ``mask`` follows the sparse convention (0 not annotated; see ``targets``)."""
 
     @classmethod
     def build(
@@ -182,7 +184,7 @@ class LabelledImage:
         distance = (
             center_distance(mask, sparse) if instance_source(description) == "distance" else None
         )
-        return cls(source, axes, image, mask, classes, weights, candidates, distance)
+        return cls(source, axes, image, mask, classes, weights, candidates, distance, sparse)
 
 
 def training_axes(image: np.ndarray, mask: np.ndarray, spatial_dims: int) -> str:

@@ -37,7 +37,8 @@ def validation_metrics(
     ]
     description = model.description
     if description.output_kind == "instances":
-        summary = _instance_summary(model, probabilities, [item.mask for item in items])
+        masks = [item.mask for item in items]
+        summary = _instance_summary(model, probabilities, masks, [item.sparse for item in items])
         return {"ap50": summary["ap50"], "map": summary["map"], "score": summary["ap50"]}
     n_classes = description.architecture.out_channels
     confusion = np.zeros((n_classes, n_classes), dtype=np.int64)
@@ -173,18 +174,43 @@ def image_scores(
 
 
 def _instance_scores(
-    model: Model, probabilities: list[np.ndarray], masks: list[np.ndarray]
+    model: Model,
+    probabilities: list[np.ndarray],
+    masks: list[np.ndarray],
+    sparse: Sequence[bool] | None = None,
 ) -> list[dict[str, float]]:
-    return [
-        instance_scores(mask, instance_labels(probs, **model.description.postprocess))
-        for probs, mask in zip(probabilities, masks, strict=True)
-    ]
+    scores = []
+    for index, (probs, mask) in enumerate(zip(probabilities, masks, strict=True)):
+        predicted = instance_labels(probs, **model.description.postprocess)
+        if sparse is not None and sparse[index]:
+            mask, predicted = painted_only(mask, predicted)
+        scores.append(instance_scores(mask, predicted))
+    return scores
+
+
+def painted_only(mask: np.ndarray, predicted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Restrict scoring to what a sparse mask says: its painted objects and painted background.
+
+    The true objects are the labels ``>= 2``; a predicted object counts when it touches one
+    of them or lies mostly on painted pixels (e.g. a false object on painted background).
+    Objects found where nothing was painted are neither right nor wrong, so they are dropped.
+    """
+    truth = np.where(mask >= 2, mask, 0)
+    painted = np.bincount(predicted.ravel(), weights=(mask > 0).ravel())
+    sizes = np.bincount(predicted.ravel())
+    mostly_painted = np.flatnonzero(painted >= 0.5 * np.maximum(sizes, 1))
+    kept = np.union1d(np.unique(predicted[truth > 0]), mostly_painted)
+    kept = kept[kept > 0]
+    return truth, np.where(np.isin(predicted, kept), predicted, 0)
 
 
 def _instance_summary(
-    model: Model, probabilities: list[np.ndarray], masks: list[np.ndarray]
+    model: Model,
+    probabilities: list[np.ndarray],
+    masks: list[np.ndarray],
+    sparse: Sequence[bool] | None = None,
 ) -> dict[str, float]:
-    scores = _instance_scores(model, probabilities, masks)
+    scores = _instance_scores(model, probabilities, masks, sparse)
     summary = {key: float(np.mean([s[key] for s in scores])) for key in scores[0]}
     summary["n_images"] = len(scores)
     return summary

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,18 +21,34 @@ import numpy as np
 import torch
 
 from napari_unet.core.augment import Augmenter
-from napari_unet.core.averaging import BATCH_NORM_BATCHES, AveragingWindow, WeightAverage
+from napari_unet.core.averaging import (
+    BATCH_NORM_BATCHES,
+    MIN_BATCH_NORM_BATCHES,
+    AveragingWindow,
+    WeightAverage,
+)
 from napari_unet.core.card_checks import check_normalization
 from napari_unet.core.checkpoint import BEST_DIR, Checkpointer, RunState, TrainingState
+from napari_unet.core.datasets import LabelledImage
 from napari_unet.core.device import autocast, resolve_precision
 from napari_unet.core.evaluate import tune_instance_postprocess, validation_metrics
+from napari_unet.core.finetune_check import CheckData, FineTuneReport, describe_training
 from napari_unet.core.initial_model import initial_model
 from napari_unet.core.losses import LossName, distance_loss, segmentation_loss
 from napari_unet.core.models import Model, ModelDescription, load_model, save_model
 from napari_unet.core.network import UNet, UNetConfig
 from napari_unet.core.progress import Cancelled, CancelToken, check_cancelled
 from napari_unet.core.targets import Representation, Target
-from napari_unet.core.training_data import Batch, Data, TrainingData, read_split
+from napari_unet.core.time_budget import ClosingWork, Schedule
+from napari_unet.core.training_data import (
+    HOLD_OUT_SHARE,
+    Batch,
+    Data,
+    Pairs,
+    TrainingData,
+    hold_out_objects,
+    read_split,
+)
 
 NEW_MODEL_LEARNING_RATE = 1e-3
 FINE_TUNE_LEARNING_RATE = 1e-4
@@ -41,6 +57,21 @@ FINE_TUNE_ZOOM = 1.25
 """Fine-tuning zooms patches by up to this factor: one image shows one size of object."""
 FINE_TUNE_AVERAGE = 0.5
 """Fine-tuning averages the weights of this last share of the run (steadier than its end)."""
+VALIDATION_SHARE = 0.1
+"""Under a time budget, epochs are validated while validation has taken less than this share
+of the time: with small images an epoch is one step, and validating each would eat the budget."""
+
+PHASES = (
+    "scoring the base model",
+    "training",
+    "averaging weights",
+    "re-estimating batch-norm statistics",
+    "validating",
+    "checking the fine-tuned model",
+    "calibrating thresholds",
+    "saving",
+)
+"""What a run reports through ``TrainingProgress.phase``, in order (some runs skip some)."""
 
 
 @dataclass
@@ -54,7 +85,10 @@ class TrainingProgress:
     train_loss: float
     val_metrics: dict[str, float] = field(default_factory=dict)
     done: float = 0.0
-    """Share of the run done, 0 to 1: by steps, or by time for a ``minutes`` budget."""
+    """Share of the call done, 0 to 1: by steps, or by time for a ``minutes`` budget (which
+    covers the phases after the epochs too)."""
+    phase: str = "training"
+    """One of :data:`PHASES`: after the epochs, the closing work being done."""
 
 
 def train(
@@ -91,6 +125,7 @@ def train(
     average_weights: float | None = None,
     calibrate: bool | None = None,
     freeze_encoder: bool | None = None,
+    holdout_objects: float | None = None,
 ) -> Model:
     """Train a U-Net on image/mask pairs; return its best validation epoch (or its mean).
 
@@ -160,10 +195,22 @@ def train(
         Keep the contracting path's weights as they are (its batch-norm statistics still
         adapt) and train the expanding path only: fewer weights to fit to one or two images,
         and faster steps. Default: when fine-tuning.
+    holdout_objects
+        Share of the painted objects kept out of training to check a fine-tune that has no
+        validation images (instances only; at least 8 objects, else none is held out).
+        Default: 0.2 when fine-tuning without validation images, else 0.
     progress, cancel
-        Called with a :class:`TrainingProgress` after each step and epoch; checked every step,
-        raising :class:`~napari_unet.core.progress.Cancelled` (checkpoints stay on disk).
+        Called with a :class:`TrainingProgress` after each step and epoch, and as each phase
+        after the epochs begins; checked every step, raising
+        :class:`~napari_unet.core.progress.Cancelled` (checkpoints stay on disk).
+
+    A ``minutes`` budget covers the whole call: the epochs stop early enough for what follows
+    them (weight averaging, batch-norm re-estimation, validation, calibration, saving). A
+    fine-tune scores the base model and the result on labels it did not train on (the
+    validation images, or held-out objects) and records both in the card's
+    ``metrics["fine_tuning"]`` and description, warning when the result is worse.
     """
+    started = time.monotonic()  # a time budget covers the whole call
     if minutes is not None and not minutes > 0:
         raise ValueError(f"minutes must be a positive time budget, not {minutes}")
     if calibrate and sparse:
@@ -173,21 +220,23 @@ def train(
         )
     torch.manual_seed(seed)  # first, so that a new network's initial weights are reproducible
     train_pairs, val_pairs = read_split(images, masks, validation, val_fraction, seed)
-    model = initial_model(
-        base_model,
-        architecture,
-        target,
-        train_pairs[1],
-        sparse,
-        class_names,
-        name,
-        representation,
+    base = None if base_model is None else load_model(base_model)
+    train_pairs, check_masks = _held_out_objects(
+        train_pairs, bool(val_pairs[0]), target, sparse, base is not None, holdout_objects, seed
     )
-    fine_tuning = base_model is not None
+    model = initial_model(
+        base, architecture, target, train_pairs[1], sparse, class_names, name, representation
+    )
+    fine_tuning = base is not None
     if weight_map is None:
         weight_map = fine_tuning
     if average_weights is None:
         average_weights = FINE_TUNE_AVERAGE if fine_tuning else 0.0
+    if calibrate is None:
+        # thresholds tuned on the very images trained on do not carry over to other images
+        # (docs/training.md): only held-out labels re-tune them by default
+        calibrate = fine_tuning and target == "instances" and not sparse and bool(val_pairs[0])
+    calibrate = calibrate and target == "instances"
     augmenter = augment if isinstance(augment, Augmenter) else None
     if augment is True:
         augmenter = Augmenter(zoom_range=FINE_TUNE_ZOOM if fine_tuning else 1.0)
@@ -196,7 +245,7 @@ def train(
     if normalization is not None:
         check_normalization(normalization)
         # a new model takes these settings; a fine-tuned one changes only the keys given
-        kept = {} if base_model is None else model.description.normalization
+        kept = {} if base is None else model.description.normalization
         model.description.normalization = {**kept, **normalization}
     data = TrainingData.build(
         train_pairs,
@@ -204,77 +253,142 @@ def train(
         model.description,
         model.network,
         target=target,
-        sparse=sparse,
+        sparse=sparse or check_masks is not None,
         weight_map=weight_map,
         augmenter=augmenter,
         patch_shape=patch_shape,
         batch_size=batch_size,
         steps_per_epoch=steps_per_epoch,
     )
+    check = _check_data(data, validation is not None, train_pairs[0], check_masks, model)
     if learning_rate is None:
-        learning_rate = NEW_MODEL_LEARNING_RATE if base_model is None else FINE_TUNE_LEARNING_RATE
+        learning_rate = NEW_MODEL_LEARNING_RATE if base is None else FINE_TUNE_LEARNING_RATE
     schedule = Schedule(
         epochs if epochs is not None else (50 if minutes is None else 1_000_000),
         data.steps_per_epoch,
         None if minutes is None else 60.0 * minutes,
+        started=started,
+        closing=ClosingWork(
+            averaging=average_weights > 0,
+            validations=(average_weights > 0) + 2 * calibrate if data.validating else 0,
+            checks=int(check is not None and not check.validation),
+        ),
     )
-    loop = _Loop(model, data, schedule, loss, learning_rate, seed, device, precision)
+    loop = _Loop(model, data, schedule, loss, learning_rate, seed, device, precision, progress)
+    report = None if base is None else _base_report(base, target, check, loop)
     checkpointer = Checkpointer(checkpoint_dir, checkpoint_interval_s)
-    result = loop.run(checkpointer, resume, average_weights, progress, cancel)
-    if calibrate is None:
-        # thresholds tuned on the very images trained on do not carry over to other images
-        # (docs/training.md): only held-out labels re-tune them by default
-        held_out = bool(val_pairs[0])
-        calibrate = base_model is not None and target == "instances" and not sparse and held_out
-    if calibrate and target == "instances":
+    result = loop.run(checkpointer, resume, average_weights, cancel)
+    if report is not None and check is not None:
+        report.score = _checked_score(result, check, loop)
+        report.warn_if_worse()
+    if calibrate:
+        loop.announce("calibrating thresholds")
         tuning = val_pairs if val_pairs[0] else train_pairs
-        result.description.postprocess = tune_instance_postprocess(result, *tuning, device)
-        if checkpointer.folder is not None:
-            save_model(result, checkpointer.folder / BEST_DIR, overwrite=True)
+        result.description.postprocess = tune_instance_postprocess(
+            result, *tuning, str(loop.device)
+        )
+    _describe(result, base, train_pairs[1], sparse or check_masks is not None, report)
+    if checkpointer.folder is not None:
+        loop.announce("saving")
+        save_model(result, checkpointer.folder / BEST_DIR, overwrite=True)
     return result
 
 
-@dataclass
-class Schedule:
-    """How long a run lasts (epochs, or a time budget) and its learning-rate factor over it."""
+def _held_out_objects(
+    pairs: Pairs,
+    has_validation: bool,
+    target: Target,
+    sparse: bool,
+    fine_tuning: bool,
+    share: float | None,
+    seed: int,
+) -> tuple[Pairs, list[np.ndarray] | None]:
+    """Keep painted objects back to check a fine-tune that has no validation images.
 
-    epochs: int
-    steps_per_epoch: int
-    budget_s: float | None = None
-    started: float = field(default_factory=time.monotonic)
-    elapsed_before: float = 0.0
-
-    def elapsed(self) -> float:
-        """Training seconds so far, including earlier processes of a resumed run."""
-        return self.elapsed_before + time.monotonic() - self.started
-
-    def done(self, step: int) -> float:
-        """Share of the run done after ``step`` optimiser steps, 0 to 1 (time or steps)."""
-        by_steps = step / max(1, self.epochs * self.steps_per_epoch)
-        if self.budget_s is not None:
-            by_steps = max(by_steps, self.elapsed() / self.budget_s)
-        return min(1.0, by_steps)
-
-    def over(self, step: int) -> bool:
-        """Whether the run has used its epochs or its time."""
-        return self.done(step) >= 1.0 or step >= self.epochs * self.steps_per_epoch
-
-    def factor(self, step: int) -> float:
-        """Learning-rate factor: short linear warm-up, then cosine decay to 2 %."""
-        if self.budget_s is not None:
-            done = self.done(step)
-            if done < 0.05:
-                return max(0.05, done / 0.05)
-            return _cosine_from(min(1.0, (done - 0.05) / 0.95))
-        total = self.epochs * self.steps_per_epoch
-        warmup = max(1, min(100, total // 20))
-        if step < warmup:
-            return (step + 1) / warmup
-        return _cosine_from(min(1.0, (step - warmup) / max(1, total - warmup)))
+    Returns the pairs to train on (sparse-convention masks when objects were held out) and
+    the masks of the held-out objects, or ``None`` when nothing is held out.
+    """
+    if share is None:
+        wanted = fine_tuning and target == "instances" and not has_validation
+        share = HOLD_OUT_SHARE if wanted else 0.0
+    if share == 0.0:
+        return pairs, None
+    if target != "instances" or has_validation:
+        raise ValueError(
+            "holdout_objects keeps painted objects back from an instance model's training "
+            "images; with validation images or semantic masks, validation images do the check"
+        )
+    training, checking = hold_out_objects(pairs[1], sparse, share, seed)
+    if not any(mask.any() for mask in checking):
+        return pairs, None
+    return (pairs[0], training), checking
 
 
-def _cosine_from(progress: float) -> float:
-    return 0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * progress))
+def _check_data(
+    data: TrainingData,
+    given: bool,
+    images: list[np.ndarray],
+    check_masks: list[np.ndarray] | None,
+    model: Model,
+) -> CheckData | None:
+    """Return the labels a fine-tune is checked on: validation images, or held-out objects."""
+    if data.validating:
+        count = len(data.validating)
+        images_ = f"{count} {'validation' if given else 'held-out'} image{'s' * (count > 1)}"
+        return CheckData(data.validating, images_, True)
+    if check_masks is None:
+        return None
+    items = [
+        LabelledImage.build(image, mask, model.description, "instances", True, False)
+        for image, mask in zip(images, check_masks, strict=True)
+        if mask.any()
+    ]
+    objects = sum(np.unique(mask).size - 1 for mask in check_masks)
+    return CheckData(items, f"{objects} held-out painted objects", False)
+
+
+def _base_report(
+    base: Model, target: Target, check: CheckData | None, loop: _Loop
+) -> FineTuneReport:
+    """Score the base model on the check data first, timing the pass for the budget."""
+    metric = "AP@0.5" if target == "instances" else "mean IoU"
+    report = FineTuneReport(base.name, metric, "" if check is None else check.what)
+    if check is not None:
+        loop.announce("scoring the base model")
+        begun = time.monotonic()
+        report.base_score = validation_metrics(base, check.items, str(loop.device))["score"]
+        seconds = time.monotonic() - begun
+        if check.validation:
+            loop.schedule.closing.validation_s = seconds
+        else:
+            loop.schedule.closing.check_s = seconds
+    return report
+
+
+def _checked_score(result: Model, check: CheckData, loop: _Loop) -> float:
+    """Score the fine-tuned model on the check data (reusing the validation score if it is)."""
+    validated = result.description.metrics.get("validation", {})
+    if check.validation and "score" in validated:
+        return float(validated["score"])
+    loop.announce("checking the fine-tuned model")
+    return validation_metrics(result, check.items, str(loop.device))["score"]
+
+
+def _describe(
+    result: Model,
+    base: Model | None,
+    masks: list[np.ndarray],
+    sparse: bool,
+    report: FineTuneReport | None,
+) -> None:
+    """Give the trained model its own card text and, for a fine-tune, the before/after check."""
+    card = result.description
+    validation = card.metrics.get("validation", {})
+    card.description = describe_training(
+        card, None if base is None else base.name, masks, sparse, report, validation
+    )
+    if report is not None:
+        card.metrics["fine_tuning"] = report.to_dict()
 
 
 class _Loop:
@@ -290,8 +404,11 @@ class _Loop:
         seed: int,
         device: str,
         precision: str,
+        progress: Callable[[TrainingProgress], None] | None,
     ) -> None:
         self.description = model.description
+        self.progress = progress
+        self.validation_spent_s = 0.0
         self.network = model.network
         self.data = data
         self.schedule = schedule
@@ -324,7 +441,6 @@ class _Loop:
         checkpointer: Checkpointer,
         resume: bool,
         average_share: float,
-        progress: Callable[[TrainingProgress], None] | None,
         cancel: CancelToken | None,
     ) -> Model:
         """Train until the schedule is over; return the best (or averaged, or last) weights."""
@@ -343,36 +459,48 @@ class _Loop:
                 ):
                     check_cancelled(cancel)
                     step_loss = self._step(checkpointer)
-                    if progress is not None:
-                        progress(self._progress(step_loss))
+                    self._report(self._progress(step_loss))
                     if checkpointer.due():
                         self._save(checkpointer)
                 metrics = self._end_epoch(checkpointer.folder, averaging)
                 self._save(checkpointer)
-                if progress is not None:
-                    progress(self._progress(metrics["train_loss"], metrics))
+                self._report(self._progress(metrics["train_loss"], metrics))
         except Cancelled:
             self._save(checkpointer)
             raise
-        return self._result(checkpointer)
+        return self._result(checkpointer.folder)
 
     def _steps_done(self) -> int:
         return self.run_state.epoch * self.data.steps_per_epoch + self.run_state.step
 
-    def _progress(self, loss: float, metrics: dict[str, float] | None = None) -> TrainingProgress:
+    def _progress(
+        self, loss: float, metrics: dict[str, float] | None = None, phase: str = "training"
+    ) -> TrainingProgress:
         run = self.run_state
         return TrainingProgress(
-            run.epoch + (0 if metrics else 1),
+            run.epoch + (0 if metrics or phase != "training" else 1),
             self.schedule.epochs,
             self.data.steps_per_epoch if metrics else run.step,
             self.data.steps_per_epoch,
             loss,
             metrics or {},
-            self.schedule.done(self._steps_done()),
+            self.schedule.share_of_call(self._steps_done()),
+            phase,
         )
+
+    def _report(self, update: TrainingProgress) -> None:
+        if self.progress is not None:
+            self.progress(update)
+
+    def announce(self, phase: str) -> None:
+        """Tell the caller that ``phase`` (one of :data:`PHASES`) begins."""
+        history = self.run_state.history
+        loss = history[-1]["train_loss"] if history else float("nan")
+        self._report(self._progress(loss, phase=phase))
 
     def _step(self, checkpointer: Checkpointer) -> float:
         """One optimiser step on a fresh batch; returns its loss."""
+        begun = time.monotonic()
         batch = self.data.batch(self.state.rng, self.network, self.device, self.memory_format)
         optimizer, scaler = self.state.optimizer, self.state.scaler
         optimizer.zero_grad(set_to_none=True)
@@ -387,65 +515,98 @@ class _Loop:
         self.state.scheduler.step()
         self.run_state.step += 1
         self.run_state.loss_sum += step_loss.item()
+        self.schedule.closing.note_step(time.monotonic() - begun)
         return step_loss.item()
 
     def _end_epoch(self, folder: Any, averaging: AveragingWindow | None) -> dict[str, float]:
-        """Validate, keep the best weights, add them to the average; return the metrics."""
+        """Validate when due, keep the best weights, add them to the average; return metrics."""
         run = self.run_state
         train_loss = run.loss_sum / max(1, run.step)
         self._check_finite(folder)
         if self.state.average is not None and averaging is not None:
             if averaging.includes(run.epoch + 1, self.schedule.done(self._steps_done())):
                 self.state.average.update(self.network)
-        validating = self.data.validating
-        metrics = (
-            validation_metrics(self._model(self.network), validating, str(self.device))
-            if validating
-            else {}
-        )
-        metrics["train_loss"] = train_loss
-        # without validation images the latest epoch counts as the best
-        score = (metrics.get("score", 0.0), -train_loss) if validating else (run.epoch, 0.0)
+        validated = self._validation_due()
+        metrics = {**(self._validate(self.network) if validated else {}), "train_loss": train_loss}
         run.history.append(metrics)
         run.epoch, run.step, run.loss_sum = run.epoch + 1, 0, 0.0
-        if score > run.best_score:
+        # with validation images the validated epochs compete; without, the latest is the best
+        if self.data.validating:
+            score = (metrics["score"], -train_loss) if validated else None
+        else:
+            score = (run.epoch, 0.0)
+        if score is not None and score > run.best_score:
             run.best_score, run.best_metrics = score, metrics
             run.best_state = _cpu_copy(self.network.state_dict())
             if folder is not None:
                 save_model(self._finished(self.network, metrics), folder / BEST_DIR, overwrite=True)
         return metrics
 
-    def _result(self, checkpointer: Checkpointer) -> Model:
-        run, average, folder = self.run_state, self.state.average, checkpointer.folder
+    def _validation_due(self) -> bool:
+        """Every epoch, except under a budget once validation took its share of the time."""
+        if not self.data.validating:
+            return False
+        if self.schedule.budget_s is None or self.validation_spent_s == 0.0:
+            return True
+        return self.validation_spent_s <= VALIDATION_SHARE * self.schedule.elapsed()
+
+    def _validate(self, network: UNet) -> dict[str, float]:
+        """Score ``network`` on the validation images, timing it for the budget's estimate."""
+        begun = time.monotonic()
+        metrics = validation_metrics(self._model(network), self.data.validating, str(self.device))
+        seconds = time.monotonic() - begun
+        self.validation_spent_s += seconds
+        self.schedule.closing.validation_s = seconds
+        return metrics
+
+    def _result(self, folder: Any) -> Model:
+        """Return the averaged weights (statistics re-measured, validated), else the best epoch."""
+        run, average = self.run_state, self.state.average
         if average is not None and average.count:
-            normalising = (
-                self.data.batch(
-                    self.state.rng, self.network, self.device, self.memory_format
-                ).inputs
-                for _ in range(min(max(self.data.steps_per_epoch, BATCH_NORM_BATCHES), 50))
-            )
-            averaged = average.network(normalising)
-            validating = self.data.validating
-            metrics = (
-                validation_metrics(self._model(averaged), validating, str(self.device))
-                if validating
-                else {}
-            )
+            self.announce("averaging weights")
+            batches: list[int] = []
+            self.announce("re-estimating batch-norm statistics")
+            averaged = average.network(self._normalising_batches(batches))
+            metrics: dict[str, float] = {}
+            if self.data.validating:
+                self.announce("validating")
+                metrics = self._validate(averaged)
             metrics["averaged_epochs"] = float(average.count)
+            metrics["batch_norm_batches"] = float(len(batches))
             run.best_metrics = metrics
             run.best_state = _cpu_copy(averaged.state_dict())
-            if folder is not None:
-                save_model(self._finished(averaged, metrics), folder / BEST_DIR, overwrite=True)
         if run.best_state is not None:
             self.network.load_state_dict(run.best_state)
         elif folder is not None and (folder / BEST_DIR).is_dir():
             self.network.load_state_dict(load_model(folder / BEST_DIR).network.state_dict())
         return self._finished(self.network, run.best_metrics)
 
+    def _normalising_batches(self, counted: list[int]) -> Iterator[torch.Tensor]:
+        """Un-augmented training batches for the averaged network's batch-norm statistics.
+
+        Up to :data:`BATCH_NORM_BATCHES` (more for large data, at most 50), but under a time
+        budget only as many as its share for them allows (at least
+        :data:`MIN_BATCH_NORM_BATCHES`): each batch holds thousands of pixels per channel.
+        """
+        wanted = min(max(self.data.steps_per_epoch, BATCH_NORM_BATCHES), 50)
+        closing, budget_s = self.schedule.closing, self.schedule.budget_s
+        deadline = math.inf
+        if budget_s is not None:
+            deadline = time.monotonic() + closing.batch_norm_s(budget_s)
+        for index in range(wanted):
+            if index >= MIN_BATCH_NORM_BATCHES and time.monotonic() >= deadline:
+                return
+            counted.append(index)
+            yield self.data.batch(
+                self.state.rng, self.network, self.device, self.memory_format, augment=False
+            ).inputs
+
     def _save(self, checkpointer: Checkpointer) -> None:
+        begun = time.monotonic()
         self._check_finite(checkpointer.folder)
         self.run_state.elapsed_s = self.schedule.elapsed()
         checkpointer.save(self.run_state, self.state)
+        self.schedule.closing.save_s = time.monotonic() - begun
 
     def _model(self, network: UNet) -> Model:
         return Model(self.description, network)

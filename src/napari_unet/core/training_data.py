@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from scipy import ndimage as ndi
 
 from napari_unet.core.augment import Augmenter, Sample
 from napari_unet.core.datasets import LabelledImage, PatchSampler, read_pairs
@@ -108,10 +109,12 @@ class TrainingData:
             steps_per_epoch,
         )
 
-    def draw(self, rng: np.random.Generator) -> list[Sample]:
-        """``batch_size`` random (augmented) patches."""
+    def draw(self, rng: np.random.Generator, augment: bool = True) -> list[Sample]:
+        """``batch_size`` random patches, augmented unless ``augment`` is False."""
         batch = [self.sampler.sample(rng) for _ in range(self.batch_size)]
-        return batch if self.augmenter is None else [self.augmenter(s, rng) for s in batch]
+        if self.augmenter is None or not augment:
+            return batch
+        return [self.augmenter(s, rng) for s in batch]
 
     def batch(
         self,
@@ -119,9 +122,10 @@ class TrainingData:
         network: UNet,
         device: torch.device,
         memory_format: torch.memory_format,
+        augment: bool = True,
     ) -> Batch:
         """Draw a batch and return it as tensors on ``device``."""
-        return to_tensors(self.draw(rng), network, device, memory_format)
+        return to_tensors(self.draw(rng, augment), network, device, memory_format)
 
 
 def patch_size(
@@ -169,3 +173,49 @@ def to_tensors(
         stacked("weights"),
         stacked("distance"),
     )
+
+
+HOLD_OUT_SHARE = 0.2
+"""Share of the painted objects kept back to check a fine-tune, when no image is held out."""
+MIN_OBJECTS_TO_HOLD_OUT = 8
+"""Fewer painted objects than this are all needed for training: nothing is held out then."""
+HOLD_OUT_MARGIN_PX = 2
+"""Background this close to a held-out object is not trained on either (it outlines it)."""
+
+
+def hold_out_objects(
+    masks: list[np.ndarray], sparse: bool, share: float, seed: int
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Split instance masks into the objects to train on and whole objects kept for a check.
+
+    Returns sparse-convention masks (0 = not annotated, 1 = background, ``>= 2`` objects):
+    the training masks with the held-out objects and a thin ring around them unannotated,
+    and check masks holding only the held-out objects. Fewer than
+    :data:`MIN_OBJECTS_TO_HOLD_OUT` objects hold nothing out (empty check masks).
+    """
+    if not 0.0 <= share < 1.0:
+        raise ValueError(f"holdout_objects is a share of the painted objects, 0 to <1; got {share}")
+    painted = [sparse_convention(mask, sparse) for mask in masks]
+    objects = [(index, int(label)) for index, mask in enumerate(painted) for label in _labels(mask)]
+    count = round(share * len(objects))
+    if len(objects) < MIN_OBJECTS_TO_HOLD_OUT or count == 0:
+        return painted, [np.zeros_like(mask) for mask in painted]
+    chosen = np.random.default_rng(seed).choice(len(objects), count, replace=False)
+    training, checking = [], []
+    for index, mask in enumerate(painted):
+        held = np.isin(mask, [label for i, label in (objects[k] for k in chosen) if i == index])
+        ring = ndi.binary_dilation(held, iterations=HOLD_OUT_MARGIN_PX) & (mask <= 1)
+        training.append(np.where(held | ring, 0, mask))
+        checking.append(np.where(held, mask, 0))
+    return training, checking
+
+
+def sparse_convention(mask: np.ndarray, sparse: bool) -> np.ndarray:
+    """Return an instance mask in the sparse convention: background 1, objects from 2 (int32)."""
+    mask = mask.astype(np.int32)
+    return mask if sparse else np.where(mask > 0, mask + 1, 1)
+
+
+def _labels(mask: np.ndarray) -> np.ndarray:
+    values = np.unique(mask)
+    return values[values >= 2]
