@@ -180,3 +180,29 @@ def test_corrupt_headers_give_a_value_error_that_names_the_file(tmp_path, option
             read_image(corrupt, lazy=bool(case % 2))
         except ValueError as error:
             assert str(error).startswith(f"cannot read {corrupt}"), case
+
+
+def test_bilevel_files_are_counted_in_bits_and_their_false_claims_refused(tmp_path):
+    path = tmp_path / "mask.tif"
+    mask = np.zeros((1000, 999), bool)
+    mask[100:400, 200:700] = True
+    tifffile.imwrite(path, mask, bitspersample=1)  # 125 KB: 8 pixels a byte, rows padded
+    assert path.stat().st_size < mask.size / 7
+    np.testing.assert_array_equal(read_image(path).data, mask)
+    with tifffile.TiffFile(path, mode="r+") as tiff:
+        tiff.pages[0].tags["ImageLength"].overwrite(100_000)  # 12.5 MB of bits
+        tiff.pages[0].tags["RowsPerStrip"].overwrite(100_000)
+    with pytest.raises(ValueError, match=r"\(12.5 MB at 1 bit\(s\) per sample\), more than a file"):
+        read_image(path, lazy=True)
+
+
+def test_ome_bit_type_claims_are_counted_in_bits(tmp_path):
+    xml = OME.replace('Type="uint8"', 'Type="bit"').replace('"16"', '"64"')
+    path = tmp_path / "bits.ome.tif"
+    mask = np.eye(64, dtype=bool)
+    tifffile.imwrite(path, mask, bitspersample=1, description=xml.format(sizes='SizeZ="1"'))
+    np.testing.assert_array_equal(read_image(path).data, mask)
+    # 64 planes of 512 bytes would fit the bytes of this file, but not its one directory
+    tifffile.imwrite(path, mask, bitspersample=1, description=xml.format(sizes='SizeZ="640"'))
+    with pytest.raises(ValueError, match=r"SizeZ=640 .* \(640 planes, 327.7 KB\)"):
+        read_image(path)

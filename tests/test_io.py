@@ -1,3 +1,5 @@
+import zlib
+
 import numpy as np
 import pytest
 import tifffile
@@ -111,3 +113,66 @@ def test_a_tiff_header_with_no_image_is_a_clear_error(tmp_path):
     path.write_bytes(b"II*\x00garbage")  # a valid TIFF signature, then nothing readable
     with pytest.raises(ValueError, match=r"cannot read .* holds no image"):
         read_image(path)
+
+
+LOSSLESS = ["none", "zlib", "deflate", "lzma", "zstd", "lzw", "packbits"]
+LAYOUTS = {
+    # name: (dtype, axes the reader gives, tifffile options)
+    "bilevel": (np.bool_, "YX", {"bitspersample": 1}),
+    "bilevel stack": (np.bool_, "ZYX", {"bitspersample": 1}),
+    "12-bit": (np.uint16, "YX", {"bitspersample": 12}),
+    "planar rgb": (np.uint8, "CYX", {"photometric": "rgb", "planarconfig": "separate"}),
+    "planar tiled": (
+        np.uint16,
+        "CYX",
+        {"photometric": "rgb", "planarconfig": "separate", "tile": (16, 16)},
+    ),
+    "tiled": (np.float32, "YX", {"tile": (32, 16)}),
+    "contig rgb stack": (np.uint8, "ZYXC", {"photometric": "rgb"}),
+}
+
+
+def _random_image(rng: np.random.Generator, dtype: type, axes: str) -> np.ndarray:
+    """Random pixels of random sizes; widths are odd, so bit-packed rows end mid-byte."""
+    sizes = {"Z": 3, "C": 3, "Y": int(rng.integers(17, 60)), "X": 2 * int(rng.integers(8, 40)) + 1}
+    shape = tuple(sizes[axis] for axis in axes)
+    if dtype is np.bool_:
+        return rng.random(shape) > 0.7
+    if dtype is np.float32:
+        return rng.normal(size=shape).astype(np.float32)
+    high = 4096 if dtype is np.uint16 else 256
+    return rng.integers(0, high, shape).astype(dtype)
+
+
+@pytest.mark.parametrize(
+    ("layout", "compression"),
+    # tifffile writes 12-bit samples only uncompressed
+    [(one, codec) for one in LAYOUTS for codec in LOSSLESS if one != "12-bit" or codec == "none"],
+)
+def test_every_layout_and_lossless_compression_reads_back_exactly(tmp_path, layout, compression):
+    dtype, axes, options = LAYOUTS[layout]
+    rng = np.random.default_rng(zlib.crc32(f"{layout} {compression}".encode()))
+    for trial in range(3):  # three random shapes each
+        data = _random_image(rng, dtype, axes)
+        path = tmp_path / f"{trial}.tif"
+        tifffile.imwrite(path, data, compression=compression, **options)
+        for lazy in (False, True):
+            image = read_image(path, lazy=lazy)
+            assert image.axes == axes and image.shape == data.shape, (layout, compression)
+            np.testing.assert_array_equal(np.asarray(image.data[...]), data)
+
+
+@pytest.mark.parametrize("compression", ["jpeg", "png", "jpeg2000", "jpegxl", "webp", "lerc"])
+def test_image_codecs_read_what_tifffile_decodes(tmp_path, rng, compression):
+    """Lossy and image codecs: the reader gives exactly the pixels tifffile decodes."""
+    yy, xx = np.mgrid[:48, :64]
+    smooth = np.stack([yy * 5, xx * 4, (yy + xx) * 2], axis=-1)  # lossy codecs keep this
+    data = (smooth + rng.integers(0, 8, smooth.shape)).astype(np.uint8)
+    path = tmp_path / "codec.tif"
+    tifffile.imwrite(path, data, compression=compression, photometric="rgb")
+    expected = tifffile.imread(path)
+    assert np.abs(expected.astype(int) - data).mean() < 8  # really the image, decoded
+    for lazy in (False, True):
+        image = read_image(path, lazy=lazy)
+        assert image.axes == "YXC"
+        np.testing.assert_array_equal(np.asarray(image.data[...]), expected)

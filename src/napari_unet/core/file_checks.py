@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import warnings
 import xml.etree.ElementTree as ElementTree
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,8 +41,8 @@ MAX_EXPANSION = {
 }
 """The most one stored byte can decode to, per codec, with a margin (deflate: 1032; zstd: a
 4-byte run-length block per 128 KB). Other codecs are bounded by free memory only."""
-_DTYPE_BYTES = {"int8": 1, "uint8": 1, "int16": 2, "uint16": 2, "int32": 4, "uint32": 4}
-_DTYPE_BYTES |= {"float": 4, "double": 8, "bit": 1, "complex": 8, "double-complex": 16}
+_DTYPE_BITS = {"int8": 8, "uint8": 8, "int16": 16, "uint16": 16, "int32": 32, "uint32": 32}
+_DTYPE_BITS |= {"float": 32, "double": 64, "bit": 1, "complex": 64, "double-complex": 128}
 
 
 class FileClaimError(ValueError):
@@ -68,7 +69,7 @@ def check_declared_planes(tiff: tifffile.TiffFile, path: Path) -> None:
         keys = [key for key in ("images", "channels", "slices", "frames") if key in metadata]
         claim = "ImageJ " + ", ".join(f"{key}={metadata[key]}" for key in keys)
         planes = _count(metadata.get("images", 1))
-        plane_bytes = math.prod(page.shape) * page.dtype.itemsize if page.dtype else 0
+        plane_bytes = _page_layout(page).stored_bytes
         budget = path.stat().st_size
         # Uncompressed ImageJ stacks store all planes after one directory.
         most = None if page.compression == _C.NONE else budget // MIN_IFD_BYTES
@@ -79,11 +80,13 @@ def check_declared_planes(tiff: tifffile.TiffFile, path: Path) -> None:
 def check_series(series: Any, lazy: bool) -> None:
     """Refuse a series whose pixels could not come from this file, or not fit in memory.
 
-    Reading decodes a compressed file one page or tile at a time, so each of those must fit
-    in memory too, lazy or not; uncompressed files are memory-mapped instead.
+    What a file must hold is counted as stored: bits per sample, not bytes per pixel (a
+    1-bit mask holds 8 pixels a byte, 12-bit samples 2 in 3 bytes). Reading decodes a
+    compressed file one page or tile at a time, so each of those must fit in memory too,
+    lazy or not; uncompressed files are memory-mapped instead.
     """
     itemsize = np.dtype(series.dtype).itemsize
-    claimed = math.prod(series.shape) * itemsize
+    in_memory = math.prod(series.shape) * itemsize
     frames = [frame for frame in series.pages if frame is not None]
     for number, frame in enumerate(frames):
         _check_strips(frame, number)
@@ -92,26 +95,79 @@ def check_series(series: Any, lazy: bool) -> None:
     budget = sum(files.values()) or page.parent.filehandle.size  # all files of a multi-file OME
     most = budget * MAX_EXPANSION.get(page.compression, math.inf)
     free = available_ram_bytes() * MEMORY_SHARE
-    what = f"shape {tuple(series.shape)} {series.dtype} ({_size(claimed)})"
-    if claimed > most:
+    pages = math.prod(series.shape) // max(1, math.prod(page.shape))
+    stored = pages * _page_layout(page).stored_bytes
+    what = f"shape {tuple(series.shape)} {series.dtype}"
+    if stored > most:
         raise FileClaimError(
-            f"it claims {what}, more than a file of {_size(budget)} can hold "
-            f"({page.compression.name} compression); the file is truncated or its metadata wrong"
+            f"it claims {what} ({_size(stored)} at {page.bitspersample} bit(s) per sample), "
+            f"more than a file of {_size(budget)} can hold ({page.compression.name} "
+            "compression); the file is truncated or its metadata wrong"
         )
-    if page.is_tiled:
-        chunk = f"tiles of {page.tilelength} x {page.tilewidth} pixels"
-        chunk_bytes = page.tiledepth * page.tilelength * page.tilewidth * page.samplesperpixel
-    else:
-        chunk, chunk_bytes = f"pages of shape {page.shape}", math.prod(page.shape)
-    chunk_bytes *= itemsize
-    if chunk_bytes > (most if page.compression == _C.NONE else min(most, free)):  # else mapped
-        limit = f"a file of {_size(budget)} can hold" if chunk_bytes > most else "is free"
-        raise FileClaimError(f"it claims {chunk} ({_size(chunk_bytes)} each), more than {limit}")
-    if not lazy and claimed > free:
+    _check_chunk(page, most, budget, free, itemsize)
+    if not lazy and in_memory > free:
         raise FileClaimError(
-            f"reading it ({what}) would need more memory than is free "
+            f"reading it ({what} ({_size(in_memory)})) would need more memory than is free "
             f"({_size(free)}); open it lazily (lazy=True) to read it tile by tile"
         )
+
+
+@dataclass(frozen=True)
+class _Chunk:
+    """What a read decodes at once (a whole page, or one tile) as rows of samples."""
+
+    name: str
+    rows: int
+    width: int
+    samples: int
+    """Samples per pixel within a row (1 when samples are stored in separate planes)."""
+    bits: int
+
+    @property
+    def stored_bytes(self) -> int:
+        """Bytes as a codec decodes them: each row padded to whole bytes, as TIFF stores it."""
+        return self.rows * math.ceil(self.width * self.samples * self.bits / 8)
+
+    def memory_bytes(self, itemsize: int) -> int:
+        """Bytes once unpacked into an array of ``itemsize`` bytes per sample."""
+        return self.rows * self.width * self.samples * itemsize
+
+
+def _page_layout(page: Any) -> _Chunk:
+    """Describe a whole page as rows; samples stored in separate planes are rows of their own."""
+    planar = page.planarconfig == tifffile.PLANARCONFIG.SEPARATE
+    rows = page.imagedepth * page.imagelength * (page.samplesperpixel if planar else 1)
+    samples = 1 if planar else page.samplesperpixel
+    return _Chunk(
+        f"pages of shape {page.shape}", rows, page.imagewidth, samples, page.bitspersample
+    )
+
+
+def _decoded_chunk(page: Any) -> _Chunk:
+    """Return what a read decodes at once: a tile of a tiled page, else the whole page."""
+    if not page.is_tiled:
+        return _page_layout(page)
+    planar = page.planarconfig == tifffile.PLANARCONFIG.SEPARATE
+    return _Chunk(
+        f"tiles of {page.tilelength} x {page.tilewidth} pixels",
+        page.tiledepth * page.tilelength,
+        page.tilewidth,
+        1 if planar else page.samplesperpixel,
+        page.bitspersample,
+    )
+
+
+def _check_chunk(page: Any, most: float, budget: int, free: float, itemsize: int) -> None:
+    """Refuse a page or tile that the file cannot hold, or (compressed) memory cannot."""
+    chunk = _decoded_chunk(page)
+    if chunk.stored_bytes > most:
+        raise FileClaimError(
+            f"it claims {chunk.name} ({_size(chunk.stored_bytes)} each), more than a file of "
+            f"{_size(budget)} can hold"
+        )
+    memory = chunk.memory_bytes(itemsize)
+    if page.compression != _C.NONE and memory > free:  # uncompressed files are mapped
+        raise FileClaimError(f"it claims {chunk.name} ({_size(memory)} each), more than is free")
 
 
 def checked_pixel_sizes(sizes: dict[str, float], path: Path) -> dict[str, float]:
@@ -180,9 +236,10 @@ def _ome_claims(root: ElementTree.Element) -> list[tuple[str, int, int]]:
         if None in sizes.values() or not samples:
             continue  # unparsable: tifffile rejects or ignores it
         planes = sizes["Z"] * sizes["T"] * max(1, sizes["C"] // samples)
-        item = _DTYPE_BYTES.get(str(pixels.get("Type", "uint8")).lower(), 1)
+        bits = _DTYPE_BITS.get(str(pixels.get("Type", "uint8")).lower(), 8)
         claim = "OME " + " ".join(f"Size{axis}={sizes[axis]}" for axis in "XYZCT")
-        claims.append((claim, planes, sizes["X"] * sizes["Y"] * item * samples))
+        row_bytes = math.ceil(sizes["X"] * samples * bits / 8)  # rows are padded to bytes
+        claims.append((claim, planes, sizes["Y"] * row_bytes))
     return claims
 
 
