@@ -18,9 +18,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import tifffile
 import torch
 
 from napari_unet.cli import main
+from napari_unet.core.io import read_image
 from napari_unet.core.models import USER_MODELS_ENV, load_model, save_model
 
 bioimageio_core = pytest.importorskip("bioimageio.core")
@@ -119,3 +121,59 @@ def test_a_fine_tuned_model_exports_with_no_sample(tmp_path: Path, monkeypatch) 
         for source in ("nuclei-mine", package)
     ]
     torch.testing.assert_close(*probabilities)  # re-imported exactly, float32 weights kept
+
+
+DSB_ID = "c89ac06daef5c819309f03d6a35792d1a8a66abb8cb3414013ffe71d3dd9fe96"
+"""A 256 x 256 fluorescence validation image of DSB 2018 with 38 nuclei."""
+
+
+def _write_bilevel(path: Path, mask: np.ndarray) -> Path:
+    """Save foreground as an uncompressed 1-bit TIFF, as Fiji and many scripts save masks."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tifffile.imwrite(path, mask > 0, bitspersample=1)
+    return path
+
+
+def test_a_bilevel_dsb_mask_reads_back_identically_and_trains(
+    shared_data: Path, tmp_path: Path
+) -> None:
+    from napari_unet.core.datasets import read_pairs, semantic_class_count
+
+    dsb = shared_data / "dsb2018" / "val"
+    objects = tifffile.imread(dsb / "masks" / f"{DSB_ID}.tif")
+    path = _write_bilevel(tmp_path / "masks" / "a.tif", objects)
+    with tifffile.TiffFile(path) as tiff:
+        assert tiff.pages[0].bitspersample == 1
+    assert path.stat().st_size < objects.size / 7  # packed bits: 8.4 KB for 65,536 pixels
+    image = read_image(path)
+    assert image.data.dtype == np.bool_ and image.axes == "YX"
+    np.testing.assert_array_equal(image.data, objects > 0)
+    (tmp_path / "images").mkdir()
+    (tmp_path / "images" / "a.tif").write_bytes((dsb / "images" / f"{DSB_ID}.tif").read_bytes())
+    images, masks = read_pairs(tmp_path / "images", tmp_path / "masks")
+    assert masks[0].shape == images[0].shape
+    assert np.count_nonzero(masks[0]) == np.count_nonzero(objects)  # 4.6% of the pixels
+    assert semantic_class_count(masks, sparse=False) == 2  # background and nuclei
+
+
+def test_bilevel_em_labels_score_as_the_same_labels_in_bytes(
+    shared_data: Path, tmp_path: Path
+) -> None:
+    """ISBI labels (255 interior, 0 membrane) as 1-bit evaluation labels for em-membranes."""
+    from napari_unet.core.evaluate import evaluate
+
+    volume = read_image(shared_data / "isbi2012" / "train-volume.tif")
+    labels = read_image(shared_data / "isbi2012" / "train-labels.tif")
+    crop = (27, slice(128, 384), slice(128, 384))  # a held-out slice of the built-in
+    (tmp_path / "images").mkdir()
+    tifffile.imwrite(tmp_path / "images" / "s.tif", volume.data[crop])
+    _write_bilevel(tmp_path / "bits" / "s.tif", labels.data[crop])
+    (tmp_path / "bytes").mkdir()
+    tifffile.imwrite(tmp_path / "bytes" / "s.tif", (labels.data[crop] > 0).astype(np.uint8))
+    scores = {
+        kind: evaluate("em-membranes", tmp_path / "images", tmp_path / kind)["overall"]
+        for kind in ("bits", "bytes")
+    }
+    assert scores["bits"] == scores["bytes"], scores
+    assert scores["bits"]["iou_interior"] > 0.85, scores  # 0.881 measured
+    assert scores["bits"]["pixel_error"] < 0.12, scores  # 0.093 measured
