@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, FloatSpinBox, Label, LineEdit, PushButton
 from napari.layers import Image, Labels
-from qtpy.QtWidgets import QMessageBox
+from napari.utils.notifications import show_warning
+from qtpy.QtWidgets import QMessageBox, QSizePolicy
 
 from napari_unet._napari.job_widget import JobWidget
 from napari_unet._napari.layer_data import train_on_layers
@@ -31,6 +32,8 @@ BUILTIN_FOR_TARGET = {"instances": "nuclei", "semantic": "em-membranes"}
 
 FIRST_OBJECT_LABEL = 2
 """With sparse labels, 1 is background (or the first class): painting starts on 2."""
+
+START_FROM_TIP = "fine-tune this model (needs far fewer labels) or train a new network"
 
 
 def painting_convention(target: str, sparse: bool, class_names: list[str]) -> str:
@@ -103,10 +106,13 @@ class TrainWidget(JobWidget):
             tooltip="train on what is painted only, so a few objects are enough",
         )
         self.convention = Label(value="")
+        # the help line wraps, and its width never widens the dock (and shrinks the canvas)
+        self.convention.native.setWordWrap(True)
+        self.convention.native.setSizePolicy(
+            QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred
+        )
         self.base_model = ComboBox(
-            label="start from",
-            choices=self._start_choices,
-            tooltip="fine-tune this model (needs far fewer labels) or train a new network",
+            label="start from", choices=self._start_choices, tooltip=START_FROM_TIP
         )
         self.minutes = FloatSpinBox(
             label="minutes",
@@ -114,8 +120,8 @@ class TrainWidget(JobWidget):
             max=24 * 60,
             step=0.5,
             value=5.0,
-            tooltip="how long to train; 5 minutes fine-tune a built-in model on 1-3 painted "
-            "images, a new network needs hours",
+            tooltip="how long the whole run takes, saving included; 5 minutes fine-tune a "
+            "built-in model on 1-3 painted images, a new network needs hours",
         )
         self.model_name = LineEdit(
             label="save as", value="my-model", tooltip="name of the trained model in model lists"
@@ -157,16 +163,19 @@ class TrainWidget(JobWidget):
         self._show_convention()
 
     def _show_convention(self) -> None:
-        classes: list[str] = []
-        if self.target.value == "semantic" and self.base_model.value is not None:
-            from napari_unet.core.models import describe_models
+        from napari_unet.core.models import describe_models
 
-            cards = dict(describe_models())
-            if self.base_model.value in cards:
-                classes = list(cards[self.base_model.value].class_names)
+        card = dict(describe_models()).get(self.base_model.value)
+        classes = (
+            list(card.class_names) if card is not None and self.target.value == "semantic" else []
+        )
         text = painting_convention(self.target.value, self.sparse.value, classes)
         self.convention.value = text
         self.convention.tooltip = text
+        described = card.description if card is not None else ""
+        self.base_model.tooltip = (
+            f"{START_FROM_TIP}\n\n{described}" if described else START_FROM_TIP
+        )
 
     def add_labels_layer(self) -> Labels | None:
         """Add an empty Labels layer over the chosen image, ready to paint the first object."""
@@ -231,8 +240,11 @@ class TrainWidget(JobWidget):
         )
 
     def _show_training(self, update: TrainingProgress) -> None:
-        step = (update.epoch - 1) * update.steps_per_epoch + update.step
         self.show_progress(round(1000 * update.done), 1000)
+        if update.phase != "training":  # the work after the epochs, named, never a silent 100%
+            self.status.value = f"{update.phase}... ({update.done:.0%} of the time)"
+            return
+        step = (update.epoch - 1) * update.steps_per_epoch + update.step
         if not update.val_metrics:
             self.plot.add("training loss", step, update.train_loss)
         elif "score" in update.val_metrics:
@@ -242,6 +254,24 @@ class TrainWidget(JobWidget):
         )
 
     def _saved(self, folder: Path) -> None:
+        """Say where the model went and, for a fine-tune, whether it beat its base model.
+
+        A worse model is saved (the user may still want it) but the Segment dock keeps its
+        choice, and a warning says to keep the base model.
+        """
+        from napari_unet.core.finetune_check import FineTuneReport
+        from napari_unet.core.models import read_description
+
         models_changed.emit()
-        self.status.value = f"saved {folder.name}"
-        self.status.tooltip = f"{folder}; listed in the Segment widget's models"
+        card = read_description(folder)
+        check = FineTuneReport.from_metrics(card.metrics)
+        self.status.value = f"saved {folder.name}" + (
+            "" if check is None else f": {check.summary()}"
+        )
+        self.status.tooltip = (
+            f"{folder}; listed in the Segment widget's models\n\n{card.description}"
+        )
+        if check is not None and check.verdict == "worse":
+            show_warning(
+                f"napari-unet: {folder.name} is worse than {check.base}: {check.summary()}"
+            )

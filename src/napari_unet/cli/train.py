@@ -35,6 +35,21 @@ def register_train(subparsers: Any) -> None:
         help="train for this long instead (e.g. 5 to fine-tune on 1-3 images)",
     )
     parser.add_argument("--steps-per-epoch", type=int, default=None)
+    parser.add_argument(
+        "--val-images",
+        type=Path,
+        help="folder of validation image TIFFs (never trained on; scores every epoch and, "
+        "with --from, the base model against the fine-tuned one)",
+    )
+    parser.add_argument("--val-masks", type=Path, help="folder of the validation masks")
+    parser.add_argument(
+        "--holdout-objects",
+        type=float,
+        default=None,
+        metavar="SHARE",
+        help="with --from and no validation images: keep this share of the objects out of "
+        "training to check the result (default 0.2, from 8 objects; 0 to train on all)",
+    )
     parser.add_argument("--patch", type=int, default=None, help="patch size in pixels per axis")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--val-fraction", type=float, default=0.2)
@@ -89,22 +104,31 @@ def register_train(subparsers: Any) -> None:
 
 def run_train(args: argparse.Namespace) -> int:
     """Train, printing one line per epoch, and save the best model to ``--out``."""
+    from napari_unet.core.finetune_check import FineTuneReport
     from napari_unet.core.models import save_model
-    from napari_unet.core.train import TrainingProgress, train
 
     if (args.out / "model.json").exists() and not args.overwrite:
         raise FileExistsError(f"a model already exists at {args.out}; pass --overwrite")
+    if (args.val_images is None) != (args.val_masks is None):
+        raise ValueError("give --val-images and --val-masks together")
+    validation = None if args.val_images is None else (args.val_images, args.val_masks)
+    with _TrainingBar() as report:
+        model = _train(args, validation, report)
+        report.phase("saving")
+        # Without --overwrite the files are taken exclusively: a racing run cannot replace them.
+        save_model(model, args.out, overwrite=args.overwrite)
+    check = FineTuneReport.from_metrics(model.description.metrics)
+    if check is not None:
+        print(f"fine-tuning check: {check.summary()}")
+    print(f"saved model {model.name!r} to {args.out}")
+    return 0
 
-    def report(update: TrainingProgress) -> None:
-        if update.val_metrics:
-            scores = " ".join(f"{key} {value:.4f}" for key, value in update.val_metrics.items())
-            print(
-                f"epoch {update.epoch} ({update.done:.0%} done) {scores}",
-                file=sys.stderr,
-                flush=True,
-            )
 
-    model = train(
+def _train(args: argparse.Namespace, validation: Any, report: _TrainingBar) -> Any:
+    """Call the engine with the parsed arguments."""
+    from napari_unet.core.train import train
+
+    return train(
         args.images,
         args.masks,
         target=args.target,
@@ -131,11 +155,46 @@ def run_train(args: argparse.Namespace) -> int:
         progress=report,
         average_weights=args.average_weights,
         freeze_encoder=args.freeze_encoder,
+        validation=validation,
+        holdout_objects=args.holdout_objects,
     )
-    # Without --overwrite the files are taken exclusively: a racing run cannot replace them.
-    save_model(model, args.out, overwrite=args.overwrite)
-    print(f"saved model {model.name!r} to {args.out}")
-    return 0
+
+
+class _TrainingBar:
+    """A tqdm bar on stderr: the share of the run (or time budget) done, named by its phase.
+
+    Epochs print a line each above it, and after the epochs the bar names each closing phase
+    (averaging, batch-norm statistics, validation, calibration, saving), so the time after
+    the last step is never silent.
+    """
+
+    def __init__(self) -> None:
+        self.bar: Any = None
+
+    def __enter__(self) -> _TrainingBar:
+        return self
+
+    def __call__(self, update: Any) -> None:
+        self.phase(update.phase, update.done)
+        if update.val_metrics:
+            scores = " ".join(f"{key} {value:.4f}" for key, value in update.val_metrics.items())
+            self.bar.write(f"epoch {update.epoch} ({update.done:.0%} done) {scores}", sys.stderr)
+
+    def phase(self, name: str, done: float | None = None) -> None:
+        """Name the phase now running; move the bar to ``done`` (share of the run)."""
+        if self.bar is None:  # opened at the first update: failed checks print one line only
+            from tqdm import tqdm
+
+            bar_format = "{desc}: {percentage:3.0f}%|{bar}| {elapsed}"
+            self.bar = tqdm(total=100, file=sys.stderr, bar_format=bar_format, leave=False)
+        self.bar.set_description_str(name, refresh=False)
+        if done is not None:
+            self.bar.update(max(0, round(100 * done) - self.bar.n))
+        self.bar.refresh()
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
 
 def register_evaluate(subparsers: Any) -> None:

@@ -74,6 +74,16 @@ class FineTuneReport:
             f"fine-tuned {self.score:.3f}: {outcome}"
         )
 
+    @classmethod
+    def from_metrics(cls, metrics: dict[str, Any]) -> FineTuneReport | None:
+        """Read the report back from a card's metrics; None for a model not fine-tuned."""
+        saved = metrics.get("fine_tuning")
+        if not isinstance(saved, dict):
+            return None
+        return cls(
+            **{key: saved.get(key) for key in ("base", "metric", "held_out", "base_score", "score")}
+        )
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready, for the card's ``metrics["fine_tuning"]``."""
         return {**asdict(self), "verdict": self.verdict}

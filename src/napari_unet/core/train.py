@@ -593,13 +593,16 @@ class _Loop:
         deadline = math.inf
         if budget_s is not None:
             deadline = time.monotonic() + closing.batch_norm_s(budget_s)
+        batch_s = 0.0  # the last batch's draw and forward pass: the next one takes as long
         for index in range(wanted):
-            if index >= MIN_BATCH_NORM_BATCHES and time.monotonic() >= deadline:
+            if index >= MIN_BATCH_NORM_BATCHES and time.monotonic() + batch_s > deadline:
                 return
+            begun = time.monotonic()
             counted.append(index)
             yield self.data.batch(
                 self.state.rng, self.network, self.device, self.memory_format, augment=False
             ).inputs
+            batch_s = time.monotonic() - begun
 
     def _save(self, checkpointer: Checkpointer) -> None:
         begun = time.monotonic()
