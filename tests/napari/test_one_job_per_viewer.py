@@ -42,6 +42,7 @@ def test_a_second_job_is_refused_and_cancel_still_reaches_the_first(
     qtbot.waitUntil(lambda: not widget.running, timeout=60_000)
     assert widget.status.value == "cancelled"
     assert running_job(viewer) is None
+    assert train.status.value == "ready: the segmentation has ended"  # no longer "busy"
 
 
 def test_closing_the_viewer_cancels_its_job(busy_viewer, qtbot) -> None:

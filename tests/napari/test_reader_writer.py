@@ -1,11 +1,12 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import tifffile
 from napari.layers import Labels
 
 from napari_unet._napari.reader import get_reader
-from napari_unet.core.io import write_labels
+from napari_unet.core.io import read_image, write_labels
 
 
 def test_labels_layer_round_trips_through_writer_and_reader(make_napari_viewer, tmp_path) -> None:
@@ -50,3 +51,25 @@ def test_label_files_open_as_labels_layers(make_napari_viewer, tmp_path) -> None
     path = write_labels(tmp_path / "l.tif", labels, "YX")
     [layer] = make_napari_viewer().open(str(path), plugin="napari-unet-segment")
     assert isinstance(layer, Labels)
+
+
+def test_a_layer_in_nanometres_is_written_in_micrometres(make_napari_viewer, tmp_path) -> None:
+    labels = np.zeros((2, 40, 50), np.uint16)
+    labels[1, 10:20, 5:25] = 3
+    layer = make_napari_viewer().add_labels(
+        labels, scale=(50.0, 4.0, 4.0), units=("nm", "nm", "nm"), axis_labels=("z", "y", "x")
+    )
+    [written] = layer.save(str(tmp_path / "em.tif"), plugin="napari-unet-segment")
+    assert read_image(written).pixel_size_um == pytest.approx({"Z": 0.05, "Y": 0.004, "X": 0.004})
+
+
+def test_a_tiff_without_pixel_size_claims_none(make_napari_viewer, blobs, tmp_path) -> None:
+    tifffile.imwrite(tmp_path / "plain.tif", blobs)
+    viewer = make_napari_viewer()
+    [image] = viewer.open(str(tmp_path / "plain.tif"), plugin="napari-unet-segment")
+    assert tuple(map(str, image.units)) == ("pixel", "pixel") and tuple(image.scale) == (1, 1)
+    viewer.add_labels(np.zeros(blobs.shape, np.uint8))  # a layer napari makes on its own
+    assert viewer.layers.extent.units is not None  # napari's "Inconsistent units" stays silent
+    layer = viewer.layers[-1]
+    [written] = layer.save(str(tmp_path / "plain-labels.tif"), plugin="napari-unet-segment")
+    assert read_image(written).pixel_size_um == {}

@@ -360,3 +360,136 @@ def test_a_bioimageio_package_is_picked_as_a_file_and_segments(
     run(widget, qtbot)
     labels = viewer.layers[-1]
     assert isinstance(labels, Labels) and labels.data.shape == blobs.shape
+
+
+def _layer_kinds(blobs: np.ndarray) -> dict[str, dict]:
+    """Image layers of every kind the widget takes: multiscale, lazy, 3D and RGB."""
+    import dask.array as da
+
+    big = np.tile(blobs, (8, 8))  # large enough for a label pyramid of several levels
+    return {
+        "multiscale": {"data": [big, big[::2, ::2]], "multiscale": True},
+        "lazy": {"data": da.from_array(np.tile(blobs, (2, 2)), chunks=64)},
+        "volume": {"data": np.stack([blobs, np.roll(blobs, 4, axis=1)])},
+        "rgb": {"data": np.stack([blobs, blobs // 2, blobs // 3], axis=-1), "rgb": True},
+    }
+
+
+@pytest.mark.parametrize("kind", ["multiscale", "lazy", "volume", "rgb"])
+def test_running_again_on_every_layer_kind_updates_the_same_layer(
+    viewer_and_widget, tiny_model, blobs, qtbot, kind
+) -> None:
+    viewer, widget = viewer_and_widget
+    viewer.add_image(name=kind, **_layer_kinds(blobs)[kind])
+    run(widget, qtbot)
+    first, first_status = viewer.layers[f"{kind} ({tiny_model})"], widget.status.value
+    first_count = int(first_status.split(": ")[1].split()[0])
+    run(widget, qtbot)
+    assert [layer.name for layer in viewer.layers] == [kind, f"{kind} ({tiny_model})"]
+    assert viewer.layers[f"{kind} ({tiny_model})"] is first
+    assert widget.status.value.startswith(f"{kind} ({tiny_model}): {first_count} objects in ")
+    assert first.multiscale == (kind == "multiscale")
+
+
+def test_a_failure_in_showing_the_result_ends_the_job_with_its_reason(
+    viewer_and_widget, blobs, qtbot, monkeypatch
+) -> None:
+    viewer, widget = viewer_and_widget
+    viewer.add_image(blobs, name="blobs")
+
+    def broken(_):
+        raise RuntimeError("the layer cannot take it")
+
+    monkeypatch.setattr(widget, "_show_layer", broken)
+    monkeypatch.setattr("napari_unet._napari.job_widget.show_error", lambda _: None)
+    run(widget, qtbot)
+    assert widget.status.value == "failed: the layer cannot take it"
+    assert widget.run_button.text == "Run" and widget.progress.max == 1
+    assert [layer.name for layer in viewer.layers] == ["blobs"]
+
+
+def test_each_output_kind_has_its_own_layer(viewer_and_widget, tiny_model, blobs, qtbot) -> None:
+    viewer, widget = viewer_and_widget
+    viewer.add_image(blobs, name="blobs")
+    run(widget, qtbot)
+    instances = np.asarray(viewer.layers[f"blobs ({tiny_model})"].data).copy()
+    widget.output.value = "semantic"
+    run(widget, qtbot)
+    assert [layer.name for layer in viewer.layers] == [
+        "blobs",
+        f"blobs ({tiny_model})",
+        f"blobs ({tiny_model}) classes",
+    ]
+    np.testing.assert_array_equal(viewer.layers[f"blobs ({tiny_model})"].data, instances)
+    classes = np.asarray(viewer.layers[f"blobs ({tiny_model}) classes"].data)
+    assert classes.max() <= 2 and widget.status.value.startswith(
+        f"blobs ({tiny_model}) classes: classes found: "
+    )
+
+
+@pytest.fixture
+def membrane_model(models_dir) -> str:
+    """A tiny two-class model whose class 0 is membrane, as em-membranes."""
+    membranes = make_model(output_kind="semantic")
+    membranes.description.class_names = ["membrane", "interior"]
+    save_model(membranes, models_dir / "tiny-membranes")
+    return "tiny-membranes"
+
+
+def test_semantic_classes_are_drawn_unless_background(
+    viewer_and_widget, tiny_model, membrane_model, blobs, qtbot
+) -> None:
+    viewer, widget = viewer_and_widget
+    viewer.add_image(blobs, name="em")
+    widget.model.reset_choices()
+    for model in (membrane_model, tiny_model):
+        widget.model.value = model
+        widget.output.value = "semantic"
+        run(widget, qtbot)
+    membranes = viewer.layers[f"em ({membrane_model}) classes"]
+    assert membranes.colormap.map(np.array([0, 1]))[:, 3].tolist() == [1, 1]
+    assert (membranes.colormap.map(np.asarray(membranes.data))[..., 3] == 1).all()
+    assert list(membranes.features["class"]) == ["membrane", "interior"]
+    boundaries = viewer.layers[f"em ({tiny_model}) classes"]
+    assert boundaries.colormap.map(np.array([0, 1, 2]))[:, 3].tolist() == [0, 1, 1]
+    assert boundaries.colormap.background_value == 0
+
+
+def test_a_distance_output_is_named_a_distance(
+    viewer_and_widget, tiny_distance_model, blobs, qtbot
+) -> None:
+    viewer, widget = viewer_and_widget
+    widget.model.reset_choices()
+    widget.model.value = tiny_distance_model
+    viewer.add_image(blobs, name="blobs")
+    widget.output.value = "probabilities"
+    run(widget, qtbot)
+    base = f"blobs ({tiny_distance_model})"
+    names = [f"{base} {name} probability" for name in TINY_CLASSES]
+    assert [layer.name for layer in viewer.layers][1:] == [*names, f"{base} distance to outline"]
+    assert [layer.visible for layer in viewer.layers][1:] == [False, True, True, True]
+    assert widget.status.value.startswith(
+        f"{base} probabilities: one probability layer per class (background, interior, boundary)"
+        " and the distance to the outline, in "
+    )
+
+
+@pytest.mark.parametrize(("sample", "model"), [("em", "em-membranes"), ("nuclei", "nuclei")])
+def test_a_sample_picks_the_model_meant_for_it(make_napari_viewer, sample, model) -> None:
+    viewer = make_napari_viewer()
+    _, widget = viewer.window.add_plugin_dock_widget("napari-unet-segment", "Segment")
+    widget.model.value = "em-membranes" if model == "nuclei" else "nuclei"
+    viewer.open_sample("napari-unet-segment", sample)
+    assert widget.image.value.name == sample
+    assert widget.model.value == model
+
+
+def test_an_image_at_the_pixel_size_of_a_model_picks_it(viewer_and_widget, blobs) -> None:
+    viewer, widget = viewer_and_widget
+    viewer.add_image(blobs, name="nm", scale=(5.0, 5.0), units=("nm", "nm"))
+    viewer.add_image(blobs, name="um", scale=(0.3, 0.3), units=("um", "um"))
+    widget.image.value = viewer.layers["nm"]  # em-membranes' card: 4 nm pixels
+    assert widget.model.value == "em-membranes"
+    widget.model.value = "nuclei"
+    widget.image.value = viewer.layers["um"]  # no model was trained at 0.3 um
+    assert widget.model.value == "nuclei"

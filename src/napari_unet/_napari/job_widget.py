@@ -37,6 +37,12 @@ EXIT_WAIT_MS = 60_000
 _JOBS: weakref.WeakKeyDictionary[Any, JobWidget] = weakref.WeakKeyDictionary()
 """The dock whose job runs in each viewer."""
 
+_DOCKS: weakref.WeakKeyDictionary[Any, weakref.WeakSet[JobWidget]] = weakref.WeakKeyDictionary()
+"""Every dock of each viewer, told when a job ends so none keeps saying "busy"."""
+
+BUSY = "busy: "
+"""How a dock refused for another dock's job starts its status line."""
+
 _TOKENS: set[CancelToken] = set()
 """Tokens of all running jobs, cancelled when the interpreter exits."""
 
@@ -96,6 +102,7 @@ class JobWidget(Container):
         self.native.destroyed.connect(self._abandon)
         self.follow(viewer.layers.events.inserted, self.reset_choices)
         self.follow(viewer.layers.events.removed, self.reset_choices)
+        _DOCKS.setdefault(viewer, weakref.WeakSet()).add(self)
 
     def add_fields(self, fields: list[Widget]) -> None:
         """Put the widgets of a subclass above the Run button."""
@@ -157,7 +164,7 @@ class JobWidget(Container):
         busy = running_job(self._viewer)
         if busy is not None:
             self.refuse(
-                f"busy: a {busy.job_name} runs in this viewer ({busy.status.value}); "
+                f"{BUSY}a {busy.job_name} runs in this viewer ({busy.status.value}); "
                 "wait, or cancel it first"
             )
             return False
@@ -170,7 +177,7 @@ class JobWidget(Container):
             cancel=self._cancel,
             _ignore_errors=True,
         )
-        self._worker.returned.connect(self._if_shown(done))
+        self._worker.returned.connect(self._if_shown(self._or_failure(done)))
         self._worker.errored.connect(self._if_shown(self._show_error))
         self._worker.finished.connect(self._finished)
         _JOBS[self._viewer] = self
@@ -208,6 +215,17 @@ class JobWidget(Container):
 
         return call
 
+    def _or_failure(self, slot: Callable[..., None]) -> Callable[..., None]:
+        """Show a result, or why showing it failed: the status must never stay "running"."""
+
+        def call(*args: Any) -> None:
+            try:
+                slot(*args)
+            except Exception as error:  # any failure must end the job visibly
+                self._show_error(error)
+
+        return call
+
     def _run_or_cancel(self) -> None:
         if self.running:
             self.cancel()
@@ -219,6 +237,12 @@ class JobWidget(Container):
         self._gone = True
         self._cancel.cancel()
         return True
+
+    def other_job_ended(self, other: JobWidget) -> None:
+        """Replace a "busy" refusal by the news that the viewer is free again."""
+        if not self._gone and self.status.value.startswith(BUSY):
+            self.status.value = f"ready: the {other.job_name} has ended"
+            self.status.tooltip = ""
 
     def _show_error(self, error: Exception) -> None:
         if isinstance(error, Cancelled):
@@ -234,6 +258,9 @@ class JobWidget(Container):
         if _JOBS.get(self._viewer) is self:
             del _JOBS[self._viewer]
         self._worker = None
+        for dock in list(_DOCKS.get(self._viewer, ())):
+            if dock is not self:
+                dock.other_job_ended(self)
         if self._gone:
             return
         self._clock.stop()

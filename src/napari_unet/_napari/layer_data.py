@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from napari.layers import Image, Labels
 
     from napari_unet.core.io import ImageFile
-    from napari_unet.core.models import Model
+    from napari_unet.core.models import Model, ModelDescription
 
 LayerDataTuple = tuple[Any, dict[str, Any], str]
 Output = Literal["labels", "instances", "semantic", "probabilities"]
@@ -40,6 +40,15 @@ Mode = Literal["2D", "3D"]
 
 SPATIAL_AXES = "TZYX"
 """Axis letters a napari layer can carry (channels are split off or kept as RGB)."""
+
+RESULT_SUFFIXES = {"semantic": " classes", "probabilities": " probabilities"}
+"""What follows ``<image> (<model>)`` in a result's name; instances have no suffix."""
+
+BACKGROUND_CLASS = "background"
+
+CLASS_COLORS = ("green", "magenta", "cyan", "yellow", "red", "blue")
+"""Colours of the classes in class order: napari colormaps for probability layers, their
+brightest colour for semantic labels, so a class has one colour in both."""
 
 
 @dataclass(frozen=True)
@@ -121,10 +130,17 @@ def image_file_layer(image: ImageFile) -> LayerDataTuple:
     return data, meta, "image"
 
 
-def result_layer(result: Any, output: Output, name: str, placement: Placement) -> LayerDataTuple:
+def result_layer(
+    result: Any,
+    output: Output,
+    name: str,
+    placement: Placement,
+    description: ModelDescription | None = None,
+) -> LayerDataTuple:
     """Show labels as a Labels layer, probabilities as an Image layer with a leading class axis.
 
     A list of arrays (the levels of a label pyramid) becomes a multiscale Labels layer.
+    Semantic labels get one colour per class (see :func:`class_display`) from ``description``.
     """
     if output == "probabilities":
         meta = {"name": name, **placement.with_leading_axis("class").meta()}
@@ -132,7 +148,57 @@ def result_layer(result: Any, output: Output, name: str, placement: Placement) -
     meta = {"name": name, **placement.meta()}
     if isinstance(result, list):
         meta["multiscale"] = True
+    if output == "semantic" and description is not None:
+        meta.update(class_display(description))
     return result, meta, "labels"
+
+
+def result_name(image_name: str, model_name: str, output: str) -> str:
+    """Name a result after its image, its model and its kind of output.
+
+    Each kind keeps its own layer: switching between instances and semantic output then
+    adds the other layer instead of overwriting the first.
+    """
+    return f"{image_name} ({model_name}){RESULT_SUFFIXES.get(output, '')}"
+
+
+def semantic_class_names(description: ModelDescription) -> list[str]:
+    """Name the classes of semantic labels (a distance model's last output is no class)."""
+    from napari_unet.core.postprocess import class_channels
+
+    return list(description.class_names[: class_channels(description)])
+
+
+def is_background(class_name: str) -> bool:
+    """Whether a class means "nothing here", drawn transparent like napari's label 0."""
+    return class_name == BACKGROUND_CLASS
+
+
+def class_display(description: ModelDescription) -> dict[str, Any]:
+    """Colour every class of semantic labels, class 0 included when it is not background.
+
+    napari draws a Labels layer's background value transparent, 0 unless told otherwise, so
+    ``em-membranes`` (0 = membrane) would show no membranes. The data keep the engine's class
+    values (as the CLI and the API write them); the background value moves to the background
+    class, or past the last class when there is none, and ``features`` name each class (napari
+    shows the name under the cursor).
+    """
+    from napari.utils.colormaps import DirectLabelColormap, ensure_colormap
+
+    names = semantic_class_names(description)
+    colors = {
+        value: "transparent"
+        if is_background(name)
+        else ensure_colormap(CLASS_COLORS[value % len(CLASS_COLORS)]).colors[-1]
+        for value, name in enumerate(names)
+    }
+    background = next((v for v, name in enumerate(names) if is_background(name)), len(names))
+    return {
+        "colormap": DirectLabelColormap(
+            color_dict={**colors, None: "transparent"}, background_value=background
+        ),
+        "features": {"index": list(range(len(names))), "class": names},
+    }
 
 
 def axes_from_labels(axis_labels: Sequence[str], ndim: int) -> str:
@@ -183,8 +249,10 @@ def segment_layer(
     """Segment a napari Image layer and return the result as a ``LayerDataTuple``.
 
     Scripted sessions and the Segment widget both call this, so a script reproduces exactly
-    what the widget shows. The result is named ``"<image> (<model>)"`` and placed over the
-    image: same scale, translate and affine (times the level's downsampling for multiscale).
+    what the widget shows. The result is named ``"<image> (<model>)"`` for instances, with
+    `` classes`` or `` probabilities`` after it for the other outputs (:func:`result_name`),
+    and placed over the image: same scale, translate and affine (times the level's
+    downsampling for multiscale). Semantic labels colour every class that is not background.
 
     Parameters
     ----------
@@ -214,8 +282,11 @@ def segment_layer(
         are written there block by block and come back as a lazy multiscale Labels layer, so
         the full level is never held in memory (probabilities and previews still are).
     """
+    from napari_unet.core.models import load_model
     from napari_unet.core.predict import segment
 
+    name = model_label(model)
+    model = load_model(model)  # once, for the engine and the result's name and colours
     data = layer.data[level] if layer.multiscale else layer.data
     axes = layer_axes(layer, mode)
     placement = _layer_placement(layer, level)
@@ -236,10 +307,9 @@ def segment_layer(
         result = segment_into_pyramid(data, model, placement, store, **options)
     else:
         result = segment(data, model, **options)
-    name = f"{layer.name} ({model_label(model)})"
-    if output == "probabilities":
-        name += " probabilities"
-    return result_layer(result, output, name, placement)
+    kind = model.description.output_kind if output == "labels" else output
+    description = model.description
+    return result_layer(result, kind, result_name(layer.name, name, kind), placement, description)
 
 
 def segment_into_pyramid(

@@ -11,7 +11,7 @@ the thresholds set at Run time, and a change of threshold applies at the next ru
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from napari_unet._napari.layer_data import LayerDataTuple, layer_axes, segment_layer
+from napari_unet._napari.layer_data import LayerDataTuple, layer_axes, result_name, segment_layer
 from napari_unet.core.postprocess import (
     CELL_DEFAULTS,
     INSTANCE_DEFAULTS,
@@ -103,7 +103,7 @@ def segment_instances(
     from napari_unet.core.models import load_model
 
     model = with_thresholds(load_model(model), thresholds)
-    name = f"{layer.name} ({label})"
+    name = result_name(layer.name, label, "instances")
     axes = layer_axes(layer, mode).replace("C", "")
     common = {"mode": mode, "position": position, "level": level, **options}
     channels = model.description.architecture.out_channels
@@ -121,14 +121,27 @@ def segment_instances(
 
 def label_count(labels: Any) -> int:
     """Count objects (labels are 1..N), reading lazy levels one chunk at a time."""
+    return max(
+        (int(np.max(block, initial=0)) for block in _full_resolution_blocks(labels)), default=0
+    )
+
+
+def class_counts(labels: Any, classes: int) -> np.ndarray:
+    """Count the pixels of each class, reading lazy levels one chunk at a time."""
+    counts = np.zeros(classes, np.int64)
+    for block in _full_resolution_blocks(labels):
+        counts += np.bincount(block.ravel(), minlength=classes)[:classes]
+    return counts
+
+
+def _full_resolution_blocks(labels: Any) -> Iterator[np.ndarray]:
+    """Yield the chunks of a label image (or of the first level of a pyramid) as arrays."""
     from napari_unet.core.omezarr import blocks
 
     level = labels[0] if isinstance(labels, list) else labels
     chunks = getattr(level, "chunks", None) or level.shape
-    return max(
-        (int(np.max(np.asarray(level[block]), initial=0)) for block in blocks(level.shape, chunks)),
-        default=0,
-    )
+    for block in blocks(level.shape, chunks):
+        yield np.asarray(level[block])
 
 
 def with_thresholds(model: Model, thresholds: dict[str, Any]) -> Model:

@@ -12,9 +12,18 @@ from typing import TYPE_CHECKING
 from psygnal import SignalInstance
 
 if TYPE_CHECKING:
+    from napari.layers import Image
+
     from napari_unet.core.models import Model
 
 DEFAULT_MODEL = "nuclei"
+
+SUGGESTED_MODEL = "napari-unet model"
+"""Key of an Image layer's ``metadata`` that names the model meant for it (the samples set it)."""
+
+PIXEL_SIZE_MATCH = 4.0
+"""A model fits an image whose pixels are at most this many times larger or smaller than the
+pixels it was trained on (its card's ``pixel_size_um``)."""
 
 models_changed = SignalInstance((), name="models_changed")
 """Emitted after a model was saved, so that model pickers refresh their choices."""
@@ -41,3 +50,40 @@ def saved_models() -> list[tuple[str, str]]:
     from napari_unet.core.models import list_models
 
     return [(name, name) for name in list_models()]
+
+
+def suggested_model(layer: Image) -> str | None:
+    """Name the model meant for an image, or ``None`` when the image does not tell.
+
+    The image's ``metadata`` may name it (the EM sample names ``em-membranes``); otherwise
+    the first model whose card states a pixel size near the image's (in a length unit), so
+    an EM image at a few nanometres a pixel gets the EM model rather than ``nuclei``.
+    """
+    from napari_unet.core.models import describe_models
+
+    models = dict(describe_models())
+    named = layer.metadata.get(SUGGESTED_MODEL)
+    if named in models:
+        return named
+    pixel_um = _pixel_size_um(layer)
+    if pixel_um is None:
+        return None
+    return next(
+        (
+            name
+            for name, description in models.items()
+            if description.pixel_size_um
+            and 1 / PIXEL_SIZE_MATCH <= pixel_um / description.pixel_size_um <= PIXEL_SIZE_MATCH
+        ),
+        None,
+    )
+
+
+def _pixel_size_um(layer: Image) -> float | None:
+    """Return the layer's pixel size along X in micrometres; ``None`` if its unit is no length."""
+    import pint
+
+    try:
+        return float((layer.scale[-1] * layer.units[-1]).to("micrometer").magnitude)
+    except pint.DimensionalityError:  # "pixel": napari's unit for "not known"
+        return None

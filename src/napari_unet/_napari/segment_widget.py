@@ -15,20 +15,25 @@ from typing import Any
 
 import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, FloatSlider, SpinBox
-from napari.layers import Image, Labels
+from napari.layers import Image, Labels, Layer
 from napari.qt.threading import create_worker
 from napari.utils.notifications import show_info
 from napari.viewer import Viewer
 
 from napari_unet._napari.job_widget import PLUGIN_NAME, JobWidget, running_job
 from napari_unet._napari.layer_data import (
+    CLASS_COLORS,
+    RESULT_SUFFIXES,
     LayerDataTuple,
     axes_from_labels,
+    is_background,
     layer_axes,
     segment_layer,
+    semantic_class_names,
 )
 from napari_unet._napari.live_labels import (
     KeptProbabilities,
+    class_counts,
     labeller,
     segment_instances,
     without_leading_axis,
@@ -38,6 +43,7 @@ from napari_unet._napari.model_choices import (
     model_label,
     models_changed,
     saved_models,
+    suggested_model,
 )
 from napari_unet.core.bioimageio import is_bioimageio_source
 from napari_unet.core.models import (
@@ -50,8 +56,9 @@ from napari_unet.core.postprocess import instance_source
 
 LOAD_FROM_FILE = "load from file..."
 PLACEMENT = ("scale", "translate", "affine", "axis_labels", "units")
+DISPLAY = ("opacity", "visible", "blending")
+"""Display settings a result layer keeps when a new run has to replace it."""
 LAYER_TYPES = {"image": Image, "labels": Labels}
-CLASS_COLORMAPS = ("green", "magenta", "cyan", "yellow", "red", "blue")
 LIVE_PIXELS = 1_000_000
 """Re-label at once up to this many pixels (about 0.1-0.5 s on 2 busy cores), else in a thread."""
 JOINED, PLANES = "3D", "2D"
@@ -227,6 +234,9 @@ class SegmentWidget(JobWidget):
             return None
 
     def _follow_image(self, layer: Image | None) -> None:
+        suggested = suggested_model(layer) if layer is not None else None
+        if suggested in self.model.choices:  # e.g. the EM sample picks em-membranes
+            self.model.value = suggested
         _refill(self.channel)
         self.channel.visible = layer is not None and layer.rgb
         self.level.visible = layer is not None and layer.multiscale
@@ -411,49 +421,58 @@ class SegmentWidget(JobWidget):
     def _show_classes(self, layer_data: LayerDataTuple, description: ModelDescription) -> None:
         """Show semantic labels, or one probability layer per class, named after the class."""
         data, meta, kind = layer_data
+        classes = semantic_class_names(description)
         if kind == "labels":
             self._show_layer(layer_data)
-            counts = np.bincount(np.asarray(data).ravel(), minlength=len(description.class_names))
-            present = [name for name, n in zip(description.class_names, counts, strict=False) if n]
+            counts = class_counts(data, len(classes))
+            present = [name for name, n in zip(classes, counts, strict=True) if n]
             shown = f"classes found: {', '.join(present)}"
         else:
-            base = meta["name"].removesuffix(" probabilities")
+            base = meta["name"].removesuffix(RESULT_SUFFIXES["probabilities"])
             plane_meta = without_leading_axis(meta)
-            for index, class_name in enumerate(description.class_names):
+            for index, output in enumerate(description.class_names):
                 self._show_layer(
                     (
                         data[index],
                         {
                             **plane_meta,
-                            "name": f"{base} {class_name} probability",
-                            "colormap": CLASS_COLORMAPS[index % len(CLASS_COLORMAPS)],
+                            "name": _output_layer_name(base, output, index < len(classes)),
+                            "colormap": CLASS_COLORS[index % len(CLASS_COLORS)],
                             "contrast_limits": (0.0, 1.0),
                             "blending": "additive",
-                            "visible": index > 0,
+                            "visible": not is_background(output),
                         },
                         kind,
                     )
                 )
-            shown = f"one probability layer per class ({', '.join(description.class_names)})"
+            shown = f"one probability layer per class ({', '.join(classes)})"
+            if len(description.class_names) > len(classes):
+                shown += " and the distance to the outline"
         self.status.value = f"{meta['name']}: {shown}, in {self.elapsed_s:.1f} s"
 
     def _show_layer(self, layer_data: LayerDataTuple) -> None:
-        """Update the layer of an earlier run in place, keeping the user's display settings."""
+        """Update the layer of an earlier run in place, keeping the user's display settings.
+
+        napari cannot turn a layer multiscale (or back) or change its dimensions, so a result
+        that differs so replaces the earlier layer at its place in the list.
+        """
         data, meta, kind = layer_data
         name = meta["name"]
         existing = self._viewer.layers[name] if name in self._viewer.layers else None
-        if (
-            existing is not None
-            and isinstance(existing, LAYER_TYPES[kind])
-            and existing.ndim == data.ndim
-        ):
+        if existing is not None and _fits(existing, data, meta, kind):
             existing.data = data
             for key in PLACEMENT:
                 setattr(existing, key, meta[key])
-        else:
-            if existing is not None:
-                self._viewer.layers.remove(existing)
-            getattr(self._viewer, f"add_{kind}")(data, **meta)
+            return
+        layer = Layer.create(data, meta, kind)
+        if existing is None:
+            self._viewer.add_layer(layer)
+            return
+        for key in DISPLAY:
+            setattr(layer, key, getattr(existing, key))
+        index = self._viewer.layers.index(existing)
+        self._viewer.layers.remove(existing)
+        self._viewer.layers.insert(index, layer)
 
     def _relabel(self, *_: Any) -> None:
         """Re-label the last instances from their kept probabilities with the new thresholds.
@@ -511,6 +530,22 @@ def _threshold_slider(label: str, tooltip: str) -> FloatSlider:
         tracking=False,
         tooltip=f"{tooltip} (re-labels at once, no new run)",
     )
+
+
+def _fits(layer: Layer, data: Any, meta: dict[str, Any], kind: str) -> bool:
+    """Whether new data can go into an existing layer: same kind, multiscale or not, and ndim."""
+    multiscale = bool(meta.get("multiscale"))
+    ndim = (data[0] if multiscale else data).ndim
+    return (
+        isinstance(layer, LAYER_TYPES[kind])
+        and layer.multiscale == multiscale
+        and layer.ndim == ndim
+    )
+
+
+def _output_layer_name(base: str, output: str, is_class: bool) -> str:
+    """Name one output channel's layer: a class probability, or a distance model's distance."""
+    return f"{base} {output} probability" if is_class else f"{base} distance to outline"
 
 
 def _refill(field: ComboBox) -> None:
