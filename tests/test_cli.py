@@ -153,3 +153,77 @@ def test_import_loads_neither_napari_nor_qt_nor_torch():
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     )
     assert result.stdout.strip() == "[]"
+
+
+def _tree(folder) -> list[str]:
+    return sorted(str(path.relative_to(folder)) for path in folder.rglob("*"))
+
+
+def test_an_output_with_a_suffix_we_do_not_write_is_refused_not_made_a_folder(
+    tiny, image_file, tmp_path, capsys
+):
+    before = _tree(tmp_path)
+    argv = ["predict", str(image_file), "--model", tiny, "--quiet", "-o"]
+    assert main([*argv, str(tmp_path / "out.png")]) == 1
+    error = capsys.readouterr().err
+    assert "cannot write 'out.png'" in error and ".tif, .tiff" in error and ".ome.zarr" in error
+    assert _tree(tmp_path) == before  # no folder named out.png
+    assert main([*argv, str(tmp_path / "out.png") + "/"]) == 0  # a folder, when asked for one
+    assert _tree(tmp_path / "out.png") == ["cells_labels.tif"]
+
+
+@pytest.mark.parametrize(
+    "bad_option",
+    [
+        ["--device", "cuda:99"],
+        ["--memory", "lots"],
+        ["--precision", "fp8"],
+        ["--tile", "0"],
+        ["--channel", "3"],
+        ["--level", "2"],
+        ["--axes", "YX"],
+        ["--diameter", "-5"],
+    ],
+)
+def test_a_failed_run_leaves_no_folder_it_created(tiny, image_file, tmp_path, bad_option, capsys):
+    kept = tmp_path / "kept"
+    (kept / "old").mkdir(parents=True)
+    for target in (f"{tmp_path / 'new' / 'deeper'}/", str(kept / "new" / "out.tif")):
+        before = _tree(tmp_path)
+        argv = ["predict", str(image_file), "-o", target, "--model", tiny, *bad_option]
+        assert main(argv) == 1, bad_option
+        assert capsys.readouterr().err.startswith("napari-unet predict: error:")
+        assert _tree(tmp_path) == before  # "new" is gone; "kept" and "kept/old" stay
+
+
+def test_every_command_says_what_it_does_in_its_help():
+    from napari_unet.cli import build_parser
+
+    parser = build_parser()
+    commands = parser._subparsers._group_actions[0].choices  # argparse keeps them here
+    assert set(commands) >= {"predict", "models", "info", "train", "evaluate", "export"}
+    for name, command in commands.items():
+        assert command.description and len(command.description) > 60, name
+    predict = commands["predict"].format_help()
+    assert "Segment TIFF images" not in predict
+    assert all(kind in " ".join(predict.split()) for kind in ("OME-TIFF", "OME-Zarr", "ImageJ"))
+    assert USER_MODELS_ENV in " ".join(commands["models"].format_help().split())
+
+
+def _fake_distribution(folder, name: str, version: str) -> None:
+    """An installed distribution's metadata, as pip leaves it in site-packages."""
+    info = folder / f"{name.replace('-', '_')}-{version}.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
+
+
+def test_the_unrelated_napari_unet_distribution_is_detected(tiny, tmp_path, monkeypatch, capsys):
+    assert main(["models"]) == 0
+    assert "warning" not in capsys.readouterr().err
+    site = tmp_path / "site-packages"
+    _fake_distribution(site, "napari-unet", "1.0.0")
+    monkeypatch.syspath_prepend(str(site))
+    assert main(["models"]) == 0
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "napari-unet 1.0.0 is installed beside" in error
+    assert "pip uninstall napari-unet napari-unet-segment" in error

@@ -189,3 +189,31 @@ def test_cli_takes_a_zarr_folder_as_one_image(tmp_path, cells, capsys):
     printed = capsys.readouterr().out
     assert "axes:       CYX" in printed and "Y 0.5 µm, X 0.25 µm" in printed
     assert "levels:     (2, 60, 52), (2, 30, 26)" in printed
+
+
+@pytest.mark.parametrize("pixel_size", [None, 0.25])
+def test_a_tiff_without_pixel_size_gives_an_ome_zarr_without_a_unit(tmp_path, rng, pixel_size):
+    source = tmp_path / "cells.tif"
+    sizes = {} if pixel_size is None else {"Y": pixel_size, "X": pixel_size}
+    io.write_image(source, rng.integers(0, 9, (300, 280)).astype(np.uint8), "YX", sizes)
+    image = io.read_image(source)
+    labels = io.write_labels(tmp_path / "cells.ome.zarr", image.data, "YX", image.pixel_size_um)
+    axes = omezarr.read_multiscale(labels).axes_metadata
+    assert [axis.get("unit") for axis in axes] == [None if pixel_size is None else "micrometer"] * 2
+    for level in (0, 1):
+        expected = (
+            {}
+            if pixel_size is None
+            else {"Y": pixel_size * 2**level} | {"X": pixel_size * 2**level}
+        )
+        assert io.read_image(labels, level=level).pixel_size_um == pytest.approx(expected)
+
+
+def test_a_unitless_ngff_scale_other_than_one_is_read_as_micrometres(tmp_path, cells):
+    path = ngff_image(tmp_path / "cells.ome.zarr", cells, pixel_size=(0.5, 1.0))
+    metadata = json.loads((path / "zarr.json").read_text())
+    for axis in metadata["attributes"]["ome"]["multiscales"][0]["axes"]:
+        axis.pop("unit", None)
+    (path / "zarr.json").write_text(json.dumps(metadata))
+    assert io.read_image(path).pixel_size_um == {"Y": 0.5, "X": 1.0}
+    assert io.read_image(path, level=1).pixel_size_um == {"Y": 1.0, "X": 2.0}

@@ -32,6 +32,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; bad input exits non-zero with a one-line error unless ``--debug``."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    clash = name_clash()
+    if clash:
+        print(f"napari-unet: warning: {clash}", file=sys.stderr)
     try:
         with warnings.catch_warnings():
             warnings.showwarning = _show_warning
@@ -44,6 +47,32 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"napari-unet {args.command}: error: {error_line(error)}", file=sys.stderr)
         return 1
+
+
+OUR_DISTRIBUTION = "napari-unet-segment"
+OTHER_DISTRIBUTION = "napari-unet"
+"""An unrelated project on PyPI whose files are also the import package ``napari_unet``."""
+
+
+def name_clash() -> str | None:
+    """Say what to do if the unrelated ``napari-unet`` distribution is installed beside ours.
+
+    Both install the import package ``napari_unet``, so pip lets one overwrite the other's
+    files without a word. Reads installed metadata only (a few milliseconds, no torch).
+    """
+    from importlib import metadata
+
+    try:
+        other = metadata.distribution(OTHER_DISTRIBUTION)
+    except metadata.PackageNotFoundError:
+        return None
+    return (
+        f"the unrelated package {OTHER_DISTRIBUTION} {other.version} is installed beside "
+        f"{OUR_DISTRIBUTION}; both install the Python package napari_unet, so one has "
+        f"overwritten the other's files. Run: pip uninstall {OTHER_DISTRIBUTION} "
+        f"{OUR_DISTRIBUTION} && pip install {OUR_DISTRIBUTION} (in a separate environment "
+        f"if you need {OTHER_DISTRIBUTION})"
+    )
 
 
 def _show_warning(message: Warning | str, *args: object, **kwargs: object) -> None:

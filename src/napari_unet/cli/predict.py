@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import glob
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,8 +22,9 @@ def register_predict(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "predict",
         help="segment images and write label images",
-        description="Segment TIFF images with a U-Net and write the results as OME-TIFF, "
-        "keeping axes and pixel size.",
+        description="Segment images (TIFF, OME-TIFF, ImageJ hyperstacks, OME-Zarr) with a "
+        "U-Net and write labels, classes or probabilities as OME-TIFF or OME-Zarr, keeping axes "
+        "and pixel size. Big images are read lazily and segmented block by block.",
     )
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="files, folders or globs")
     parser.add_argument(
@@ -30,8 +32,8 @@ def register_predict(subparsers: Any) -> None:
         dest="target",
         metavar="OUTPUT",
         required=True,
-        type=Path,
-        help="output .tif file (one input) or folder",
+        help="output .tif/.tiff file or .ome.zarr (one input), or folder (end it with / to "
+        "create one whose name has a dot)",
     )
     parser.add_argument("--model", default=None, help="built-in or saved model name, or folder")
     parser.add_argument("--axes", help="axes of the inputs, e.g. ZYX (default: from the file)")
@@ -115,17 +117,21 @@ def _is_tiff(path: Path) -> bool:
     return path.suffix.lower() in TIFF_SUFFIXES and path.is_file()
 
 
-def output_paths(inputs: list[Path], target: Path, kind: str) -> list[Path]:
+def output_paths(inputs: list[Path], target: str | Path, kind: str) -> list[Path]:
     """One output per input: ``target`` itself for one input, else one per input inside it.
 
-    ``target`` names one image when it ends in .tif or .tiff (and is not an existing folder)
-    or lies in a .zarr (``x.ome.zarr``, ``x.ome.zarr/labels/cells``); several inputs need a
-    folder. In a folder, each input ``<stem>`` gets ``<stem>_labels.tif`` (``_classes``,
-    ``_probabilities`` for those outputs), or ``<stem>_labels.ome.zarr`` for an OME-Zarr input
-    (probabilities are always OME-TIFF).
+    ``target`` names one image when it ends in .tif or .tiff (and is neither an existing
+    folder nor ends with a path separator) or lies in a .zarr (``x.ome.zarr``,
+    ``x.ome.zarr/labels/cells``); several inputs need a folder. In a folder, each input
+    ``<stem>`` gets ``<stem>_labels.tif`` (``_classes``, ``_probabilities`` for those
+    outputs), or ``<stem>_labels.ome.zarr`` for an OME-Zarr input (probabilities are always
+    OME-TIFF). Any other name with a suffix (``out.png``) is refused, never made a folder,
+    unless it is an existing folder or ends with a path separator.
     """
+    folder = str(target).endswith(("/", os.sep)) or Path(target).is_dir()
+    target = Path(target)
     in_zarr = any(part.lower().endswith(ZARR_SUFFIX) for part in target.parts)
-    if in_zarr or (target.suffix.lower() in TIFF_SUFFIXES and not target.is_dir()):
+    if in_zarr or (target.suffix.lower() in TIFF_SUFFIXES and not folder):
         if len(inputs) > 1:
             raise ValueError(
                 f"{len(inputs)} inputs need an output folder, not the single image {target}"
@@ -133,6 +139,12 @@ def output_paths(inputs: list[Path], target: Path, kind: str) -> list[Path]:
         if kind == "probabilities" and in_zarr:
             raise ValueError("probabilities are written as OME-TIFF; give a .tif output")
         return [target]
+    if target.suffix and not folder:
+        raise ValueError(
+            f"cannot write {target.name!r}: outputs are written as OME-TIFF (.tif, .tiff) or "
+            f"OME-Zarr (.ome.zarr); name the output so, or end it with '/' for a folder named "
+            f"{target.name!r}"
+        )
     ending = OUTPUT_SUFFIX.get(kind, "_labels")
     return [
         target / (_stem(path) + ending + (".ome.zarr" if _zarr_labels(path, kind) else ".tif"))
@@ -153,34 +165,46 @@ def _stem(path: Path) -> str:
 
 
 def run_predict(args: argparse.Namespace) -> int:
-    """Segment every input and write its result; checks every path before any work.
+    """Segment every input and write its result; checks options and paths before any work.
 
-    Inputs are read lazily and results written block by block (:mod:`napari_unet.core.results`),
-    so memory stays within ``--memory`` whatever the image size.
+    A run that fails (a bad option, an unreadable image) removes the output folders it
+    created, if they are empty. Inputs are read lazily and results written block by block
+    (:mod:`napari_unet.core.results`), so memory stays within ``--memory`` whatever the
+    image size.
     """
-    from napari_unet.core.files import check_outputs
-    from napari_unet.core.io import read_image
+    from napari_unet.core.files import check_outputs, new_folders_removed_on_failure
     from napari_unet.core.predict import DEFAULT_MODEL, Predictor
-    from napari_unet.core.results import result_file
 
     inputs = expand_inputs(args.inputs)
     outputs = output_paths(inputs, args.target, args.kind)
-    check_outputs(inputs, outputs, args.overwrite)
     if (args.workers or args.scheduler) and not all(_is_zarr(path) for path in inputs):
         raise ValueError(
             "--workers/--scheduler need OME-Zarr inputs: cluster workers read their own blocks "
             "from a store (convert TIFFs first, e.g. with bioformats2raw or ome-zarr)"
         )
-    predictor = Predictor(
-        args.model or DEFAULT_MODEL,
-        device=args.device,
-        tile_shape=args.tile,
-        overlap=args.overlap,
-        batch_size=args.batch_size,
-        precision=args.precision,
-        memory_limit=args.memory,
-        block_shape=args.block,
-    )
+    with new_folders_removed_on_failure(outputs):  # a failed run leaves no empty folders
+        check_outputs(inputs, outputs, args.overwrite)  # before loading the model: fast
+        predictor = Predictor(  # checks the model, device, precision, memory and tiles
+            args.model or DEFAULT_MODEL,
+            device=args.device,
+            tile_shape=args.tile,
+            overlap=args.overlap,
+            batch_size=args.batch_size,
+            precision=args.precision,
+            memory_limit=args.memory,
+            block_shape=args.block,
+        )
+        _predict_all(args, predictor, inputs, outputs)
+    return 0
+
+
+def _predict_all(
+    args: argparse.Namespace, predictor: Any, inputs: list[Path], outputs: list[Path]
+) -> None:
+    """Segment each input into its output, one lazily read image at a time."""
+    from napari_unet.core.io import read_image
+    from napari_unet.core.results import result_file
+
     with _cluster(args) as client:
         for source, target in zip(inputs, outputs, strict=True):
             image = read_image(source, lazy=True, level=args.level)
@@ -214,7 +238,6 @@ def run_predict(args: argparse.Namespace) -> int:
                 result.save(labels)
             if not args.quiet:
                 print(f"{source} -> {target}", file=sys.stderr)
-    return 0
 
 
 @contextlib.contextmanager
@@ -259,7 +282,14 @@ class _progress_bar:
 
 def register_models(subparsers: Any) -> None:
     """Add ``napari-unet models``."""
-    parser = subparsers.add_parser("models", help="list built-in and saved models, one a line")
+    parser = subparsers.add_parser(
+        "models",
+        help="list built-in and saved models, one a line",
+        description="List the built-in models and the models saved in the user model folder "
+        "($NAPARI_UNET_MODELS_DIR, else ~/.local/share/napari-unet/models), one a line: name, "
+        "output kind, 2D/3D, input channels and the first sentence of its description. "
+        "A broken saved model is skipped with a warning.",
+    )
     parser.set_defaults(run=run_models)
 
 
@@ -281,8 +311,14 @@ def run_models(args: argparse.Namespace) -> int:
 
 def register_info(subparsers: Any) -> None:
     """Add ``napari-unet info``."""
-    parser = subparsers.add_parser("info", help="shape, dtype, axes and pixel size of a file")
-    parser.add_argument("file", type=Path)
+    parser = subparsers.add_parser(
+        "info",
+        help="shape, dtype, axes and pixel size of a file",
+        description="Show what napari-unet reads from an image file's header (TIFF, OME-TIFF, "
+        "ImageJ hyperstack or OME-Zarr) without reading its pixels: shape, dtype, axes, pixel "
+        "size, whether it is a napari-unet label image, and an OME-Zarr's resolution levels.",
+    )
+    parser.add_argument("file", type=Path, help="image file or .zarr folder")
     parser.set_defaults(run=run_info)
 
 

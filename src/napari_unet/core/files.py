@@ -10,9 +10,10 @@ files, not names) and places that cannot be written, so no work is lost at the e
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 
@@ -70,6 +71,31 @@ def check_outputs(inputs: Sequence[Path], outputs: Sequence[Path], overwrite: bo
         raise _exists(", ".join(existing))
     for folder in sorted({Path(path).parent for path in outputs}):
         _check_writable(folder)
+
+
+@contextlib.contextmanager
+def new_folders_removed_on_failure(outputs: Sequence[Path]) -> Iterator[None]:
+    """On an error in the block, remove the outputs' folders that it created and left empty.
+
+    Folders that existed before, and any folder holding a file (a finished output), stay.
+    """
+    new = {folder for output in outputs for folder in _missing_folders(Path(output).parent)}
+    try:
+        yield
+    except BaseException:
+        for folder in sorted(new, key=lambda path: len(path.parts), reverse=True):
+            with contextlib.suppress(OSError):  # not empty, or gone: keep it as it is
+                folder.rmdir()
+        raise
+
+
+def _missing_folders(folder: Path) -> list[Path]:
+    """``folder`` and those of its parents that do not exist yet."""
+    missing = []
+    while not folder.exists() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    return missing
 
 
 def _check_writable(folder: Path) -> None:

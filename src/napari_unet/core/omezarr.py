@@ -177,8 +177,10 @@ def read_ome_zarr(path: str | os.PathLike[str], level: int = 0) -> OmeZarrImage:
     """Open an OME-Zarr image lazily at resolution ``level`` (0 = full resolution).
 
     Axes come from the NGFF axes; pixel sizes (µm) from the level's scale, for the space axes
-    whose unit is a length. A space axis without a unit is taken as micrometres, as most
-    writers mean it (the unit is optional in NGFF).
+    whose unit is a length. Units are optional in NGFF: when no space axis has one and
+    full resolution is at scale 1, as a writer that knew no pixel size leaves it (napari-unet
+    does, for a TIFF without one), the pixel size is unknown; otherwise a space axis without
+    a unit is taken as micrometres, as most writers mean it.
     """
     import zarr
 
@@ -199,13 +201,23 @@ def read_ome_zarr(path: str | os.PathLike[str], level: int = 0) -> OmeZarrImage:
             )
     scale = level_scale(multiscale, level)
     sizes = {}
-    for letter, axis, size in zip(multiscale.axes, multiscale.axes_metadata, scale, strict=True):
-        factor = UNITS_UM.get(str(axis.get("unit", "micrometer")).lower())
-        if letter in "ZYX" and factor is not None and size > 0:
-            sizes[letter] = float(size) * factor
+    if not _pixels_only(multiscale):
+        for letter, axis, size in zip(
+            multiscale.axes, multiscale.axes_metadata, scale, strict=True
+        ):
+            factor = UNITS_UM.get(str(axis.get("unit", "micrometer")).lower())
+            if letter in "ZYX" and factor is not None and size > 0:
+                sizes[letter] = float(size) * factor
     return OmeZarrImage(
         levels[level], multiscale.axes, sizes, multiscale.is_labels, path, levels, level
     )
+
+
+def _pixels_only(multiscale: Multiscale) -> bool:
+    """Whether no space axis has a unit and full resolution is at scale 1: sizes unknown."""
+    space = [i for i, letter in enumerate(multiscale.axes) if letter in "ZYX"]
+    full = level_scale(multiscale, 0)
+    return all("unit" not in multiscale.axes_metadata[i] and full[i] == 1 for i in space)
 
 
 def label_images(path: str | os.PathLike[str]) -> list[Path]:

@@ -25,7 +25,7 @@ import torch
 from napari_unet.core.axes import CanonicalView
 from napari_unet.core.bioimageio import CONFIG_KEY, require_bioimageio
 from napari_unet.core.bioimageio.scripted import script_unet
-from napari_unet.core.files import atomic_write
+from napari_unet.core.files import atomic_write, new_folders_removed_on_failure
 from napari_unet.core.models import CARD_FILE, WEIGHTS_FILE, Model, load_model, save_model
 from napari_unet.core.network import UNet
 from napari_unet.core.normalize import fit_normalizer
@@ -155,14 +155,15 @@ def export_bioimageio(
             attachments=[v0_5.FileDescr(source=files[name]) for name in (CARD_FILE, WEIGHTS_FILE)],
             config={CONFIG_KEY: {"card": CARD_FILE, "weights": WEIGHTS_FILE}},
         )
-        path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(  # stored, not deflated: weights hardly compress, deflating took seconds
-            path,
-            lambda tmp: spec.save_bioimageio_package(
-                descr, output_path=Path(tmp), compression=zipfile.ZIP_STORED
-            ),
-            overwrite=overwrite,
-        )
+        with new_folders_removed_on_failure([path]):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write(  # stored, not deflated: weights hardly compress, deflating took seconds
+                path,
+                lambda tmp: spec.save_bioimageio_package(
+                    descr, output_path=Path(tmp), compression=zipfile.ZIP_STORED
+                ),
+                overwrite=overwrite,
+            )
     return path
 
 
