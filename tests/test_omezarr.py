@@ -201,11 +201,7 @@ def test_a_tiff_without_pixel_size_gives_an_ome_zarr_without_a_unit(tmp_path, rn
     axes = omezarr.read_multiscale(labels).axes_metadata
     assert [axis.get("unit") for axis in axes] == [None if pixel_size is None else "micrometer"] * 2
     for level in (0, 1):
-        expected = (
-            {}
-            if pixel_size is None
-            else {"Y": pixel_size * 2**level} | {"X": pixel_size * 2**level}
-        )
+        expected = {} if pixel_size is None else dict.fromkeys("YX", pixel_size * 2**level)
         assert io.read_image(labels, level=level).pixel_size_um == pytest.approx(expected)
 
 
