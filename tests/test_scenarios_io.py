@@ -177,3 +177,23 @@ def test_bilevel_em_labels_score_as_the_same_labels_in_bytes(
     assert scores["bits"] == scores["bytes"], scores
     assert scores["bits"]["iou_interior"] > 0.85, scores  # 0.881 measured
     assert scores["bits"]["pixel_error"] < 0.12, scores  # 0.093 measured
+
+
+def test_nuclei_on_a_tiff_without_pixel_size_writes_an_ome_zarr_claiming_no_unit(
+    shared_data: Path, tmp_path: Path, capsys
+) -> None:
+    from napari_unet.core.omezarr import read_multiscale
+
+    source = shared_data / "dsb2018" / "val" / "images" / f"{DSB_ID}.tif"
+    assert read_image(source).pixel_size_um == {}
+    out = tmp_path / "nuclei.ome.zarr"
+    assert main(["predict", str(source), "-o", str(out), "--quiet"]) == 0
+    labels = read_image(out)
+    assert labels.pixel_size_um == {}  # was {"Y": 1.0, "X": 1.0}
+    assert all("unit" not in axis for axis in read_multiscale(out).axes_metadata)
+    truth = tifffile.imread(shared_data / "dsb2018" / "val" / "masks" / f"{DSB_ID}.tif")
+    found = len(np.unique(labels.data[:])) - 1
+    assert abs(found - truth.max()) <= 0.15 * truth.max(), (found, truth.max())  # 38 nuclei
+    assert main(["predict", str(source), "-o", str(tmp_path / "nuclei.png")]) == 1
+    assert "cannot write 'nuclei.png'" in capsys.readouterr().err
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["nuclei.ome.zarr"]
