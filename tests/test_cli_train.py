@@ -104,3 +104,46 @@ def test_fine_tune_for_a_few_seconds_into_a_distance_model(tiff_pairs, tmp_path,
     assert tuned.description.class_names[-1] == "distance"
     assert tuned.description.provenance["fine_tuned_from"] == "tiny-2d-same"
     assert "% done" in capsys.readouterr().err  # progress by share of the time budget
+
+
+def test_a_fine_tune_prints_the_base_and_its_own_score_on_the_validation_images(
+    tiff_pairs, tmp_path, capsys, monkeypatch
+):
+    from napari_unet.core.models import USER_MODELS_ENV, load_model, save_model
+    from tiny_models import make_model
+
+    monkeypatch.setenv(USER_MODELS_ENV, str(tmp_path / "user"))
+    base = save_model(make_model(output_kind="instances"), tmp_path / "base")
+    out = tmp_path / "user" / "tuned"
+    folders = ["--images", str(tiff_pairs / "images"), "--masks", str(tiff_pairs / "masks")]
+    held_out = [
+        "--val-images",
+        str(tiff_pairs / "images"),
+        "--val-masks",
+        str(tiff_pairs / "masks"),
+    ]
+    settings = ["--minutes", "0.05", "--patch", "32", "--batch-size", "2", "--from", str(base)]
+    assert main(["train", *folders, *held_out, *settings, "--out", str(out)]) == 0
+    printed = capsys.readouterr()
+    check = load_model(out).description.metrics["fine_tuning"]
+    assert check["held_out"] == "3 validation images"
+    assert 0 <= check["base_score"] <= 1 and 0 <= check["score"] <= 1
+    line = (
+        f"fine-tuning check: AP@0.5 on 3 validation images: tiny-2d-same "
+        f"{check['base_score']:.3f}, fine-tuned {check['score']:.3f}"
+    )
+    assert line in printed.out
+    assert ("WORSE" in printed.out) == (check["score"] < check["base_score"])
+    for phase in ("scoring the base model", "re-estimating batch-norm statistics", "saving"):
+        assert phase in printed.err  # the bar names the phases after the epochs
+    assert main(["models"]) == 0  # the saved model's own description, not its base's
+    listed = next(row for row in capsys.readouterr().out.splitlines() if row.startswith("tuned"))
+    assert "Fine-tuned from tiny-2d-same on 3 images, 6 objects" in listed
+    assert f"fine-tuned {check['score']:.3f}" in listed
+
+
+def test_val_images_need_their_masks(tiff_pairs, capsys):
+    folders = ["--images", str(tiff_pairs / "images"), "--masks", str(tiff_pairs / "masks")]
+    out = ["--out", str(tiff_pairs / "model"), "--val-images", str(tiff_pairs / "images")]
+    assert main(["train", *folders, *out]) == 1
+    assert "give --val-images and --val-masks together" in capsys.readouterr().err

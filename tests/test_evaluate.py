@@ -4,8 +4,10 @@ import pytest
 from napari_unet.core.evaluate import (
     calibrate_binary_decision,
     evaluate,
+    painted_only,
     tune_instance_postprocess,
 )
+from napari_unet.core.metrics import instance_scores
 from napari_unet.core.models import Model, ModelDescription
 from napari_unet.core.network import UNetConfig
 
@@ -65,3 +67,19 @@ def test_calibration_moves_a_biased_decision_back_into_the_weights(monkeypatch):
     assert 0.2 < offset < 2.9  # log-odds of 0.45 is -0.2, of 0.05 is -2.9
     shift = model.network.head.bias.detach() - before
     assert shift[1] - shift[0] == pytest.approx(offset)
+
+
+def test_sparse_masks_score_only_what_was_painted():
+    """Painted objects (>= 2) and painted background (1) count; unpainted areas do not."""
+    mask = np.zeros((40, 40), np.uint16)
+    mask[:, 20:] = 1  # painted background on the right half
+    mask[2:8, 2:8], mask[12:18, 2:8] = 2, 3  # two painted objects on the left
+    predicted = np.zeros_like(mask)
+    predicted[2:8, 2:8] = 1  # matches object 2
+    predicted[12:18, 2:6] = 2  # IoU 4/6 with object 3: a match at 0.5
+    predicted[30:36, 2:8] = 3  # on unpainted pixels: neither right nor wrong
+    predicted[30:36, 30:36] = 4  # on painted background: a false object
+    truth, kept = painted_only(mask, predicted)
+    assert sorted(np.unique(truth)) == [0, 2, 3]
+    assert sorted(np.unique(kept)) == [0, 1, 2, 4]
+    assert instance_scores(truth, kept)["ap50"] == pytest.approx(2 / 3)  # 2 TP, 1 FP, 0 FN

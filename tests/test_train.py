@@ -1,13 +1,20 @@
+import time
+import warnings
+
 import numpy as np
 import pytest
 import torch
 
 from napari_unet.core.averaging import AveragingWindow
+from napari_unet.core.evaluate import validation_metrics
+from napari_unet.core.finetune_check import FineTuneReport
 from napari_unet.core.metrics import class_scores, confusion_matrix
 from napari_unet.core.models import load_model, save_model
 from napari_unet.core.predict import Predictor
 from napari_unet.core.progress import Cancelled, CancelToken
+from napari_unet.core.time_budget import ClosingWork
 from napari_unet.core.train import Schedule, TrainingProgress, train
+from napari_unet.core.training_data import hold_out_objects
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -345,3 +352,108 @@ def test_a_non_finite_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp
     assert all(torch.isfinite(value).all() for value in state["network"].values())
     best = load_model(tmp_path / "best")
     assert all(torch.isfinite(value).all() for value in best.network.state_dict().values())
+
+
+def discs(count: int, size: int = 64, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """An image of ``count`` bright discs on a grid, and their instance mask."""
+    rng = np.random.default_rng(seed)
+    mask = np.zeros((size, size), np.uint16)
+    yy, xx = np.mgrid[:size, :size]
+    step = size // 4
+    for label in range(1, count + 1):
+        cy, cx = divmod(label - 1, 4)
+        mask[(yy - step * cy - step // 2) ** 2 + (xx - step * cx - step // 2) ** 2 < 30] = label
+    return (mask > 0) * 200.0 + rng.normal(0, 10, mask.shape), mask
+
+
+def test_a_time_budget_covers_slow_validation_and_names_each_phase(monkeypatch):
+    """The closing phases (here: two validation passes of 1 s) fit in the budget too."""
+    import napari_unet.core.train as engine
+
+    def slow_validation(*args, **kwargs):
+        time.sleep(1.0)
+        return validation_metrics(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "validation_metrics", slow_validation)
+    images, masks = squares(3)
+    phases: list[str] = []
+    started = time.monotonic()
+    model = train(
+        images,
+        masks,
+        target="semantic",
+        architecture=TINY,
+        minutes=0.1,
+        steps_per_epoch=2,
+        average_weights=0.5,
+        progress=lambda update: phases.append(update.phase),
+    )
+    seconds = time.monotonic() - started
+    assert 5.0 <= seconds <= 6.6  # a 6 s budget, within 10 %
+    closing = list(dict.fromkeys(phases[phases.index("training") :]))
+    assert closing == [
+        "training",
+        "averaging weights",
+        "re-estimating batch-norm statistics",
+        "validating",
+        "saving",
+    ]
+    assert model.description.metrics["validation"]["batch_norm_batches"] >= 2
+
+
+def test_batch_norm_re_estimation_gets_at_most_its_share_of_the_budget():
+    closing = ClosingWork(averaging=True, validations=1, step_s=3.0, validation_s=2.0, save_s=0.1)
+    assert closing.batch_norm_s(60.0) == pytest.approx(0.08 * 60)  # 20 batches would take 30 s
+    assert closing.batch_norm_s(3600.0) == pytest.approx(20 * 0.5 * 3.0)
+    assert closing.seconds(60.0) == pytest.approx(1.3 * (4.8 + 2.0 + 3 * 0.1))
+    schedule = Schedule(10**6, 1, budget_s=60.0, closing=closing)
+    assert schedule.training_s() == pytest.approx(60.0 - closing.seconds(60.0))
+
+
+def test_held_out_objects_are_whole_and_kept_out_of_training():
+    _, mask = discs(10)
+    training, checking = hold_out_objects([mask], sparse=False, share=0.2, seed=0)
+    held = np.unique(checking[0])[1:]
+    assert held.size == 2  # a fifth of 10 objects
+    for label in held:  # sparse convention: object k is k + 1; held-out pixels unannotated
+        assert np.array_equal(checking[0] == label, mask == label - 1)
+        assert not training[0][mask == label - 1].any()
+    assert set(np.unique(training[0])) == {0, 1} | {k + 1 for k in range(1, 11)} - set(held)
+    _, few = discs(7)
+    assert not hold_out_objects([few], sparse=False, share=0.2, seed=0)[1][0].any()
+
+
+def test_a_fine_tune_scores_its_base_and_itself_on_held_out_objects():
+    image, mask = discs(10)
+    base = train([image], [mask], architecture=TINY, epochs=0, val_fraction=0, name="base")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        tuned = train([image], [mask], base_model=base, minutes=0.05, name="tuned")
+    check = tuned.description.metrics["fine_tuning"]
+    assert check["held_out"] == "2 held-out painted objects"
+    assert 0.0 <= check["base_score"] <= 1.0 and 0.0 <= check["score"] <= 1.0
+    worse = check["score"] < check["base_score"]
+    assert (check["verdict"] == "worse") == worse
+    assert any("made the model worse" in str(w.message) for w in caught) == worse
+    card = tuned.description.description
+    assert card.startswith("Fine-tuned from base on 1 image, 8 objects, ")
+    assert f"base {check['base_score']:.3f}, fine-tuned {check['score']:.3f}" in card
+
+
+def test_a_fine_tune_without_held_out_labels_says_it_cannot_be_checked():
+    image, mask = discs(5)
+    base = train([image], [mask], architecture=TINY, epochs=0, val_fraction=0, name="base")
+    tuned = train([image], [mask], base_model=base, epochs=1, steps_per_epoch=1, name="tuned")
+    report = FineTuneReport.from_metrics(tuned.description.metrics)
+    assert report is not None and report.verdict == "unchecked"
+    assert "cannot be checked" in report.summary() and "--val-images" in report.summary()
+
+
+@pytest.mark.parametrize(
+    ("base_score", "score", "verdict"),
+    [(0.6, 0.5, "worse"), (0.5, 0.6, "better"), (0.5, 0.5, "same")],
+)
+def test_the_verdict_follows_the_figures(base_score, score, verdict):
+    report = FineTuneReport("nuclei", "AP@0.5", "3 held-out images", base_score, score)
+    assert report.verdict == verdict
+    assert ("WORSE than nuclei; keep using nuclei" in report.summary()) == (verdict == "worse")

@@ -147,3 +147,31 @@ def test_the_loss_plot_labels_its_axes(qtbot) -> None:
     assert drawn(range(area.right() + 6, plot.width() - 2), beside) > 20  # the score axis
     below = range(area.bottom() + 6, area.bottom() + 30)
     assert drawn(range(area.left(), area.right()), below) > 40  # steps and their title
+
+
+def test_the_help_line_wraps_so_the_dock_stays_narrow(make_napari_viewer, models_dir) -> None:
+    """Unwrapped, this 104-character line asked for a 781 px dock (a 320 px canvas at 1500)."""
+    viewer = make_napari_viewer()
+    _, train = viewer.window.add_plugin_dock_widget("napari-unet-segment", "Train")
+    assert len(train.convention.value) > 100  # the sparse instances convention, the longest
+    assert train.native.sizeHint().width() < 450
+    assert train.native.minimumSizeHint().width() < 450
+    label = train.convention.native
+    assert label.heightForWidth(300) >= 2 * label.fontMetrics().height()  # wrapped, not cut
+
+
+def test_the_dock_names_the_phases_after_the_epochs(painted, qtbot) -> None:
+    _, _, train = painted
+    statuses: list[str] = []
+    shown = train._show_training
+    train._show_training = lambda update: (shown(update), statuses.append(train.status.value))
+    train.run_button.clicked.emit()
+    qtbot.waitUntil(lambda: not train.running, timeout=120_000)
+    closing = [status for status in statuses if not status.startswith("epoch")]
+    assert any(status.startswith("re-estimating batch-norm statistics...") for status in closing)
+    assert closing[-1].startswith("saving...")
+    # one painted object: nothing could be held out, and the dock says how to get a check
+    assert (
+        "cannot be checked" in train.status.value
+        and "paint at least 8 objects" in train.status.value
+    )

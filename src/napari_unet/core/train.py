@@ -288,8 +288,8 @@ def train(
             result, *tuning, str(loop.device)
         )
     _describe(result, base, train_pairs[1], sparse or check_masks is not None, report)
+    loop.announce("saving")  # the checkpoint's best model, then the caller's own save
     if checkpointer.folder is not None:
-        loop.announce("saving")
         save_model(result, checkpointer.folder / BEST_DIR, overwrite=True)
     return result
 
