@@ -73,3 +73,7 @@ def test_a_tiff_without_pixel_size_claims_none(make_napari_viewer, blobs, tmp_pa
     layer = viewer.layers[-1]
     [written] = layer.save(str(tmp_path / "plain-labels.tif"), plugin="napari-unet-segment")
     assert read_image(written).pixel_size_um == {}
+    zarr_labels = write_labels(tmp_path / "plain.ome.zarr", np.tile(blobs > 100, (3, 3)), "YX")
+    [opened] = viewer.open(str(zarr_labels), plugin="napari-unet-segment")  # as the CLI writes
+    assert opened.multiscale and tuple(map(str, opened.units)) == ("pixel", "pixel")
+    assert viewer.layers.extent.units is not None
