@@ -13,7 +13,7 @@ import math
 import time
 from dataclasses import dataclass, field
 
-from napari_unet.core.averaging import BATCH_NORM_BATCHES
+from napari_unet.core.averaging import BATCH_NORM_BATCHES, MIN_BATCH_NORM_BATCHES
 
 CLOSING_MARGIN = 1.3
 """The closing phases are estimated from single measurements; this covers their spread."""
@@ -45,11 +45,18 @@ class ClosingWork:
         self.step_s = seconds if self.step_s == 0.0 else 0.8 * self.step_s + 0.2 * seconds
 
     def batch_norm_s(self, budget_s: float | None) -> float:
-        """Seconds to spend re-estimating batch-norm statistics (0 without averaging)."""
+        """Seconds to spend re-estimating batch-norm statistics (0 without averaging).
+
+        :data:`BATCH_NORM_BATCHES` batches, or the budget's share for them, but never less
+        than the :data:`MIN_BATCH_NORM_BATCHES` that are always measured.
+        """
         if not self.averaging:
             return 0.0
-        wanted = BATCH_NORM_BATCHES * FORWARD_SHARE_OF_STEP * self.step_s
-        return wanted if budget_s is None else min(BATCH_NORM_SHARE * budget_s, wanted)
+        batch_s = FORWARD_SHARE_OF_STEP * self.step_s
+        wanted = BATCH_NORM_BATCHES * batch_s
+        if budget_s is not None:
+            wanted = min(BATCH_NORM_SHARE * budget_s, wanted)
+        return max(MIN_BATCH_NORM_BATCHES * batch_s, wanted)
 
     def seconds(self, budget_s: float | None) -> float:
         """Estimated duration of everything after the last step, with a safety margin."""

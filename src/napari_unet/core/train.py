@@ -566,7 +566,8 @@ class _Loop:
             self.announce("averaging weights")
             batches: list[int] = []
             self.announce("re-estimating batch-norm statistics")
-            averaged = average.network(self._normalising_batches(batches))
+            with autocast(str(self.device), self.dtype):  # the precision the statistics train in
+                averaged = average.network(self._normalising_batches(batches))
             metrics: dict[str, float] = {}
             if self.data.validating:
                 self.announce("validating")
