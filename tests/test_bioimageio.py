@@ -386,3 +386,28 @@ def test_a_hematoxylin_model_warns_on_export_and_keeps_its_stain_separation(
     with pytest.warns(UserWarning, match="hematoxylin stain"):
         package = export_bioimageio(model, tmp_path / "stained.zip")
     assert load_model(package).description.normalization["rgb"] == "hematoxylin"
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+@pytest.mark.parametrize("padding", ["same", "valid"])
+@pytest.mark.parametrize("depth", [2, 3])
+def test_test_tensors_meet_the_network_size_constraints_with_or_without_a_sample(
+    dims: int, padding: str, depth: int
+) -> None:
+    from napari_unet.core.bioimageio.export import _min_size, _test_input
+
+    network = make_model(spatial_dims=dims, padding=padding, depth=depth).network.eval()
+    smallest, step = _min_size(network), network.size_multiple
+    small = np.random.default_rng(depth).random((7,) * (dims - 1) + (11,)).astype(np.float32)
+    for sample in (None, small):
+        test_input = _test_input(network, sample)
+        spatial = test_input.shape[2:]
+        assert all(n >= smallest and (n - smallest) % step == 0 for n in spatial), spatial
+        if sample is None:
+            assert spatial[-1] > spatial[-2]  # swapped axes cannot pass the reference test
+        with torch.inference_mode():
+            assert network(torch.from_numpy(test_input)).shape[2:] == tuple(
+                n - (2 * network.context if padding == "valid" else 0) for n in spatial
+            )
+    # a sample under the minimum is mirrored out to it, itself in the corner
+    np.testing.assert_array_equal(test_input[(0, 0, *(slice(n) for n in small.shape))], small)
