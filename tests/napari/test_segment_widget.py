@@ -391,6 +391,30 @@ def test_running_again_on_every_layer_kind_updates_the_same_layer(
     assert first.multiscale == (kind == "multiscale")
 
 
+def test_a_result_napari_cannot_put_in_the_layer_replaces_it_in_place(
+    viewer_and_widget, tiny_model, blobs, qtbot
+) -> None:
+    viewer, widget = viewer_and_widget
+    viewer.add_image(name="multiscale", **_layer_kinds(blobs)["multiscale"])
+    viewer.add_image(blobs, name="above")
+    widget.image.value = viewer.layers["multiscale"]
+    widget.current_slice.value = True  # a preview: one plain array
+    run(widget, qtbot)
+    preview = viewer.layers[f"multiscale ({tiny_model})"]
+    assert not preview.multiscale
+    preview.opacity = 0.3
+    viewer.layers.move(viewer.layers.index(preview), 1)  # under "above"
+    widget.current_slice.value = False  # the whole image: a label pyramid
+    run(widget, qtbot)
+    result = viewer.layers[f"multiscale ({tiny_model})"]
+    assert result.multiscale and result.opacity == pytest.approx(0.3)
+    assert [layer.name for layer in viewer.layers] == [
+        "multiscale",
+        f"multiscale ({tiny_model})",
+        "above",
+    ]
+
+
 def test_a_failure_in_showing_the_result_ends_the_job_with_its_reason(
     viewer_and_widget, blobs, qtbot, monkeypatch
 ) -> None:
@@ -484,7 +508,9 @@ def test_a_sample_picks_the_model_meant_for_it(make_napari_viewer, sample, model
     assert widget.model.value == model
 
 
-def test_an_image_at_the_pixel_size_of_a_model_picks_it(viewer_and_widget, blobs) -> None:
+def test_an_image_at_the_pixel_size_of_a_model_picks_it(
+    viewer_and_widget, models_dir, blobs
+) -> None:
     viewer, widget = viewer_and_widget
     viewer.add_image(blobs, name="nm", scale=(5.0, 5.0), units=("nm", "nm"))
     viewer.add_image(blobs, name="um", scale=(0.3, 0.3), units=("um", "um"))
@@ -493,3 +519,10 @@ def test_an_image_at_the_pixel_size_of_a_model_picks_it(viewer_and_widget, blobs
     widget.model.value = "nuclei"
     widget.image.value = viewer.layers["um"]  # no model was trained at 0.3 um
     assert widget.model.value == "nuclei"
+    own = make_model(output_kind="semantic")
+    own.description.pixel_size_um = 0.006  # e.g. a fine-tuned EM model
+    save_model(own, models_dir / "my-em")
+    widget.model.reset_choices()
+    widget.model.value = "my-em"
+    widget.image.value = viewer.layers["nm"]
+    assert widget.model.value == "my-em"  # trained near 5 nm too: the user's choice stays

@@ -14,7 +14,7 @@ from psygnal import SignalInstance
 if TYPE_CHECKING:
     from napari.layers import Image
 
-    from napari_unet.core.models import Model
+    from napari_unet.core.models import Model, ModelDescription
 
 DEFAULT_MODEL = "nuclei"
 
@@ -52,12 +52,13 @@ def saved_models() -> list[tuple[str, str]]:
     return [(name, name) for name in list_models()]
 
 
-def suggested_model(layer: Image) -> str | None:
+def suggested_model(layer: Image, current: str | None = None) -> str | None:
     """Name the model meant for an image, or ``None`` when the image does not tell.
 
-    The image's ``metadata`` may name it (the EM sample names ``em-membranes``); otherwise
-    the first model whose card states a pixel size near the image's (in a length unit), so
-    an EM image at a few nanometres a pixel gets the EM model rather than ``nuclei``.
+    The image's ``metadata`` may name it (the EM sample names ``em-membranes``). Otherwise,
+    when the ``current`` model was not trained at about the image's pixel size (in a length
+    unit), the first model that was: an EM image at a few nanometres a pixel gets the EM
+    model rather than ``nuclei``, and a fine-tuned EM model the user chose stays.
     """
     from napari_unet.core.models import describe_models
 
@@ -66,17 +67,15 @@ def suggested_model(layer: Image) -> str | None:
     if named in models:
         return named
     pixel_um = _pixel_size_um(layer)
-    if pixel_um is None:
+    if pixel_um is None or _trained_at(models.get(current), pixel_um):
         return None
-    return next(
-        (
-            name
-            for name, description in models.items()
-            if description.pixel_size_um
-            and 1 / PIXEL_SIZE_MATCH <= pixel_um / description.pixel_size_um <= PIXEL_SIZE_MATCH
-        ),
-        None,
-    )
+    return next((name for name, card in models.items() if _trained_at(card, pixel_um)), None)
+
+
+def _trained_at(description: ModelDescription | None, pixel_um: float) -> bool:
+    """Whether a model's card states a pixel size near ``pixel_um``."""
+    trained = description.pixel_size_um if description is not None else None
+    return bool(trained) and 1 / PIXEL_SIZE_MATCH <= pixel_um / trained <= PIXEL_SIZE_MATCH
 
 
 def _pixel_size_um(layer: Image) -> float | None:

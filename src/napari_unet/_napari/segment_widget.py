@@ -234,7 +234,7 @@ class SegmentWidget(JobWidget):
             return None
 
     def _follow_image(self, layer: Image | None) -> None:
-        suggested = suggested_model(layer) if layer is not None else None
+        suggested = suggested_model(layer, self.model.value) if layer is not None else None
         if suggested in self.model.choices:  # e.g. the EM sample picks em-membranes
             self.model.value = suggested
         _refill(self.channel)
