@@ -391,6 +391,25 @@ def test_running_again_on_every_layer_kind_updates_the_same_layer(
     assert first.multiscale == (kind == "multiscale")
 
 
+def test_semantic_classes_of_a_multiscale_layer_are_counted_lazily_on_every_run(
+    viewer_and_widget, tiny_model, blobs, qtbot
+) -> None:
+    viewer, widget = viewer_and_widget
+    viewer.add_image(name="multiscale", **_layer_kinds(blobs)["multiscale"])
+    widget.output.value = "semantic"
+    statuses = [_semantic_status(widget, qtbot) for _ in range(2)]
+    classes = viewer.layers[f"multiscale ({tiny_model}) classes"]
+    assert classes.multiscale and not isinstance(classes.data[0], np.ndarray)
+    found = [TINY_CLASSES[value] for value in np.unique(np.asarray(classes.data[0]))]
+    assert statuses[0] == statuses[1] == f"classes found: {', '.join(found)}"
+
+
+def _semantic_status(widget: SegmentWidget, qtbot) -> str:
+    """Run, and return the status between the layer name and the time."""
+    run(widget, qtbot)
+    return widget.status.value.split(": ", 1)[1].rsplit(", in ", 1)[0]
+
+
 def test_a_result_napari_cannot_put_in_the_layer_replaces_it_in_place(
     viewer_and_widget, tiny_model, blobs, qtbot
 ) -> None:

@@ -285,7 +285,7 @@ def segment_layer(
     from napari_unet.core.models import load_model
     from napari_unet.core.predict import segment
 
-    name = model_label(model)
+    label = model_label(model)
     model = load_model(model)  # once, for the engine and the result's name and colours
     data = layer.data[level] if layer.multiscale else layer.data
     axes = layer_axes(layer, mode)
@@ -308,8 +308,8 @@ def segment_layer(
     else:
         result = segment(data, model, **options)
     kind = model.description.output_kind if output == "labels" else output
-    description = model.description
-    return result_layer(result, kind, result_name(layer.name, name, kind), placement, description)
+    name = result_name(layer.name, label, kind)
+    return result_layer(result, kind, name, placement, model.description)
 
 
 def segment_into_pyramid(
