@@ -175,3 +175,24 @@ def test_the_dock_names_the_phases_after_the_epochs(painted, qtbot) -> None:
         "cannot be checked" in train.status.value
         and "paint at least 8 objects" in train.status.value
     )
+
+
+def test_a_worse_fine_tune_is_saved_with_a_plain_warning_and_not_chosen(
+    painted, monkeypatch, tiny_model
+) -> None:
+    from napari_unet._napari import train_widget
+    from napari_unet.core.finetune_check import FineTuneReport
+
+    _, segment, train = painted
+    model = load_model(tiny_model)
+    model.description.name = "worse-model"
+    report = FineTuneReport("nuclei", "AP@0.5", "2 held-out images", 0.627, 0.572)
+    model.description.metrics["fine_tuning"] = report.to_dict()
+    folder = save_model(model, user_models_dir() / "worse-model")
+    shown: list[str] = []
+    monkeypatch.setattr(train_widget, "show_warning", shown.append)
+    chosen = segment.model.value
+    train._saved(folder)
+    assert "nuclei 0.627, fine-tuned 0.572: WORSE than nuclei" in train.status.value
+    assert len(shown) == 1 and "worse-model is worse than nuclei" in shown[0]
+    assert "worse-model" in segment.model.choices and segment.model.value == chosen

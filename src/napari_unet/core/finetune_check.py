@@ -20,10 +20,11 @@ from napari_unet.core.datasets import LabelledImage
 from napari_unet.core.models import ModelDescription
 from napari_unet.core.training_data import MIN_OBJECTS_TO_HOLD_OUT
 
-HOW_TO_CHECK = (
-    f"paint at least {MIN_OBJECTS_TO_HOLD_OUT} objects (a fifth of them are then held out "
-    "for the check), or give validation images (--val-images/--val-masks; validation= in "
-    "Python)"
+INSTANCE_METRIC, SEMANTIC_METRIC = "AP@0.5", "mean IoU"
+GIVE_VALIDATION_IMAGES = "give validation images (--val-images/--val-masks; validation= in Python)"
+HOLD_OUT_OBJECTS = (
+    f"paint at least {MIN_OBJECTS_TO_HOLD_OUT} objects (a fifth of them are then held out for "
+    "the check)"
 )
 
 
@@ -60,10 +61,10 @@ class FineTuneReport:
     def summary(self) -> str:
         """One line for the CLI, the widget and the card."""
         if self.verdict == "unchecked":
-            return (
-                "whether fine-tuning helped cannot be checked: nothing labelled was held out; "
-                + HOW_TO_CHECK
-            )
+            how = GIVE_VALIDATION_IMAGES
+            if self.metric == INSTANCE_METRIC:  # only objects can be held out of a painting
+                how = f"{HOLD_OUT_OBJECTS}, or {how}"
+            return f"whether fine-tuning helped cannot be checked: nothing was held out; {how}"
         outcome = {
             "worse": f"WORSE than {self.base}; keep using {self.base} for images like these",
             "better": f"better than {self.base}",

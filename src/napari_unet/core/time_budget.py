@@ -108,10 +108,6 @@ class Schedule:
         """Whether the epochs have used their steps or their share of the time."""
         return self.done(step) >= 1.0 or step >= self.epochs * self.steps_per_epoch
 
-    def left_s(self) -> float:
-        """Seconds of the budget left (infinite without a budget)."""
-        return math.inf if self.budget_s is None else self.budget_s - self.elapsed()
-
     def factor(self, step: int) -> float:
         """Learning-rate factor: short linear warm-up, then cosine decay to 2 %."""
         if self.budget_s is not None:

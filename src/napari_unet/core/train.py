@@ -32,7 +32,13 @@ from napari_unet.core.checkpoint import BEST_DIR, Checkpointer, RunState, Traini
 from napari_unet.core.datasets import LabelledImage
 from napari_unet.core.device import autocast, resolve_precision
 from napari_unet.core.evaluate import tune_instance_postprocess, validation_metrics
-from napari_unet.core.finetune_check import CheckData, FineTuneReport, describe_training
+from napari_unet.core.finetune_check import (
+    INSTANCE_METRIC,
+    SEMANTIC_METRIC,
+    CheckData,
+    FineTuneReport,
+    describe_training,
+)
 from napari_unet.core.initial_model import initial_model
 from napari_unet.core.losses import LossName, distance_loss, segmentation_loss
 from napari_unet.core.models import Model, ModelDescription, load_model, save_model
@@ -270,7 +276,8 @@ def train(
         started=started,
         closing=ClosingWork(
             averaging=average_weights > 0,
-            validations=(average_weights > 0) + 2 * calibrate if data.validating else 0,
+            # the averaged network's validation; calibration predicts again, then searches
+            validations=(int(average_weights > 0) + 2 * int(calibrate)) * bool(data.validating),
             checks=int(check is not None and not check.validation),
         ),
     )
@@ -351,7 +358,7 @@ def _base_report(
     base: Model, target: Target, check: CheckData | None, loop: _Loop
 ) -> FineTuneReport:
     """Score the base model on the check data first, timing the pass for the budget."""
-    metric = "AP@0.5" if target == "instances" else "mean IoU"
+    metric = INSTANCE_METRIC if target == "instances" else SEMANTIC_METRIC
     report = FineTuneReport(base.name, metric, "" if check is None else check.what)
     if check is not None:
         loop.announce("scoring the base model")
