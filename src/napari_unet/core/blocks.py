@@ -17,6 +17,10 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+MIN_BLOCK_EDGE = 16
+"""Smallest block core in Y and X a user may ask for: each block's window also reads the
+network's receptive field around it, so smaller blocks read the image many times over."""
+
 
 @dataclass(frozen=True)
 class AxisGeometry:

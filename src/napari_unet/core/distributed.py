@@ -10,11 +10,17 @@ or a ``dask_jobqueue`` cluster (SLURM, PBS...) handed in as a client.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import numbers
 import os
+import reprlib
 import tempfile
 import threading
+import time
+import warnings
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -42,6 +48,13 @@ if TYPE_CHECKING:
 
 CONNECT_TIMEOUT = "10s"
 """How long to wait for a scheduler before saying it cannot be reached."""
+WORKERS_OPTION, SCHEDULER_OPTION = "workers/--workers", "scheduler/--scheduler"
+"""How messages name the options: as the API and the CLI spell them."""
+DEFAULT_WORKERS = 2
+FILES_PER_WORKER = 16
+"""Open files one local worker costs this process (pipes and sockets: 10 measured)."""
+FILES_KEPT_FREE = 64
+"""Open files left for reading images and writing results beside the workers."""
 
 _PREDICTORS: dict[str, Predictor] = {}
 _PREDICTORS_LOCK = threading.Lock()
@@ -50,9 +63,18 @@ _PREDICTORS_LOCK = threading.Lock()
 def connect(scheduler: str | None = None, workers: int | None = None) -> Any:
     """Connect to the scheduler at ``scheduler``, or start a local cluster of ``workers``.
 
-    A local cluster runs one process per worker, one block at a time each, with torch using an
-    even share of the cores.
+    Both are checked before anything starts. A scheduler is asked who it is with dask's own
+    protocol, so within :data:`CONNECT_TIMEOUT` any address that is not a dask scheduler (no
+    server, a server speaking another protocol, a worker) is refused. A local cluster runs one
+    process per worker, one block at a time each, with torch using an even share of the cores.
     """
+    if scheduler is not None and workers is not None:
+        raise ValueError(
+            f"give {WORKERS_OPTION} (a new local cluster) or {SCHEDULER_OPTION} (a running "
+            "one), not both"
+        )
+    address = None if scheduler is None else check_scheduler_address(scheduler)
+    count = check_workers(workers) if address is None else 0
     try:
         from distributed import Client, LocalCluster
     except ImportError as error:
@@ -60,22 +82,176 @@ def connect(scheduler: str | None = None, workers: int | None = None) -> Any:
             "running on a cluster needs dask.distributed: "
             "pip install 'napari-unet-segment[distributed]'"
         ) from error
-    if scheduler is not None:
-        try:
-            return Client(scheduler, timeout=CONNECT_TIMEOUT)
-        except (OSError, TimeoutError, ValueError) as error:
-            raise ConnectionError(
-                f"cannot reach the dask scheduler at {scheduler} within {CONNECT_TIMEOUT}: "
-                f"{error or type(error).__name__}"
-            ) from error
-    count = workers or 2
-    threads = max(1, (os.cpu_count() or count) // count)
+    if address is not None:
+        return _connect_to_scheduler(Client, address)
     cluster = LocalCluster(
         n_workers=count, threads_per_worker=1, processes=True, dashboard_address=None
     )
     client = Client(cluster)
-    client.run(_set_torch_threads, threads)
+    client.run(_set_torch_threads, max(1, usable_cores() // count))
     return client
+
+
+def check_workers(workers: int | None) -> int:
+    """Local worker processes for ``workers``: at least 1, at most what the machine can run.
+
+    More workers than cores only compete for them, and each costs this process open files:
+    a larger count is capped, with a warning that says so.
+    """
+    cap, reason = _worker_cap()
+    if workers is None:
+        return min(DEFAULT_WORKERS, cap)
+    if isinstance(workers, bool) or not isinstance(workers, numbers.Integral):
+        raise ValueError(
+            f"{WORKERS_OPTION} must be a whole number of processes, not {reprlib.repr(workers)}"
+        )
+    if workers < 1:
+        raise ValueError(f"{WORKERS_OPTION} must be at least 1, not {workers}")
+    if workers > cap:
+        warnings.warn(
+            f"napari-unet: {WORKERS_OPTION} {workers} is more than {reason}; using {cap}",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+    return min(int(workers), cap)
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (its CPU affinity, else all the machine's)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def _worker_cap() -> tuple[int, str]:
+    """Return the most local workers this process can run, and what limits them (words)."""
+    cores = usable_cores()
+    limit = _open_files_limit()
+    if limit is None:
+        return cores, f"the {cores} cores this process may use"
+    by_files = (limit - _open_files() - FILES_KEPT_FREE) // FILES_PER_WORKER
+    if by_files < 1:
+        raise ValueError(
+            f"the open-file limit ({limit}, ulimit -n) leaves no room for a dask worker; "
+            "raise it to run on a local cluster"
+        )
+    if by_files < cores:
+        return by_files, f"the open-file limit allows (ulimit -n {limit}: {by_files} workers)"
+    return cores, f"the {cores} cores this process may use"
+
+
+def _open_files_limit() -> int | None:
+    """Return the soft limit on open files; ``None`` where there is none (or no way to ask)."""
+    try:
+        import resource
+    except ImportError:  # Windows
+        return None
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return None if soft == resource.RLIM_INFINITY else soft
+
+
+def _open_files() -> int:
+    """Files this process has open now (0 where the system does not say)."""
+    try:
+        return len(os.listdir("/proc/self/fd"))
+    except OSError:
+        return 0
+
+
+def check_scheduler_address(address: Any) -> str:
+    """``address`` if it reads as a dask scheduler address (``tcp://host:8786``, ``host:8786``).
+
+    Only its form is checked here, at once; :func:`connect` asks the server itself.
+    """
+    text = address.strip() if isinstance(address, str) else ""
+    hint = "e.g. tcp://host:8786"
+    if not text:
+        raise ValueError(
+            f"{SCHEDULER_OPTION} must be a dask scheduler address ({hint}), "
+            f"not {reprlib.repr(address)}"
+        )
+    from distributed.comm.addressing import parse_address, parse_host_port
+    from distributed.comm.registry import backends
+
+    scheme, location = parse_address(text)
+    if scheme not in backends:
+        raise ValueError(
+            f"{SCHEDULER_OPTION} {text!r} is not a dask scheduler address: {scheme}:// is not "
+            f"one of {', '.join(sorted(backends))} ({hint})"
+        )
+    if scheme == "inproc":
+        return text
+    try:
+        host, port = parse_host_port(location)
+    except ValueError:
+        host, port = "", None
+    if not host or port is None or not 0 < port < 2**16:
+        raise ValueError(
+            f"{SCHEDULER_OPTION} {text!r} is not a dask scheduler address: it needs a host and "
+            f"a port from 1 to 65535 ({hint})"
+        )
+    return text
+
+
+def _connect_to_scheduler(client_type: Any, address: str) -> Any:
+    """Return a client of the scheduler at ``address``, or say in one line why not, in time."""
+    from dask.utils import parse_timedelta
+
+    seconds = parse_timedelta(CONNECT_TIMEOUT)
+    deadline = time.monotonic() + seconds
+    reply = _identify(address, seconds)
+    if not isinstance(reply, dict) or reply.get("type") != "Scheduler":
+        kind = reply.get("type") if isinstance(reply, dict) else None
+        raise ConnectionError(
+            f"{address} answers, but as a dask {kind or 'peer'}, not a scheduler; give the "
+            f"scheduler's address to {SCHEDULER_OPTION}"
+        )
+    try:
+        return client_type(address, timeout=max(1.0, deadline - time.monotonic()))
+    except (OSError, TimeoutError, ValueError) as error:
+        raise ConnectionError(
+            f"cannot reach the dask scheduler at {address} within {CONNECT_TIMEOUT}: "
+            f"{error or type(error).__name__}"
+        ) from error
+
+
+def _identify(address: str, seconds: float) -> Any:
+    """Ask the server at ``address`` what it is, in dask's protocol, within ``seconds``.
+
+    Runs on a thread of its own, so it works whether or not the caller has an event loop.
+    """
+
+    async def ask() -> Any:
+        from distributed.comm import connect as open_comm
+        from distributed.security import Security
+
+        comm = await open_comm(address, timeout=seconds, **Security().get_connection_args("client"))
+        try:
+            await comm.write({"op": "identity", "reply": True})
+            return await comm.read()
+        finally:
+            comm.abort()
+
+    with ThreadPoolExecutor(max_workers=1) as thread:
+        answer = thread.submit(asyncio.run, asyncio.wait_for(ask(), seconds))
+        try:
+            return answer.result()
+        except (asyncio.TimeoutError, TimeoutError) as error:
+            reason = "no dask scheduler answered (nothing listens, or it speaks no dask)"
+            raise ConnectionError(_unreachable(address, reason)) from error
+        except OSError as error:  # refused, unreachable, closed mid-handshake
+            raise ConnectionError(_unreachable(address, str(error) or "closed")) from error
+        except Exception as error:  # garbage read as a dask message
+            raise ConnectionError(
+                f"{address} answers, but not as a dask scheduler ({type(error).__name__}); "
+                f"give the scheduler's address to {SCHEDULER_OPTION} (usually port 8786; the "
+                "dashboard's 8787 is not it)"
+            ) from error
+
+
+def _unreachable(address: str, reason: str) -> str:
+    return f"cannot reach the dask scheduler at {address} within {CONNECT_TIMEOUT}: {reason}"
 
 
 def predict_on_cluster(

@@ -12,7 +12,11 @@ memory, at most :data:`DEFAULT_WORKING_CAP_BYTES`.
 
 from __future__ import annotations
 
+import math
+import numbers
 import os
+import reprlib
+import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -77,24 +81,102 @@ def default_memory_limit() -> int:
     return process_rss_bytes() + max(working, MIN_WORKING_BYTES)
 
 
+MEMORY_OPTION = "memory_limit/--memory"
+"""How messages name the memory option: as the API and the CLI spell it."""
+MEMORY_UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40, "P": 2**50}
+"""Binary units: 2GB and 2GiB are both 2 * 2**30 bytes, as users of --memory mean them."""
+
+
 def parse_memory(text: str | int | float) -> int:
-    """Bytes from ``"2.5GB"``, ``"800M"``, ``"3GiB"`` or a plain number of bytes."""
-    if isinstance(text, int | float):
-        value = int(text)
-    else:
-        cleaned = text.strip().upper().replace("IB", "B").rstrip("B").strip()
-        factors = {"K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
-        factor = factors.get(cleaned[-1:], 1) if cleaned else 1
-        number = cleaned[:-1] if cleaned[-1:] in factors else cleaned
-        try:
-            value = int(float(number) * factor)
-        except ValueError:
-            raise ValueError(
-                f"cannot read a memory size from {text!r}; write e.g. 2GB, 800MB or 3.5GiB"
-            ) from None
-    if value <= 0:
-        raise ValueError(f"memory limit must be positive, not {text!r}")
-    return value
+    """Bytes from ``"2.5GB"``, ``"800M"``, ``"3GiB"`` or a plain number of bytes.
+
+    Anything that is not a finite, positive size (booleans, ``"inf"``, ``"1e999"``, ``"nan"``,
+    ``""``, ``"GB"``, ``"-1GB"``, under one byte) is refused with one line naming the option.
+    """
+    if isinstance(text, bool) or not isinstance(text, str | numbers.Real):
+        raise ValueError(
+            f"{MEMORY_OPTION} must be a size such as 2GB or a number of bytes, "
+            f"not {reprlib.repr(text)}"
+        )
+    try:
+        number = _memory_number(text) if isinstance(text, str) else float(text)
+    except OverflowError:  # an int beyond any float
+        number = math.inf
+    if not math.isfinite(number):
+        raise ValueError(f"{MEMORY_OPTION} must be a finite size, not {reprlib.repr(text)}")
+    if number < 1:
+        raise ValueError(
+            f"{MEMORY_OPTION} must be positive (at least 1 byte), not {reprlib.repr(text)}"
+        )
+    return int(number)
+
+
+def _memory_number(text: str) -> float:
+    """Return the bytes ``2.5 GiB`` or the like names (maybe infinite or negative)."""
+    cleaned = text.strip().upper().replace("IB", "B").removesuffix("B").strip()
+    unit = cleaned[-1:] if cleaned[-1:] in MEMORY_UNITS else ""
+    try:
+        return float(cleaned.removesuffix(unit).strip()) * MEMORY_UNITS[unit]
+    except ValueError:
+        raise ValueError(
+            f"{MEMORY_OPTION}: cannot read a memory size from {reprlib.repr(text)}; "
+            "write e.g. 2GB, 800MB or 3.5GiB"
+        ) from None
+
+
+def total_ram_bytes() -> int | None:
+    """Bytes of RAM this machine has (Linux ``MemTotal``); ``None`` where the system won't say."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemTotal:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def reachable_bytes() -> int:
+    """Memory this process may reach without swapping: what it holds plus the free memory."""
+    return process_rss_bytes() + available_ram_bytes()
+
+
+def check_memory_limit(limit: int) -> int:
+    """Return ``limit``, clamped (with a warning) where it is more than this machine has.
+
+    A limit beyond the machine's RAM means "no limit" to the user, never that blocks may swap:
+    it becomes what this process can reach now. A limit that leaves no working memory beyond
+    what the process already holds is refused before any work starts.
+    """
+    total = total_ram_bytes()
+    if total is not None and limit > total:
+        reachable = reachable_bytes()
+        warnings.warn(
+            f"napari-unet: {MEMORY_OPTION} {format_bytes(limit)} is more than this machine has "
+            f"({format_bytes(total)} of RAM); using {format_bytes(reachable)}, what this process "
+            "holds plus the free memory",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        limit = reachable
+    working_memory(limit)
+    return limit
+
+
+def working_memory(limit: int) -> int:
+    """Bytes ``limit`` leaves beyond what the process holds; refused below the useful minimum."""
+    held = process_rss_bytes()
+    working = limit - held
+    if working < MIN_WORKING_BYTES:
+        raise ValueError(
+            f"{MEMORY_OPTION} {format_bytes(limit)} leaves {format_bytes(max(0, working))} "
+            f"beyond the {format_bytes(held)} this process already holds; give at least "
+            f"{format_bytes(held + MIN_WORKING_BYTES)}"
+        )
+    return working
 
 
 def forward_bytes_per_pixel(config: UNetConfig, half_precision: bool) -> int:
@@ -119,21 +201,23 @@ def plan_memory(
     One half holds a forward pass, the other one block's maps; the caller clips blocks to
     :data:`MAX_BLOCK_EDGE_2D` / :data:`MAX_BLOCK_VOXELS_3D`, since larger ones do not run faster.
     """
-    limit = default_memory_limit() if memory_limit is None else memory_limit
-    held = process_rss_bytes()
-    working = limit - held
-    if working < MIN_WORKING_BYTES:
-        raise MemoryError(
-            f"memory limit {_gib(limit)} leaves {_gib(max(0, working))} beyond the "
-            f"{_gib(held)} this process already holds; give at least "
-            f"{_gib(held + MIN_WORKING_BYTES)}"
-        )
-    post = POST_BYTES_PER_PIXEL[kind] + 8 * config.out_channels
+    working = working_memory(default_memory_limit() if memory_limit is None else memory_limit)
     return MemoryPlan(
         forward_pixels=max(1, working // 2 // forward_bytes_per_pixel(config, half_precision)),
-        block_pixels=max(1, working // 2 // post),
+        block_pixels=max(1, working // 2 // post_bytes_per_pixel(config, kind)),
     )
 
 
-def _gib(size: int) -> str:
-    return f"{size / 2**30:.2f} GiB"
+def post_bytes_per_pixel(config: UNetConfig, kind: str) -> int:
+    """Bytes one block pixel costs in post-processing: its maps, two float32 copies per class."""
+    return POST_BYTES_PER_PIXEL[kind] + 8 * config.out_channels
+
+
+def format_bytes(size: float) -> str:
+    """``size`` in the largest binary unit that keeps a number of at least 1 (``"1.50 GiB"``)."""
+    units = ("B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB")
+    power = 0
+    while abs(size) >= 1024 and power < len(units) - 1:
+        size /= 1024
+        power += 1
+    return f"{size:.0f} B" if power == 0 else f"{size:.3g} {units[power]}"

@@ -16,9 +16,11 @@ batch, then the tile, is halved, and finally the CPU takes over, each time with 
 from __future__ import annotations
 
 import math
+import numbers
 import os
+import reprlib
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any, Literal
@@ -26,6 +28,7 @@ from typing import Any, Literal
 import numpy as np
 
 from napari_unet.core.axes import CanonicalView, normalize_axes
+from napari_unet.core.blocks import MIN_BLOCK_EDGE
 from napari_unet.core.device import (
     available_devices,
     memory_budget_bytes,
@@ -37,7 +40,17 @@ from napari_unet.core.inference import (
     forward,
     inference_network,
 )
-from napari_unet.core.memory import forward_bytes_per_pixel, parse_memory, plan_memory
+from napari_unet.core.memory import (
+    MEMORY_OPTION,
+    check_memory_limit,
+    format_bytes,
+    forward_bytes_per_pixel,
+    parse_memory,
+    plan_memory,
+    post_bytes_per_pixel,
+    process_rss_bytes,
+    reachable_bytes,
+)
 from napari_unet.core.models import Model, load_model
 from napari_unet.core.network import UNet
 from napari_unet.core.normalize import Normalizer, check_dtype, fit_normalizer, model_channels
@@ -61,6 +74,9 @@ CPU_BATCH_PIXELS = 2**20
 """On the CPU, larger batches are no faster (they fall out of cache) and make progress jump."""
 SMALLEST_TILE_EDGE = 32
 """The out-of-memory ladder stops shrinking tiles below this edge (then CPU, then an error)."""
+TILE_OPTION, OVERLAP_OPTION = "tile_shape/--tile", "overlap/--overlap"
+BLOCK_OPTION, BATCH_OPTION = "block_shape/--block", "batch_size/--batch-size"
+"""How messages name the options: as the API and the CLI spell them."""
 
 
 @dataclass(frozen=True)
@@ -143,6 +159,13 @@ class Predictor:
         block_shape: int | Sequence[int] | None = None,
         halo: int | Sequence[int] | None = None,
     ) -> None:
+        # Every size is checked before the model loads: a bad option costs nothing.
+        tiles = _whole_numbers(tile_shape, TILE_OPTION, 1)
+        overlaps = _whole_numbers(overlap, OVERLAP_OPTION, 0)
+        self.batch_size = _batch_size(batch_size)
+        self.block_shape = _block_shape(block_shape)
+        self.halo = _per_axis(_whole_numbers(halo, "halo", 0), 3, "halo")
+        limit = None if memory_limit is None else parse_memory(memory_limit)
         self.model = load_model(model)
         self.options: dict[str, Any] = {
             "device": device,
@@ -158,14 +181,10 @@ class Predictor:
         self.device = resolve_device(device)
         self.precision = precision
         dims = self.model.description.spatial_dims
-        self.tile_shape = _per_axis(tile_shape, dims, "tile_shape", minimum=1)
-        self.overlap = _per_axis(overlap, dims, "overlap", minimum=0)
-        if batch_size is not None and batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, not {batch_size}")
-        self.batch_size = batch_size
-        self.memory_limit = None if memory_limit is None else parse_memory(memory_limit)
-        self.block_shape = _per_axis(block_shape, 3, "block_shape", minimum=1)
-        self.halo = _per_axis(halo, 3, "halo", minimum=0)
+        self.tile_shape = _per_axis(tiles, dims, TILE_OPTION)
+        _check_tile_minimum(self.tile_shape, self.model)
+        self.overlap = _per_axis(overlaps, dims, OVERLAP_OPTION)
+        self.memory_limit = None if limit is None else check_memory_limit(limit)
         self._autocast_dtype = resolve_precision(self.precision, self.device)
         self.network = inference_network(self.model.network, self.device)
 
@@ -255,8 +274,37 @@ class Predictor:
         sizes = dict(zip(axes, shape, strict=True))
         sizes["C"] = description.architecture.out_channels
         out_shape = tuple(sizes[letter] for letter in out_axes)
+        self._check_block(view.shape[2:], kind)
         normalizer = fit_normalizer(view, description.normalization, channels)
         return Request(view, channels, normalizer, kind, out_axes, out_shape)
+
+    def _check_block(self, spatial_shape: tuple[int, ...], kind: str) -> None:
+        """Refuse a ``block_shape`` that cannot work on this image, before any work starts.
+
+        Its maps alone must fit the memory (``memory_limit``, else all the free memory), and
+        objects joined across a Z split need blocks at least as deep as the seam slab.
+        """
+        if self.block_shape is None:
+            return
+        from napari_unet.core.blockwise import DEFAULT_HALO, SLAB_WIDTH
+
+        core = tuple(min(b, n) for b, n in zip(self.block_shape, spatial_shape, strict=True))
+        config = self.model.description.architecture
+        needed = math.prod(core) * post_bytes_per_pixel(config, kind)
+        room = (self.memory_limit or reachable_bytes()) - process_rss_bytes()
+        if needed > room:
+            source = MEMORY_OPTION if self.memory_limit else "the free memory"
+            raise ValueError(
+                f"{BLOCK_OPTION} {self.block_shape} needs at least {format_bytes(needed)} for "
+                f"one block of this image; {source} leaves {format_bytes(max(0, room))}: give "
+                "a smaller block, or leave it out to size blocks to the memory"
+            )
+        slab = min(SLAB_WIDTH, (self.halo or DEFAULT_HALO)[0])
+        if kind == "instances" and core[0] < min(slab, spatial_shape[0]):
+            raise ValueError(
+                f"{BLOCK_OPTION} {self.block_shape}: objects are joined across blocks in Z "
+                f"through {slab} slices on each side, so blocks need at least {slab} slices"
+            )
 
     def settings(self, kind: str, device: str | None = None) -> RunSettings:
         """Return one call's device, network and memory sizes, from the Predictor's own.
@@ -478,18 +526,86 @@ def segment(
     )
 
 
-def _per_axis(
-    value: int | Sequence[int] | None, dims: int, name: str, minimum: int
-) -> tuple[int, ...] | None:
+def _whole_numbers(value: Any, name: str, minimum: int) -> int | tuple[int, ...] | None:
+    """``value`` (one number, or one per axis) as whole numbers of at least ``minimum``.
+
+    Integral floats pass (``512.0``); booleans, fractions, NaN, infinities and text do not.
+    Values beyond the image are fine: they mean the whole image.
+    """
     if value is None:
         return None
-    values = (int(value),) * dims if isinstance(value, int | np.integer) else tuple(map(int, value))
-    if len(values) != dims or any(v < minimum for v in values):
+    single = (
+        not isinstance(value, Iterable)
+        or isinstance(value, str | bytes)
+        or (isinstance(value, np.ndarray) and value.ndim == 0)
+    )
+    numbers = tuple(_whole(v, name) for v in ([value] if single else value))
+    if not numbers or min(numbers) < minimum:
+        raise ValueError(f"{name} must be at least {minimum}; got {reprlib.repr(value)}")
+    return numbers[0] if single else numbers
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool | np.bool_)
+
+
+def _whole(value: Any, name: str) -> int:
+    """One whole number of ``name``; one line naming the option for anything else."""
+    if _is_number(value) and (
+        isinstance(value, numbers.Integral) or (math.isfinite(value) and value == int(value))
+    ):
+        return int(value)
+    raise ValueError(f"{name} takes whole numbers of pixels; {reprlib.repr(value)} is not one")
+
+
+def _per_axis(value: int | tuple[int, ...] | None, count: int, name: str) -> tuple[int, ...] | None:
+    """One value for each of ``count`` spatial axes: one number for all, or one per axis."""
+    if value is None:
+        return None
+    if isinstance(value, int):
+        return (value,) * count
+    if len(value) != count:
+        axes = ", ".join("ZYX"[-count:])
         raise ValueError(
-            f"{name} must be an integer >= {minimum} or {dims} of them (one per spatial axis "
-            f"of the model); got {value!r}"
+            f"{name} takes one number or {count}, one per spatial axis ({axes}); "
+            f"got {len(value)}: {value}"
         )
-    return values
+    return value
+
+
+def _batch_size(value: Any) -> int | None:
+    """Tiles per forward pass: one whole number of at least 1.
+
+    A batch larger than a block's tiles runs all of them at once (the out-of-memory ladder
+    halves it where they do not fit).
+    """
+    batch = _whole_numbers(value, BATCH_OPTION, 1)
+    if isinstance(batch, tuple):
+        raise ValueError(f"{BATCH_OPTION} takes one whole number; got {reprlib.repr(value)}")
+    return batch
+
+
+def _block_shape(value: Any) -> tuple[int, ...] | None:
+    """``(Z, Y, X)`` block cores; at least :data:`MIN_BLOCK_EDGE` pixels in Y and X."""
+    block = _per_axis(_whole_numbers(value, BLOCK_OPTION, 1), 3, BLOCK_OPTION)
+    if block is not None and min(block[1:]) < MIN_BLOCK_EDGE:
+        raise ValueError(
+            f"{BLOCK_OPTION} {reprlib.repr(value)}: blocks must be at least {MIN_BLOCK_EDGE} "
+            "pixels in Y and X (smaller ones read their network context again for every few "
+            "pixels); leave it out to size blocks to the memory"
+        )
+    return block
+
+
+def _check_tile_minimum(tile_shape: tuple[int, ...] | None, model: Model) -> None:
+    """Refuse a tile smaller than any input the network accepts, naming that smallest input."""
+    smallest = model.network.valid_input_size(1)
+    if tile_shape is not None and min(tile_shape) < smallest:
+        raise ValueError(
+            f"{TILE_OPTION} {tile_shape} is smaller than the smallest input model "
+            f"{model.name!r} accepts ({smallest} pixels a side); give at least {smallest}, or "
+            "leave it out to size tiles to the memory"
+        )
 
 
 def _round_up(value: int, multiple: int) -> int:
