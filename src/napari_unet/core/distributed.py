@@ -21,6 +21,7 @@ import time
 import warnings
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeoutError
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -51,6 +52,7 @@ CONNECT_TIMEOUT = "10s"
 WORKERS_OPTION, SCHEDULER_OPTION = "workers/--workers", "scheduler/--scheduler"
 """How messages name the options: as the API and the CLI spell them."""
 DEFAULT_WORKERS = 2
+"""Local workers when no count is given (fewer on a machine with fewer cores)."""
 FILES_PER_WORKER = 16
 """Open files one local worker costs this process (pipes and sockets: 10 measured)."""
 FILES_KEPT_FREE = 64
@@ -68,13 +70,6 @@ def connect(scheduler: str | None = None, workers: int | None = None) -> Any:
     server, a server speaking another protocol, a worker) is refused. A local cluster runs one
     process per worker, one block at a time each, with torch using an even share of the cores.
     """
-    if scheduler is not None and workers is not None:
-        raise ValueError(
-            f"give {WORKERS_OPTION} (a new local cluster) or {SCHEDULER_OPTION} (a running "
-            "one), not both"
-        )
-    address = None if scheduler is None else check_scheduler_address(scheduler)
-    count = check_workers(workers) if address is None else 0
     try:
         from distributed import Client, LocalCluster
     except ImportError as error:
@@ -82,6 +77,13 @@ def connect(scheduler: str | None = None, workers: int | None = None) -> Any:
             "running on a cluster needs dask.distributed: "
             "pip install 'napari-unet-segment[distributed]'"
         ) from error
+    if scheduler is not None and workers is not None:
+        raise ValueError(
+            f"give {WORKERS_OPTION} (a new local cluster) or {SCHEDULER_OPTION} (a running "
+            "one), not both"
+        )
+    address = None if scheduler is None else check_scheduler_address(scheduler)
+    count = check_workers(workers) if address is None else 0
     if address is not None:
         return _connect_to_scheduler(Client, address)
     cluster = LocalCluster(
@@ -220,6 +222,7 @@ def _identify(address: str, seconds: float) -> Any:
     """Ask the server at ``address`` what it is, in dask's protocol, within ``seconds``.
 
     Runs on a thread of its own, so it works whether or not the caller has an event loop.
+    The answer comes within ``seconds`` (plus one for the thread) whatever the server does.
     """
 
     async def ask() -> Any:
@@ -233,21 +236,22 @@ def _identify(address: str, seconds: float) -> Any:
         finally:
             comm.abort()
 
-    with ThreadPoolExecutor(max_workers=1) as thread:
-        answer = thread.submit(asyncio.run, asyncio.wait_for(ask(), seconds))
-        try:
-            return answer.result()
-        except (asyncio.TimeoutError, TimeoutError) as error:
-            reason = "no dask scheduler answered (nothing listens, or it speaks no dask)"
-            raise ConnectionError(_unreachable(address, reason)) from error
-        except OSError as error:  # refused, unreachable, closed mid-handshake
-            raise ConnectionError(_unreachable(address, str(error) or "closed")) from error
-        except Exception as error:  # garbage read as a dask message
-            raise ConnectionError(
-                f"{address} answers, but not as a dask scheduler ({type(error).__name__}); "
-                f"give the scheduler's address to {SCHEDULER_OPTION} (usually port 8786; the "
-                "dashboard's 8787 is not it)"
-            ) from error
+    thread = ThreadPoolExecutor(max_workers=1)
+    answer = thread.submit(asyncio.run, asyncio.wait_for(ask(), seconds))
+    thread.shutdown(wait=False)  # a name lookup that hangs must not hold the caller
+    try:
+        return answer.result(timeout=seconds + 1)
+    except (asyncio.TimeoutError, FutureTimeoutError, TimeoutError) as error:
+        reason = "no dask scheduler answered (nothing listens, or it speaks no dask)"
+        raise ConnectionError(_unreachable(address, reason)) from error
+    except OSError as error:  # refused, unreachable, closed mid-handshake
+        raise ConnectionError(_unreachable(address, str(error) or "closed")) from error
+    except Exception as error:  # garbage read as a dask message
+        raise ConnectionError(
+            f"{address} answers, but not as a dask scheduler ({type(error).__name__}); "
+            f"give the scheduler's address to {SCHEDULER_OPTION} (usually port 8786; the "
+            "dashboard's 8787 is not it)"
+        ) from error
 
 
 def _unreachable(address: str, reason: str) -> str:

@@ -540,7 +540,7 @@ def _whole_numbers(value: Any, name: str, minimum: int) -> int | tuple[int, ...]
         or (isinstance(value, np.ndarray) and value.ndim == 0)
     )
     numbers = tuple(_whole(v, name) for v in ([value] if single else value))
-    if not numbers or min(numbers) < minimum:
+    if numbers and min(numbers) < minimum:  # none at all: the axis count says what is wrong
         raise ValueError(f"{name} must be at least {minimum}; got {reprlib.repr(value)}")
     return numbers[0] if single else numbers
 
