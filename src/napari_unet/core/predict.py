@@ -125,23 +125,28 @@ class Predictor:
         ``"auto"`` (cuda > mps > cpu), or a torch device name.
     tile_shape
         Largest network input per spatial axis (an int for all axes); by default as large
-        as the memory limit allows.
+        as the memory limit allows. At least the network's smallest input; more than a
+        block's window means the whole window.
     overlap
         Output pixels neighbouring tiles share, per axis; by default the network's
         receptive-field radius plus one pooling cell. Tiles drop all but a pooling cell of it
         at their inner edges and blend the rest; ``2 * context + 2**depth`` makes the result
         identical to an untiled pass. Blocks never need it: they read their full context.
     batch_size
-        Tiles per forward pass; by default as many as fit the memory budget.
+        Tiles per forward pass; by default as many as fit the memory budget. More than a
+        block's tiles runs them all at once (halved on a device that runs out of memory).
     precision
         ``"auto"`` (bf16 on CPUs with bf16 hardware, bf16/fp16 on GPUs), ``"fp32"``,
         ``"bf16"`` or ``"fp16"``.
     memory_limit
         Bytes (or ``"2GB"``) the whole process may reach; blocks and tiles are sized to it.
         By default what the process holds plus a quarter of the free memory, at most 4 GiB more.
+        More than the machine's RAM becomes what the process can reach (with a warning); less
+        than the process holds plus 128 MiB, or not a finite positive size, is refused.
     block_shape
         Output pixels per block and spatial axis (``(Z, Y, X)`` or one int); by default the
-        largest that fits ``memory_limit`` (at most 1024 a side in 2D).
+        largest that fits ``memory_limit`` (at most 1024 a side in 2D). At least 16 in Y and
+        X; a block whose maps cannot fit the memory is refused before any work.
     halo
         Post-processing context per side of a block, in pixels: ``(Z, Y, X)`` or one int; by
         default 32 in Y and X and 2 slices in Z for objects, nothing for per-pixel outputs.
@@ -539,10 +544,10 @@ def _whole_numbers(value: Any, name: str, minimum: int) -> int | tuple[int, ...]
         or isinstance(value, str | bytes)
         or (isinstance(value, np.ndarray) and value.ndim == 0)
     )
-    numbers = tuple(_whole(v, name) for v in ([value] if single else value))
-    if numbers and min(numbers) < minimum:  # none at all: the axis count says what is wrong
+    wholes = tuple(_whole(v, name) for v in ([value] if single else value))
+    if wholes and min(wholes) < minimum:  # none at all: the axis count says what is wrong
         raise ValueError(f"{name} must be at least {minimum}; got {reprlib.repr(value)}")
-    return numbers[0] if single else numbers
+    return wholes[0] if single else wholes
 
 
 def _is_number(value: Any) -> bool:
