@@ -41,7 +41,11 @@ class ClosingWork:
     save_s: float = 0.0
 
     def note_step(self, seconds: float) -> None:
-        """Fold one optimiser step's duration into the running estimate."""
+        """Fold one step's duration into the running estimate.
+
+        Measured from one step's start to the next, so the epochs' ends (saves, validation)
+        are in it too.
+        """
         self.step_s = seconds if self.step_s == 0.0 else 0.8 * self.step_s + 0.2 * seconds
 
     def batch_norm_s(self, budget_s: float | None) -> float:
@@ -105,8 +109,15 @@ class Schedule:
         return min(1.0, self.elapsed() / self.budget_s)
 
     def over(self, step: int) -> bool:
-        """Whether the epochs have used their steps or their share of the time."""
-        return self.done(step) >= 1.0 or step >= self.epochs * self.steps_per_epoch
+        """Whether the epochs have used their steps, or the next step would end past their time.
+
+        Checked before each step: a step begun just before the deadline used to end a whole
+        step (and its epoch's end) after it.
+        """
+        if step >= self.epochs * self.steps_per_epoch:
+            return True
+        training_s = self.training_s()
+        return training_s is not None and self.elapsed() + self.closing.step_s > training_s
 
     def factor(self, step: int) -> float:
         """Learning-rate factor: short linear warm-up, then cosine decay to 2 %."""

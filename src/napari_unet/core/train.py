@@ -416,6 +416,7 @@ class _Loop:
         self.description = model.description
         self.progress = progress
         self.validation_spent_s = 0.0
+        self.step_began: float | None = None
         self.network = model.network
         self.data = data
         self.schedule = schedule
@@ -508,6 +509,9 @@ class _Loop:
     def _step(self, checkpointer: Checkpointer) -> float:
         """One optimiser step on a fresh batch; returns its loss."""
         begun = time.monotonic()
+        if self.step_began is not None:
+            self.schedule.closing.note_step(begun - self.step_began)
+        self.step_began = begun
         batch = self.data.batch(self.state.rng, self.network, self.device, self.memory_format)
         optimizer, scaler = self.state.optimizer, self.state.scaler
         optimizer.zero_grad(set_to_none=True)
@@ -522,7 +526,6 @@ class _Loop:
         self.state.scheduler.step()
         self.run_state.step += 1
         self.run_state.loss_sum += step_loss.item()
-        self.schedule.closing.note_step(time.monotonic() - begun)
         return step_loss.item()
 
     def _end_epoch(self, folder: Any, averaging: AveragingWindow | None) -> dict[str, float]:
@@ -590,7 +593,7 @@ class _Loop:
         return self._finished(self.network, run.best_metrics)
 
     def _normalising_batches(self, counted: list[int]) -> Iterator[torch.Tensor]:
-        """Un-augmented training batches for the averaged network's batch-norm statistics.
+        """Training batches for the averaged network's batch-norm statistics.
 
         Up to :data:`BATCH_NORM_BATCHES` (more for large data, at most 50), but under a time
         budget only as many as its share for them allows (at least
@@ -608,7 +611,7 @@ class _Loop:
             begun = time.monotonic()
             counted.append(index)
             yield self.data.batch(
-                self.state.rng, self.network, self.device, self.memory_format, augment=False
+                self.state.rng, self.network, self.device, self.memory_format
             ).inputs
             batch_s = time.monotonic() - begun
 

@@ -109,12 +109,10 @@ class TrainingData:
             steps_per_epoch,
         )
 
-    def draw(self, rng: np.random.Generator, augment: bool = True) -> list[Sample]:
-        """``batch_size`` random patches, augmented unless ``augment`` is False."""
+    def draw(self, rng: np.random.Generator) -> list[Sample]:
+        """``batch_size`` random (augmented) patches."""
         batch = [self.sampler.sample(rng) for _ in range(self.batch_size)]
-        if self.augmenter is None or not augment:
-            return batch
-        return [self.augmenter(s, rng) for s in batch]
+        return batch if self.augmenter is None else [self.augmenter(s, rng) for s in batch]
 
     def batch(
         self,
@@ -122,10 +120,9 @@ class TrainingData:
         network: UNet,
         device: torch.device,
         memory_format: torch.memory_format,
-        augment: bool = True,
     ) -> Batch:
         """Draw a batch and return it as tensors on ``device``."""
-        return to_tensors(self.draw(rng, augment), network, device, memory_format)
+        return to_tensors(self.draw(rng), network, device, memory_format)
 
 
 def patch_size(
