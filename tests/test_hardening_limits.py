@@ -460,6 +460,8 @@ def ome_image(tmp_path_factory):
         ["--block", "256,256"],
         ["--batch-size", "0"],
         ["--workers", "-1"],
+        ["--workers", "0"],
+        ["--scheduler", ""],
         ["--scheduler", "http://x"],
         ["--scheduler", "tcp://host:notaport"],
         ["--workers", "2", "--scheduler", "tcp://127.0.0.1:8786"],

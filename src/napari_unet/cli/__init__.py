@@ -77,7 +77,8 @@ def name_clash() -> str | None:
 
 def _show_warning(message: Warning | str, *args: object, **kwargs: object) -> None:
     """Print a warning as one line (a broken model, a dropped pixel size), not a source line."""
-    print(f"napari-unet: warning: {message}", file=sys.stderr)
+    text = str(message).removeprefix("napari-unet: ")
+    print(f"napari-unet: warning: {text}", file=sys.stderr)
 
 
 def error_line(error: BaseException) -> str:

@@ -177,7 +177,7 @@ def run_predict(args: argparse.Namespace) -> int:
 
     inputs = expand_inputs(args.inputs)
     outputs = output_paths(inputs, args.target, args.kind)
-    if (args.workers or args.scheduler) and not all(_is_zarr(path) for path in inputs):
+    if _on_cluster(args) and not all(_is_zarr(path) for path in inputs):
         raise ValueError(
             "--workers/--scheduler need OME-Zarr inputs: cluster workers read their own blocks "
             "from a store (convert TIFFs first, e.g. with bioformats2raw or ome-zarr)"
@@ -243,7 +243,7 @@ def _predict_all(
 @contextlib.contextmanager
 def _cluster(args: argparse.Namespace) -> Iterator[Any]:
     """Yield a dask client for ``--scheduler``/``--workers`` (closed at the end), or ``None``."""
-    if not (args.workers or args.scheduler):
+    if not _on_cluster(args):
         yield None
         return
     from napari_unet.core.distributed import connect
@@ -252,7 +252,7 @@ def _cluster(args: argparse.Namespace) -> Iterator[Any]:
     try:
         yield client
     finally:
-        cluster = client.cluster if args.workers else None
+        cluster = client.cluster if args.workers is not None else None
         client.close()
         if cluster is not None:
             cluster.close()
@@ -337,3 +337,11 @@ def run_info(args: argparse.Namespace) -> int:
     if len(info["levels"]) > 1:
         print(f"levels:     {', '.join(str(tuple(shape)) for shape in info['levels'])}")
     return 0
+
+
+def _on_cluster(args: argparse.Namespace) -> bool:
+    """Whether a cluster was asked for, ``--workers 0`` and ``--scheduler ""`` included.
+
+    Those two are refused by the engine with a clear line instead of quietly running here.
+    """
+    return args.workers is not None or args.scheduler is not None

@@ -19,7 +19,12 @@ def resolve_device(device: str | torch.device = "auto") -> str:
     """Turn ``"auto"`` into the best device (cuda > mps > cpu); check any other choice."""
     if str(device) == "auto":
         return available_devices()[0].replace("cuda:0", "cuda")
-    name = str(torch.device(device))
+    try:
+        name = str(torch.device(device))
+    except (RuntimeError, TypeError):
+        raise ValueError(
+            f"device {str(device)!r} is not a device name; available: {available_devices()}"
+        ) from None
     kind = name.split(":")[0]
     usable = {d.split(":")[0] for d in available_devices()}
     if kind not in usable:
