@@ -457,3 +457,17 @@ def test_the_verdict_follows_the_figures(base_score, score, verdict):
     report = FineTuneReport("nuclei", "AP@0.5", "3 held-out images", base_score, score)
     assert report.verdict == verdict
     assert ("WORSE than nuclei; keep using nuclei" in report.summary()) == (verdict == "worse")
+
+
+def test_a_new_model_describes_its_data_and_validation_score():
+    images, masks = squares(3)
+    model = train(images, masks, target="semantic", architecture=TINY, epochs=1, steps_per_epoch=1)
+    score = model.description.metrics["validation"]["score"]
+    assert model.description.description.startswith("Trained from scratch on 2 images, ")
+    assert model.description.description.endswith(f"; validation score {score:.3f}.")
+
+
+def test_objects_are_held_out_only_where_no_image_checks_the_run():
+    image, mask = discs(10)
+    with pytest.raises(ValueError, match="validation images do the check"):
+        train([image], [mask], architecture=TINY, validation=([image], [mask]), holdout_objects=0.2)
