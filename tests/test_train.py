@@ -471,3 +471,20 @@ def test_objects_are_held_out_only_where_no_image_checks_the_run():
     image, mask = discs(10)
     with pytest.raises(ValueError, match="validation images do the check"):
         train([image], [mask], architecture=TINY, validation=([image], [mask]), holdout_objects=0.2)
+
+
+def test_thresholds_asked_for_on_one_image_are_tuned_on_its_full_labels(monkeypatch):
+    import napari_unet.core.train as engine
+
+    tuned_on: list[np.ndarray] = []
+
+    def record(model, images, masks, device):
+        tuned_on.extend(masks)
+        return dict(model.description.postprocess)
+
+    monkeypatch.setattr(engine, "tune_instance_postprocess", record)
+    image, mask = discs(10)
+    base = train([image], [mask], architecture=TINY, epochs=0, val_fraction=0, name="base")
+    tuned = train([image], [mask], base_model=base, epochs=1, steps_per_epoch=1, calibrate=True)
+    assert tuned.description.metrics["fine_tuning"]["held_out"] == "2 held-out painted objects"
+    assert len(tuned_on) == 1 and np.array_equal(tuned_on[0], mask)  # not the sparse copy

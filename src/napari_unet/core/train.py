@@ -227,6 +227,7 @@ def train(
     torch.manual_seed(seed)  # first, so that a new network's initial weights are reproducible
     train_pairs, val_pairs = read_split(images, masks, validation, val_fraction, seed)
     base = None if base_model is None else load_model(base_model)
+    labelled_pairs = train_pairs  # as given: held-out objects make the training masks sparse
     train_pairs, check_masks = _held_out_objects(
         train_pairs, bool(val_pairs[0]), target, sparse, base is not None, holdout_objects, seed
     )
@@ -290,7 +291,7 @@ def train(
         report.warn_if_worse()
     if calibrate:
         loop.announce("calibrating thresholds")
-        tuning = val_pairs if val_pairs[0] else train_pairs
+        tuning = val_pairs if val_pairs[0] else labelled_pairs
         result.description.postprocess = tune_instance_postprocess(
             result, *tuning, str(loop.device)
         )
