@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
 
@@ -42,15 +42,19 @@ def atomic_write(target: Path, write: Callable[[str], object], overwrite: bool =
 def check_outputs(inputs: Sequence[Path], outputs: Sequence[Path], overwrite: bool) -> None:
     """Refuse, before any work, outputs that cannot or must not be written.
 
-    An output that is one of the inputs (same resolved path or same file through a link), or
-    a folder holding one, is refused even with ``overwrite``; so are two outputs of one name,
+    An output that is one of the inputs (same resolved path or same file through a link), a
+    folder holding one, or a place inside an input store (but an OME-Zarr image's
+    ``labels/<name>``) is refused even with ``overwrite``; so are two outputs of one name,
     existing outputs without ``overwrite``, and folders where no file can be created.
     """
+    from napari_unet.core.omezarr import is_ome_zarr  # a label image: labels/<name>
+
     sources = [Path(path).resolve() for path in inputs]
     # Each input under every name that reaches it: its path, its file (links) and its folders.
     reaches: dict[object, Path] = {source: source for source in sources}
     reaches |= {_identity(source): source for source in sources if source.exists()}
     reaches |= {folder: source for source in sources for folder in source.parents}
+    stores = [source for source in sources if source.is_dir()]
     seen: set[Path] = set()
     for output in outputs:
         target = Path(output).resolve()
@@ -59,7 +63,8 @@ def check_outputs(inputs: Sequence[Path], outputs: Sequence[Path], overwrite: bo
             raise ValueError(
                 f"output {output} would replace the input {source}; choose another output"
             )
-        if target.is_dir() and target.suffix.lower() != ".zarr":
+        _refuse_inside(Path(output), target, stores)
+        if target.is_dir() and target.suffix.lower() != ".zarr" and not is_ome_zarr(target):
             raise IsADirectoryError(f"output {output} is a folder, not an image file")
         if target in seen:
             raise ValueError(
@@ -73,23 +78,48 @@ def check_outputs(inputs: Sequence[Path], outputs: Sequence[Path], overwrite: bo
         _check_writable(folder)
 
 
+def _refuse_inside(output: Path, target: Path, stores: Sequence[Path]) -> None:
+    """Refuse an output inside an input store (an OME-Zarr folder), at any depth.
+
+    ``target`` is the output with every link resolved; the output's own name is checked as
+    typed too (its folders resolved), since a link there is replaced, not followed. The one
+    place inside an input that is written is an image's ``labels/<name>``.
+    """
+    from napari_unet.core.omezarr import is_labels_place
+
+    typed = Path(os.path.abspath(output))
+    for place in {target, typed.parent.resolve() / typed.name}:
+        for store in stores:
+            if place.is_relative_to(store):
+                if not is_labels_place(store, place.relative_to(store)):
+                    raise ValueError(
+                        f"output {output} lies inside the input {store}; choose a place "
+                        f"outside it (labels of an OME-Zarr image go to {store}/labels/<name>)"
+                    )
+
+
 @contextlib.contextmanager
 def new_folders_removed_on_failure(outputs: Sequence[Path]) -> Iterator[None]:
     """On an error in the block, remove the outputs' folders that it created and left empty.
 
     Folders that existed before, and any folder holding a file (a finished output), stay.
     """
-    new = {folder for output in outputs for folder in _missing_folders(Path(output).parent)}
+    new = [folder for output in outputs for folder in missing_folders(Path(output).parent)]
     try:
         yield
     except BaseException:
-        for folder in sorted(new, key=lambda path: len(path.parts), reverse=True):
-            with contextlib.suppress(OSError):  # not empty, or gone: keep it as it is
-                folder.rmdir()
+        remove_empty(new)
         raise
 
 
-def _missing_folders(folder: Path) -> list[Path]:
+def remove_empty(folders: Iterable[Path]) -> None:
+    """Remove those of ``folders`` that are empty, deepest first; keep any that hold a file."""
+    for folder in sorted(set(folders), key=lambda path: len(path.parts), reverse=True):
+        with contextlib.suppress(OSError):  # not empty, or gone: keep it as it is
+            folder.rmdir()
+
+
+def missing_folders(folder: Path) -> list[Path]:
     """``folder`` and those of its parents that do not exist yet."""
     missing = []
     while not folder.exists() and folder != folder.parent:

@@ -240,9 +240,13 @@ def write_image(
 ) -> Path:
     """Write any image (e.g. probabilities) as compressed OME-TIFF, atomically.
 
-    Refuses to replace an existing file unless ``overwrite``.
+    Refuses to replace an existing file unless ``overwrite``, and any place inside an
+    OME-Zarr image (:func:`napari_unet.core.omezarr.check_write_place`).
     """
+    from napari_unet.core.omezarr import check_write_place
+
     path = Path(path)
+    check_write_place(path, labels=False)
     lazy = hasattr(data, "shape") and not isinstance(data, np.ndarray)
     array = data if lazy else np.asarray(data)
     axes = axes.upper()

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import os
+import re
 import shutil
 import uuid
 from collections.abc import Iterator, Sequence
@@ -25,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from napari_unet.core.files import missing_folders, remove_empty
 from napari_unet.core.io import ImageFile, smallest_label_dtype_of
 
 ZARR_SUFFIX = ".zarr"
@@ -48,6 +51,19 @@ UNITS_UM = {
 _AXIS_TYPES = {"T": "time", "C": "channel", "Z": "space", "Y": "space", "X": "space"}
 _TYPE_LETTERS = {"time": "T", "channel": "C"}
 _ZARR_FORMATS = {"0.4": 2, "0.5": 3}
+
+MAX_METADATA_BYTES = 16 * 2**20
+"""A metadata file (``zarr.json``, ``.zattrs``, ``.zarray``) larger than this is refused."""
+MAX_CHUNK_BYTES = 2**30
+"""A chunk is read whole for any pixel in it: larger ones are refused before any read."""
+MAX_DECLARED_PIXELS = 2**48
+"""No level may claim more pixels than this (a 16-million-pixel-square plane)."""
+SPARSE_CHECK_PIXELS = 2**30
+"""Above this many pixels, a level must hold at least :data:`MIN_HELD_SHARE` of its chunks."""
+MIN_HELD_SHARE = 0.01
+_METADATA_FILES = frozenset({"zarr.json", ".zarray", ".zattrs", ".zgroup", ".zmetadata"})
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
+_TRANSFORM_KEYS = {"scale": "scale", "translation": "translation", "identity": None}
 
 
 @dataclass
@@ -96,12 +112,25 @@ def ome_attributes(path: Path) -> dict[str, Any]:
     v3, v2 = path / "zarr.json", path / ".zattrs"
     try:
         if v3.is_file():
-            return dict(json.loads(v3.read_text()).get("attributes", {}).get("ome", {}))
+            return dict(_metadata(v3).get("attributes", {}).get("ome", {}))
         if v2.is_file():
-            return dict(json.loads(v2.read_text()))
+            return dict(_metadata(v2))
     except (json.JSONDecodeError, UnicodeDecodeError, AttributeError, TypeError) as error:
         raise ValueError(f"corrupt zarr metadata in {path}: {error}") from error
     return {}
+
+
+def _metadata(file: Path) -> Any:
+    """Parse one metadata file, refusing sizes and nesting no real metadata has."""
+    size = file.stat().st_size
+    if size > MAX_METADATA_BYTES:
+        raise ValueError(
+            f"{file} is {size} bytes; zarr metadata over {MAX_METADATA_BYTES} bytes is refused"
+        )
+    try:
+        return json.loads(file.read_text())
+    except RecursionError:
+        raise ValueError(f"corrupt zarr metadata in {file}: nested too deeply") from None
 
 
 def read_multiscale(path: str | os.PathLike[str]) -> Multiscale:
@@ -120,9 +149,15 @@ def read_multiscale(path: str | os.PathLike[str]) -> Multiscale:
         version = str(attributes.get("version") or multiscale.get("version"))
         axes_metadata = [_axis_dict(axis) for axis in multiscale["axes"]]
         datasets = multiscale["datasets"]
-        paths = [str(dataset["path"]) for dataset in datasets]
-        shared = list(multiscale.get("coordinateTransformations", []))
-        transforms = [list(d.get("coordinateTransformations", [])) + shared for d in datasets]
+        paths = [
+            inner_path(path, dataset["path"], f"multiscales[0].datasets[{i}].path")
+            for i, dataset in enumerate(datasets)
+        ]
+        shared = _transforms(path, multiscale, len(axes_metadata), "multiscales[0]")
+        transforms = [
+            _transforms(path, dataset, len(axes_metadata), f"multiscales[0].datasets[{i}]") + shared
+            for i, dataset in enumerate(datasets)
+        ]
     except (KeyError, IndexError, TypeError, AttributeError) as error:
         raise ValueError(f"corrupt OME-Zarr multiscales metadata in {path}: {error!r}") from error
     if version not in READ_VERSIONS:
@@ -140,6 +175,58 @@ def read_multiscale(path: str | os.PathLike[str]) -> Multiscale:
         transforms,
         "image-label" in attributes,
     )
+
+
+def inner_path(store: Path, text: Any, field: str) -> str:
+    """Return ``text``, a path that metadata names, once it is known to stay inside ``store``.
+
+    A store is data, not directions: absolute paths, ``..``, URLs, empty parts and links that
+    lead out of the store are refused, with the store and the field named.
+    """
+
+    def refuse(reason: str) -> ValueError:
+        return ValueError(f"{store}: {field} is {text!r}, {reason}; it must name a place inside")
+
+    if not isinstance(text, str) or not text.strip():
+        raise refuse("not a path")
+    if _URL.match(text) or "\\" in text or text.startswith("/"):
+        raise refuse("a URL or an absolute path")
+    if any(part in ("", ".", "..") for part in text.split("/")):
+        raise refuse("a path with an empty, '.' or '..' part")
+    root = store.resolve()
+    if not (store / text).resolve().is_relative_to(root):
+        raise refuse("a link that leads out of the store")
+    return text
+
+
+def _transforms(store: Path, owner: dict[str, Any], n_axes: int, field: str) -> list[Any]:
+    """Return ``owner``'s coordinate transformations once each is known to make sense."""
+    transforms = owner.get("coordinateTransformations", [])
+    if not isinstance(transforms, list):
+        raise ValueError(f"{store}: {field}.coordinateTransformations is not a list")
+    for j, transform in enumerate(transforms):
+        where = f"{field}.coordinateTransformations[{j}]"
+        kind = transform.get("type") if isinstance(transform, dict) else None
+        if kind not in _TRANSFORM_KEYS or "path" in transform:
+            raise ValueError(
+                f"{store}: {where} must be a scale, translation or identity given inline, "
+                f"not {transform!r}"
+            )
+        key = _TRANSFORM_KEYS[kind]
+        if key is not None:
+            _check_vector(store, f"{where}.{key}", transform.get(key), n_axes, key == "scale")
+    return list(transforms)
+
+
+def _check_vector(store: Path, field: str, values: Any, n_axes: int, positive: bool) -> None:
+    """One finite number per axis (and above zero for a scale), or a clear error."""
+    numbers = isinstance(values, list) and all(
+        isinstance(v, int | float) and not isinstance(v, bool) for v in values
+    )
+    sensible = numbers and all(math.isfinite(v) and (v > 0 or not positive) for v in values)
+    if not sensible or len(values) != n_axes:
+        need = "positive finite numbers" if positive else "finite numbers"
+        raise ValueError(f"{store}: {field} is {values!r}; it needs {n_axes} {need}, one per axis")
 
 
 def _axis_dict(axis: Any) -> dict[str, Any]:
@@ -166,9 +253,7 @@ def level_scale(multiscale: Multiscale, level: int) -> np.ndarray:
     """Return the size of one pixel of ``level`` along each axis, in the axes' own units."""
     scale = np.ones(len(multiscale.axes))
     for transform in multiscale.transforms[level]:
-        if transform.get("type") == "scale":
-            if "scale" not in transform:
-                raise ValueError("scale transforms stored in a separate file are not supported")
+        if transform.get("type") == "scale":  # checked by read_multiscale: inline, positive
             scale = scale * np.asarray(transform["scale"], dtype=float)
     return scale
 
@@ -182,23 +267,12 @@ def read_ome_zarr(path: str | os.PathLike[str], level: int = 0) -> OmeZarrImage:
     does, for a TIFF without one), the pixel size is unknown; otherwise a space axis without
     a unit is taken as micrometres, as most writers mean it.
     """
-    import zarr
-
     path = Path(path)
     multiscale = read_multiscale(path)
     count = len(multiscale.paths)
     if not 0 <= level < count:
         raise ValueError(f"{path} has {count} resolution level(s) (0 to {count - 1}); no {level}")
-    try:
-        levels = [zarr.open_array(path / one, mode="r") for one in multiscale.paths]
-    except (FileNotFoundError, ValueError, KeyError) as error:
-        raise ValueError(f"cannot open the levels of {path}: {error!r}") from error
-    for array in levels:
-        if array.ndim != len(multiscale.axes):
-            raise ValueError(
-                f"{path}: a level has {array.ndim} dimensions but the metadata names "
-                f"{len(multiscale.axes)} axes ({multiscale.axes})"
-            )
+    levels = _open_levels(path, multiscale)
     scale = level_scale(multiscale, level)
     sizes = {}
     if not _pixels_only(multiscale):
@@ -211,6 +285,102 @@ def read_ome_zarr(path: str | os.PathLike[str], level: int = 0) -> OmeZarrImage:
     return OmeZarrImage(
         levels[level], multiscale.axes, sizes, multiscale.is_labels, path, levels, level
     )
+
+
+def _open_levels(path: Path, multiscale: Multiscale) -> list[Any]:
+    """Open every level lazily, once what its metadata declares is known to make sense.
+
+    Nothing is read or allocated from a declared shape before it is checked: its axes, its
+    size, its chunks, its place in the pyramid, and that the store holds enough of it.
+    """
+    import zarr
+
+    held = _held_chunk_files(path, multiscale.paths)
+    levels = []
+    for i, one in enumerate(multiscale.paths):
+        field = f"multiscales[0].datasets[{i}] ({one!r})"
+        for name in _METADATA_FILES:
+            if (path / one / name).is_file():
+                _metadata(path / one / name)  # bounded before zarr parses it
+        try:
+            array = zarr.open_array(path / one, mode="r")
+        except Exception as error:  # zarr raises many types on missing or corrupt arrays
+            raise ValueError(f"cannot open the level {path}: {field}: {error!r}") from error
+        _check_level(path, field, array, multiscale.axes, levels[-1] if levels else None)
+        _check_held(path, field, array, held[one])
+        levels.append(array)
+    return levels
+
+
+def _check_level(path: Path, field: str, array: Any, axes: str, finer: Any) -> None:
+    """Check a level's declared dimensions, size and chunks, and its place in the pyramid."""
+    shape, chunks = tuple(array.shape), tuple(array.chunks)
+    if array.ndim != len(axes):
+        raise ValueError(
+            f"{path}: {field} has {array.ndim} dimensions but the metadata names "
+            f"{len(axes)} axes ({axes})"
+        )
+    if min(shape, default=0) < 1 or math.prod(shape) > MAX_DECLARED_PIXELS:
+        raise ValueError(
+            f"{path}: {field} declares the shape {shape}; every axis needs at least one pixel "
+            f"and a level at most {MAX_DECLARED_PIXELS} pixels"
+        )
+    if min(chunks) < 1 or math.prod(chunks) * array.dtype.itemsize > MAX_CHUNK_BYTES:
+        raise ValueError(
+            f"{path}: {field} declares chunks {chunks} of {array.dtype}; a chunk must be "
+            f"non-empty and at most {MAX_CHUNK_BYTES // 2**20} MB"
+        )
+    if finer is not None and any(n > m for n, m in zip(shape, finer.shape, strict=True)):
+        raise ValueError(
+            f"{path}: {field} declares the shape {shape}, larger than the finer level's "
+            f"{tuple(finer.shape)}; a pyramid's levels only shrink"
+        )
+
+
+def _check_held(path: Path, field: str, array: Any, held: int) -> None:
+    """Refuse a big level whose store holds almost none of the chunks it declares.
+
+    Missing chunks read as the fill value, so a few kilobytes could declare an image that
+    takes days to sample and segment; a real sparse image (empty chunks not written) holds
+    far more than :data:`MIN_HELD_SHARE` of them.
+    """
+    pixels = math.prod(array.shape)
+    grid = array.shards or array.chunks  # one file a shard when the array is sharded
+    declared = math.prod(-(-n // c) for n, c in zip(array.shape, grid, strict=True))
+    if pixels > SPARSE_CHECK_PIXELS and held < MIN_HELD_SHARE * declared:
+        raise ValueError(
+            f"{path}: {field} declares {pixels} pixels in {declared} chunks but the store holds "
+            f"{held} of them; a level over {SPARSE_CHECK_PIXELS} pixels must hold at least "
+            f"{MIN_HELD_SHARE:.0%} of its chunks"
+        )
+
+
+def _held_chunk_files(store: Path, paths: list[str]) -> dict[str, int]:
+    """Count the chunk files under each level's folder, refusing links that leave the store.
+
+    One walk of the store's listing (no file is opened): its cost is what the store holds.
+    """
+    root = store.resolve()
+    counts = dict.fromkeys(paths, 0)
+    folders = [store]
+    while folders:
+        with os.scandir(folders.pop()) as entries:
+            for entry in entries:
+                if entry.is_symlink():
+                    target = Path(entry.path).resolve()
+                    if not target.is_relative_to(root):
+                        raise ValueError(
+                            f"{store}: the link {Path(entry.path).relative_to(store)} leads "
+                            f"out of the store (to {target}); a store's files must be inside it"
+                        )
+                if entry.is_dir(follow_symlinks=False):
+                    folders.append(Path(entry.path))
+                elif entry.name not in _METADATA_FILES:
+                    relative = Path(entry.path).relative_to(store).as_posix()
+                    for one in paths:
+                        if relative.startswith(one + "/"):
+                            counts[one] += 1
+    return counts
 
 
 def _pixels_only(multiscale: Multiscale) -> bool:
@@ -227,7 +397,55 @@ def label_images(path: str | os.PathLike[str]) -> list[Path]:
         names = ome_attributes(folder).get("labels", []) if folder.is_dir() else []
     except ValueError:
         return []
-    return [folder / str(name) for name in names if is_ome_zarr(folder / str(name))]
+    if not isinstance(names, list):
+        raise ValueError(f"{folder}: labels is {names!r}, not a list of names")
+    for i, name in enumerate(names):
+        if "/" in inner_path(folder, name, f"labels[{i}]"):
+            raise ValueError(f"{folder}: labels[{i}] is {name!r}, not one name")
+    return [folder / name for name in names if is_ome_zarr(folder / name)]
+
+
+def check_write_place(path: str | os.PathLike[str], labels: bool) -> None:
+    """Refuse to write at ``path`` if it lies inside an OME-Zarr image, at any depth.
+
+    An image's pixels are no one's scratch space: the only place inside one that is written
+    is ``<image>/labels/<name>`` (when ``labels``), and only if no level of the image lies
+    there. Links are resolved first (the folders above ``path``; ``path`` itself is replaced,
+    never followed), and must lead where the path seems to, so none redirects a write.
+    """
+    typed = Path(os.path.abspath(path))
+    landing = typed.parent.resolve() / typed.name
+    for place in (typed, landing):
+        for image in filter(_has_multiscales, place.parents):
+            relative = place.relative_to(image)
+            allowed = labels and is_labels_place(image, relative)
+            if not allowed or image.resolve() / relative != landing:
+                raise ValueError(
+                    f"{path} lies inside the OME-Zarr image {image}; outputs go outside it, or "
+                    f"(labels only) at {image / 'labels' / '<name>'}"
+                )
+
+
+def is_labels_place(image: Path, relative: Path) -> bool:
+    """Whether ``image / relative`` is ``labels/<name>``, clear of every level of the image."""
+    if len(relative.parts) != 2 or relative.parts[0] != "labels":
+        return False
+    try:
+        levels = read_multiscale(image).paths
+    except (ValueError, OSError):
+        return False  # an image we cannot read is not written into
+    place = relative.as_posix()
+    return not any(
+        level == place or level.startswith(place + "/") or place.startswith(level + "/")
+        for level in levels
+    )
+
+
+def _has_multiscales(folder: Path) -> bool:
+    try:
+        return folder.is_dir() and "multiscales" in ome_attributes(folder)
+    except (ValueError, OSError):
+        return False
 
 
 @dataclass(frozen=True)
@@ -262,6 +480,7 @@ class LabelsWriter:
         self.path, self.layout, self.overwrite = path, layout, overwrite
         self.finished = False
         self._partial = path.parent / f".{path.name}.partial-{uuid.uuid4().hex[:8]}"
+        self._new_folders = missing_folders(path.parent)
         path.parent.mkdir(parents=True, exist_ok=True)
         self._group = zarr.open_group(
             self._partial, mode="w", zarr_format=_ZARR_FORMATS[layout.version]
@@ -317,19 +536,28 @@ class LabelsWriter:
         add_metadata(self._group, {"image-label": label}, fmt=fmt)
 
     def _move_into_place(self) -> None:
-        if self.path.exists():
-            if not self.overwrite:
-                raise FileExistsError(f"{self.path} exists; pass overwrite=True to replace it")
-            old = self.path.parent / f".{self.path.name}.old-{uuid.uuid4().hex[:8]}"
-            os.replace(self.path, old)
+        """Rename the finished result into place; what it replaces is put back if that fails.
+
+        A link at the path is replaced, never followed: the data it points at stays.
+        """
+        if not os.path.lexists(self.path):
             os.replace(self._partial, self.path)
-            shutil.rmtree(old)
-        else:
+            return
+        if not self.overwrite:
+            raise FileExistsError(f"{self.path} exists; pass overwrite=True to replace it")
+        old = self.path.parent / f".{self.path.name}.old-{uuid.uuid4().hex[:8]}"
+        os.replace(self.path, old)
+        try:
             os.replace(self._partial, self.path)
+        except BaseException:
+            os.replace(old, self.path)
+            raise
+        _remove(old)
 
     def discard(self) -> None:
-        """Delete the unfinished result."""
+        """Delete the unfinished result, and the folders made for it if they stayed empty."""
         shutil.rmtree(self._partial, ignore_errors=True)
+        remove_empty(self._new_folders)
 
     def __enter__(self) -> LabelsWriter:
         return self
@@ -337,6 +565,14 @@ class LabelsWriter:
     def __exit__(self, *exc: object) -> None:
         if not self.finished:
             self.discard()
+
+
+def _remove(path: Path) -> None:
+    """Delete a replaced result: a link only as a link, a folder with what it holds."""
+    if path.is_symlink() or not path.is_dir():
+        path.unlink()
+    else:
+        shutil.rmtree(path)
 
 
 def create_labels(
@@ -358,6 +594,7 @@ def create_labels(
     ``labels`` group says. Existing labels are refused unless ``overwrite``.
     """
     path = Path(path)
+    check_write_place(path, labels=True)
     shape = tuple(int(n) for n in shape)
     axes = axes.upper()
     if len(axes) != len(shape) or len(set(axes)) != len(axes) or not set(axes) <= set("TZYX"):

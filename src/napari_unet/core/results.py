@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from napari_unet.core.files import new_folders_removed_on_failure
 from napari_unet.core.io import write_image, write_labels
 
 OBJECT_DTYPE = np.dtype(np.uint32)
@@ -71,18 +72,20 @@ def result_file(
             return write_image(path, result, axes, pixel_size_um, overwrite=overwrite)
         return write_labels(path, result, axes, pixel_size_um, overwrite=overwrite)
 
+    omezarr.check_write_place(path, labels=False)  # before the work, not only at its end
     try:
         import zarr
     except ImportError:  # without the zarr extra: in memory, one write
         yield ResultFile(None, save_tiff)
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=f".{path.name}.", dir=path.parent) as folder:
-        chunks = tuple(
-            n if letter == "C" else 1 if letter in "TZ" else min(n, 1024)
-            for n, letter in zip(shape, axes, strict=True)
-        )
-        array = zarr.create_array(
-            store=folder, shape=shape, chunks=chunks, dtype=dtype, fill_value=0
-        )
-        yield ResultFile(array, save_tiff)
+    with new_folders_removed_on_failure([path]):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix=f".{path.name}.", dir=path.parent) as folder:
+            chunks = tuple(
+                n if letter == "C" else 1 if letter in "TZ" else min(n, 1024)
+                for n, letter in zip(shape, axes, strict=True)
+            )
+            array = zarr.create_array(
+                store=folder, shape=shape, chunks=chunks, dtype=dtype, fill_value=0
+            )
+            yield ResultFile(array, save_tiff)
