@@ -502,10 +502,17 @@ class _Loop:
             self.progress(update)
 
     def announce(self, phase: str) -> None:
-        """Tell the caller that ``phase`` (one of :data:`PHASES`) begins."""
+        """Tell the caller that ``phase`` (one of :data:`PHASES`) begins.
+
+        The last one, saving, reports the call as done: progress bars end full, not at the
+        share of the budget a run that ended early had used.
+        """
         history = self.run_state.history
         loss = history[-1]["train_loss"] if history else float("nan")
-        self._report(self._progress(loss, phase=phase))
+        update = self._progress(loss, phase=phase)
+        if phase == PHASES[-1]:
+            update.done = 1.0
+        self._report(update)
 
     def _step(self, checkpointer: Checkpointer) -> float:
         """One optimiser step on a fresh batch; returns its loss."""
