@@ -218,12 +218,19 @@ def _transforms(store: Path, owner: dict[str, Any], n_axes: int, field: str) -> 
     return list(transforms)
 
 
+def _finite(value: float) -> bool:
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an integer beyond any float
+        return False
+
+
 def _check_vector(store: Path, field: str, values: Any, n_axes: int, positive: bool) -> None:
     """One finite number per axis (and above zero for a scale), or a clear error."""
     numbers = isinstance(values, list) and all(
         isinstance(v, int | float) and not isinstance(v, bool) for v in values
     )
-    sensible = numbers and all(math.isfinite(v) and (v > 0 or not positive) for v in values)
+    sensible = numbers and all(_finite(v) and (v > 0 or not positive) for v in values)
     if not sensible or len(values) != n_axes:
         need = "positive finite numbers" if positive else "finite numbers"
         raise ValueError(f"{store}: {field} is {values!r}; it needs {n_axes} {need}, one per axis")
@@ -481,14 +488,18 @@ class LabelsWriter:
         self.finished = False
         self._partial = path.parent / f".{path.name}.partial-{uuid.uuid4().hex[:8]}"
         self._new_folders = missing_folders(path.parent)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._group = zarr.open_group(
-            self._partial, mode="w", zarr_format=_ZARR_FORMATS[layout.version]
-        )
         self._chunks = chunks
         self._dtype = np.dtype(dtype)
-        self.array = self._create_level(0)
-        """Level 0, all zeros: write the labels here (e.g. ``segment(..., out=writer.array)``)."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._group = zarr.open_group(
+                self._partial, mode="w", zarr_format=_ZARR_FORMATS[layout.version]
+            )
+            self.array = self._create_level(0)
+            """Level 0, all zeros: write the labels here (``segment(..., out=writer.array)``)."""
+        except BaseException:  # e.g. a full disk: not even the start is left behind
+            self.discard()
+            raise
 
     def _create_level(self, level: int) -> Any:
         shape = self.layout.shapes[level]
