@@ -197,3 +197,23 @@ def test_nuclei_on_a_tiff_without_pixel_size_writes_an_ome_zarr_claiming_no_unit
     assert main(["predict", str(source), "-o", str(tmp_path / "nuclei.png")]) == 1
     assert "cannot write 'nuclei.png'" in capsys.readouterr().err
     assert sorted(path.name for path in tmp_path.iterdir()) == ["nuclei.ome.zarr"]
+
+
+def test_a_bilevel_nuclei_mask_scores_its_connected_regions_as_objects(
+    shared_data: Path, tmp_path: Path
+) -> None:
+    """A 1-bit mask holds no object ids: its regions are the objects, with a warning."""
+    from napari_unet.core.evaluate import evaluate
+
+    dsb = shared_data / "dsb2018" / "val"
+    objects = tifffile.imread(dsb / "masks" / f"{DSB_ID}.tif")
+    (tmp_path / "images").mkdir()
+    (tmp_path / "images" / "a.tif").write_bytes((dsb / "images" / f"{DSB_ID}.tif").read_bytes())
+    _write_bilevel(tmp_path / "bits" / "a.tif", objects)
+    (tmp_path / "ids").mkdir()
+    tifffile.imwrite(tmp_path / "ids" / "a.tif", objects)
+    with pytest.warns(UserWarning, match="1-bit mask"):
+        bits = evaluate("nuclei", tmp_path / "images", tmp_path / "bits")["overall"]
+    ids = evaluate("nuclei", tmp_path / "images", tmp_path / "ids")["overall"]
+    assert ids["ap50"] > 0.85  # 0.949 measured
+    assert bits["ap50"] > ids["ap50"] - 0.1, (bits, ids)  # was 0.000: one object of all nuclei

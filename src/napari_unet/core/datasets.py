@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import tifffile
+from scipy import ndimage as ndi
 
 from napari_unet.core.augment import Sample
+from napari_unet.core.io import read_image
 from napari_unet.core.models import ModelDescription
 from napari_unet.core.normalize import model_input
 from napari_unet.core.postprocess import instance_source
@@ -59,10 +61,32 @@ def _read_folders(image_dir: Path, mask_dir: Path) -> tuple[list[np.ndarray], li
     if missing:
         raise FileNotFoundError(f"no mask in {mask_dir} for {missing[:3]} ({len(missing)} in all)")
     return _checked(
-        [tifffile.imread(image_dir / name) for name in names],
-        [tifffile.imread(mask_dir / name) for name in names],
+        [_read_checked(image_dir / name) for name in names],
+        [_read_checked(mask_dir / name) for name in names],
         [str(image_dir / name) for name in names],
     )
+
+
+def _read_checked(path: Path) -> np.ndarray:
+    """Read a TIFF through the same checks as prediction's inputs (what it claims vs its size)."""
+    return np.asarray(read_image(path, lazy=False).data)
+
+
+def object_ids(mask: np.ndarray, name: str = "a mask") -> np.ndarray:
+    """Return an instance mask's object labels; a 1-bit mask's connected regions become objects.
+
+    A bilevel (bool) mask says where objects are but not which pixel belongs to which: scored
+    or trained as it is, all its objects would be one. Touching objects stay merged, so say so.
+    """
+    if mask.dtype != bool:
+        return mask
+    warnings.warn(
+        f"napari-unet: {name} is a 1-bit mask: its connected regions are taken as the objects "
+        "(touching objects count as one; save object ids, e.g. uint16, to keep them apart)",
+        UserWarning,
+        stacklevel=2,
+    )
+    return ndi.label(mask)[0]
 
 
 def _checked(
@@ -171,6 +195,7 @@ class LabelledImage:
         axes = training_axes(source, mask, description.spatial_dims)
         image = model_input(source, axes, description)
         if target == "instances":
+            mask = object_ids(mask)
             classes = instance_target(mask, sparse=sparse)
             objects = np.where(classes == 1, object_labels(mask, target, sparse), 0)
         else:

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from napari_unet.core.datasets import LabelledImage, read_pairs
+from napari_unet.core.datasets import LabelledImage, object_ids, read_pairs
 from napari_unet.core.metrics import (
     cells_from_interior,
     class_scores,
@@ -72,7 +72,10 @@ def evaluate(
     model = predictor.model
     images, masks = read_pairs(images, masks)
     probabilities = [_probabilities(predictor, image) for image in images]
-    score = _instance_summary if model.description.output_kind == "instances" else _semantic_summary
+    score = _semantic_summary
+    if model.description.output_kind == "instances":
+        score = _instance_summary
+        masks = [object_ids(mask, f"mask {index}") for index, mask in enumerate(masks)]
     results = {"overall": score(model, probabilities, masks)}
     if groups is not None:
         for group in sorted(set(groups)):
