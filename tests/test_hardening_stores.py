@@ -87,6 +87,12 @@ def store(tmp_path) -> Path:
     return image_store(tmp_path / "img.ome.zarr")
 
 
+@pytest.fixture(params=["0.4", "0.5"])
+def any_store(request, tmp_path) -> Path:
+    """The image in NGFF 0.4 (zarr format 2) and 0.5 (zarr format 3)."""
+    return image_store(tmp_path / "img.ome.zarr", version=request.param)
+
+
 @pytest.fixture
 def decoy(tmp_path) -> Path:
     """A readable zarr array outside every store: metadata must never lead here."""
@@ -102,7 +108,8 @@ PREFIXES = st.sampled_from(["", "", "", "/", "http://host/", "s3://bucket/", "fi
 
 @EXAMPLES
 @given(prefix=PREFIXES, segments=st.lists(SEGMENTS, min_size=1, max_size=4))
-def test_a_dataset_path_opens_only_inside_its_store(store, decoy, prefix, segments):
+def test_a_dataset_path_opens_only_inside_its_store(any_store, decoy, prefix, segments):
+    store = any_store
     path = prefix + "/".join(segments)
     with_dataset(store, path=path)
     safe = prefix == "" and not {"..", ".", ""} & set(segments)
@@ -279,6 +286,17 @@ def test_a_level_larger_than_the_finer_one_is_refused(tmp_path):
     declare_array(root / "1", (2**20, 80), (1024, 80))  # would drive a pyramid of labels
     with pytest.raises(ValueError, match=r"datasets\[1\].*larger than the finer level's"):
         io.read_image(root)
+
+
+@pytest.mark.parametrize("count", [0, 65, 20_000])
+def test_a_pyramid_of_no_or_absurdly_many_levels_is_refused_before_any_is_opened(store, count):
+    attributes = ome(store)
+    attributes["multiscales"][0]["datasets"] *= count
+    set_ome(store, attributes)
+    started = time.perf_counter()
+    with pytest.raises(ValueError, match=rf"datasets lists {count} levels \(1 to 64"):
+        io.read_image(store)
+    assert time.perf_counter() - started < 1
 
 
 def test_oversized_or_deeply_nested_metadata_is_refused_unparsed(store, monkeypatch):

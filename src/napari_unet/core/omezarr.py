@@ -61,6 +61,8 @@ MAX_DECLARED_PIXELS = 2**48
 SPARSE_CHECK_PIXELS = 2**30
 """Above this many pixels, a level must hold at least :data:`MIN_HELD_SHARE` of its chunks."""
 MIN_HELD_SHARE = 0.01
+MAX_LEVELS = 64
+"""More resolution levels than this is no pyramid (each level at most the one before)."""
 _METADATA_FILES = frozenset({"zarr.json", ".zarray", ".zattrs", ".zgroup", ".zmetadata"})
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
 _TRANSFORM_KEYS = {"scale": "scale", "translation": "translation", "identity": None}
@@ -149,6 +151,11 @@ def read_multiscale(path: str | os.PathLike[str]) -> Multiscale:
         version = str(attributes.get("version") or multiscale.get("version"))
         axes_metadata = [_axis_dict(axis) for axis in multiscale["axes"]]
         datasets = multiscale["datasets"]
+        if not 0 < len(datasets) <= MAX_LEVELS:
+            raise ValueError(
+                f"corrupt OME-Zarr multiscales metadata in {path}: multiscales[0].datasets "
+                f"lists {len(datasets)} levels (1 to {MAX_LEVELS} make sense)"
+            )
         paths = [
             inner_path(path, dataset["path"], f"multiscales[0].datasets[{i}].path")
             for i, dataset in enumerate(datasets)
@@ -165,8 +172,6 @@ def read_multiscale(path: str | os.PathLike[str]) -> Multiscale:
             f"{path} is OME-Zarr (NGFF) version {version}; napari-unet reads "
             f"{' and '.join(READ_VERSIONS)}"
         )
-    if not paths:
-        raise ValueError(f"corrupt OME-Zarr multiscales metadata in {path}: no datasets")
     return Multiscale(
         version,
         _axis_letters(axes_metadata, path),
