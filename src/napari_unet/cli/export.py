@@ -17,7 +17,11 @@ def register_export(subparsers: Any) -> None:
         "deepImageJ, ilastik, QuPath and bioimageio.core (needs the bioimageio extra).",
     )
     parser.add_argument("model", help="built-in or saved model name, or folder")
-    parser.add_argument("out", type=Path, metavar="OUT.zip", help="package to write")
+    parser.add_argument(
+        "out",
+        metavar="OUT.zip",
+        help="package to write, or a folder (ending in /) to write <model name>.zip into",
+    )
     parser.add_argument(
         "--sample",
         type=Path,

@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import string
 import tempfile
+import unicodedata
 import warnings
 import zipfile
 from collections.abc import Sequence
@@ -45,6 +48,16 @@ PACKAGE_FILES = (
     "cover.png",
     "README.md",
 )
+NAME_CHARACTERS = frozenset(string.ascii_letters + string.digits + "_+- ()")
+"""The characters a bioimage.io model name may hold."""
+MAX_NAME_LENGTH = 64
+"""The spec allows 128 characters in a name and advises at most 64."""
+WINDOWS_DEVICES = frozenset(
+    ["CON", "PRN", "AUX", "NUL", *(f"{port}{n}" for port in ("COM", "LPT") for n in range(10))]
+)
+"""File names Windows reserves, whatever their extension."""
+MAX_DESCRIPTION_LENGTH = 1024
+"""The spec's limit on a description."""
 MAX_TEST_SIZE = 256
 """Test tensors are at most this long per axis (or the network's minimum, if larger), so
 ``bioimageio test`` stays quick."""
@@ -85,10 +98,16 @@ def export_bioimageio(
 ) -> Path:
     """Write ``model`` as a bioimage.io package ``path`` (a ``.zip``), ready for the model zoo.
 
+    Any model name is accepted: the package's name keeps the spec's characters
+    (:func:`package_name`) and its description the original name.
+
     Parameters
     ----------
     model
         A model name, folder or loaded :class:`Model`.
+    path
+        The ``.zip`` to write, or a folder to write ``<model name>.zip`` into (a file name
+        safe on every system, :func:`file_stem`).
     sample
         An image (``YX``/``ZYX``, or with channels first) the test tensors are cropped from;
         a synthetic image of blobs by default.
@@ -98,12 +117,10 @@ def export_bioimageio(
     spec = require_bioimageio()
     from bioimageio.spec.model import v0_5
 
-    path = Path(path).expanduser()
-    if path.suffix != ".zip":
-        raise ValueError(f"a bioimage.io package is a .zip file, not {path.name!r}")
+    model = load_model(model)
+    path = package_path(path, model.name)
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
-    model = load_model(model)
     if not isinstance(model.network, UNet):
         raise ValueError(
             f"model {model.name!r} was imported from a bioimage.io package; only napari-unet "
@@ -141,8 +158,8 @@ def export_bioimageio(
         folder = Path(tmp)
         files = _write_files(folder, model, test_input, test_output)
         descr = v0_5.ModelDescr(
-            name=_package_name(model.name),
-            description=description.description or f"napari-unet U-Net {model.name!r}",
+            name=package_name(model.name),
+            description=_package_description(description.description, model.name),
             authors=[v0_5.Author(name=name) for name in authors],
             cite=[v0_5.CiteEntry(**entry) for entry in _citations(model.name, cite)],
             license=license,
@@ -167,10 +184,49 @@ def export_bioimageio(
     return path
 
 
-def _package_name(name: str) -> str:
-    """bioimage.io names allow letters, digits, spaces and ``_+-()`` only."""
-    allowed = "".join(c if c.isalnum() or c in " _+-()" else "-" for c in name)
-    return f"napari-unet {allowed}"
+def package_name(name: str) -> str:
+    """Turn any model name into a bioimage.io name: ASCII letters, digits, spaces, ``_+-()``.
+
+    Accents are dropped (``é`` -> ``e``), any other run of characters becomes one ``-``; the
+    result is at most :data:`MAX_NAME_LENGTH` long (the spec's advice) and names napari-unet.
+    """
+    kept = []
+    for char in unicodedata.normalize("NFKD", name):
+        if char in NAME_CHARACTERS:
+            kept.append(char)
+        elif not unicodedata.combining(char):
+            kept.append("-")
+    cleaned = re.sub(r"-+", "-", re.sub(r"\s+", " ", "".join(kept))).strip(" -")
+    full = f"napari-unet {cleaned or 'model'}"
+    return full[:MAX_NAME_LENGTH].rstrip(" -")
+
+
+def file_stem(name: str) -> str:
+    """Turn any model name into a file name safe on every system: ``[A-Za-z0-9_.-]``."""
+    stem = re.sub(r"[^A-Za-z0-9_.-]+", "-", package_name(name).removeprefix("napari-unet "))
+    stem = stem.strip(".-")[:MAX_NAME_LENGTH] or "model"
+    return f"model-{stem}" if stem.split(".")[0].upper() in WINDOWS_DEVICES else stem
+
+
+def _package_description(description: str, name: str) -> str:
+    """Describe the package: the model's text, and its original name if the name changed."""
+    text = description or f"napari-unet U-Net {name!r}"
+    if package_name(name) != f"napari-unet {name}":
+        text = f"{text} (napari-unet model name: {name})"
+    if len(text) > MAX_DESCRIPTION_LENGTH:
+        text = text[: MAX_DESCRIPTION_LENGTH - 3] + "..."
+    return text
+
+
+def package_path(path: str | os.PathLike[str], model_name: str) -> Path:
+    """Return where the package goes: ``path`` (a ``.zip``), or ``<model name>.zip`` in it."""
+    text = os.fspath(path)
+    path = Path(text).expanduser()
+    if path.is_dir() or text.endswith(("/", os.sep)):
+        return path / f"{file_stem(model_name)}.zip"
+    if path.suffix.lower() != ".zip":
+        raise ValueError(f"a bioimage.io package is a .zip file, not {path.name!r}")
+    return path
 
 
 def _citations(name: str, extra: Sequence[dict[str, str]]) -> list[dict[str, str]]:

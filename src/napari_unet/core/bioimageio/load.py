@@ -9,7 +9,7 @@ the package, so they load only with ``allow_pickle=True``.
 from __future__ import annotations
 
 import io
-import json
+import math
 import os
 from typing import Any
 
@@ -20,15 +20,21 @@ from torch import nn
 
 from napari_unet.core.bioimageio import CONFIG_KEY, require_bioimageio
 from napari_unet.core.bioimageio.adapter import PackagedNetwork, SizeRule, from_layout
+from napari_unet.core.bioimageio.package import CheckedPackage, checked_package
 from napari_unet.core.bioimageio.processing import (
     UnsupportedPackage,
     input_steps,
     output_rule,
 )
+from napari_unet.core.card_checks import INT_RANGES, check_finite, check_weights, read_card
 from napari_unet.core.models import Model, ModelDescription
 from napari_unet.core.network import UNet, UNetConfig
 
 RUNNABLE = ("torchscript", "pytorch_state_dict")
+MAX_AXIS_SIZE = 4096
+"""Largest input ``min`` or ``step`` per axis accepted: tiles are sized in the hundreds."""
+MAX_TILE_PIXELS = 2**26
+"""Largest smallest-input a package may ask for (``min ** dims``): 256 MB per float channel."""
 NATIVE = "napari-unet"
 """Pseudo weight format: the safetensors attachment of a package napari-unet exported."""
 
@@ -56,22 +62,42 @@ def load_bioimageio(
         one segmented as the foreground.
     """
     require_bioimageio()
-    from bioimageio.spec import load_model_description
     from bioimageio.spec.model import v0_5
 
+    with checked_package(source) as package:
+        descr = _description(package)
+        if not isinstance(descr, v0_5.ModelDescr):
+            raise ValueError(
+                f"{source} is not a valid bioimage.io model: {descr.validation_summary}"
+            )
+        fmt = _weight_format(descr, weight_format, allow_pickle, source)
+        if fmt == NATIVE:
+            return _native(package, descr, device)
+        try:
+            return _foreign(package, descr, fmt, device, output_channel)
+        except UnsupportedPackage as error:
+            raise UnsupportedPackage(f"cannot run bioimage.io model {source}: {error}") from None
+
+
+def _description(package: CheckedPackage) -> Any:
+    """Build the description from the checked content: local root, no I/O checks, no cache.
+
+    ``bioimageio.spec`` fetches a URL it is given (and checks hashes only with I/O checks
+    on); it gets only the content :func:`checked_package` cleared, so it has nothing to fetch.
+    """
+    from bioimageio.spec import ValidationContext, build_description
+
+    context = ValidationContext(
+        root=package.root,
+        file_name=package.rdf_name,
+        perform_io_checks=False,
+        disable_cache=True,
+        log_warnings=False,
+    )
     try:
-        descr = load_model_description(source, format_version="latest", perform_io_checks=False)
+        return build_description(package.content, context=context, format_version="latest")
     except Exception as error:
-        raise ValueError(f"{source} is not a valid bioimage.io model: {error}") from error
-    if not isinstance(descr, v0_5.ModelDescr):
-        raise ValueError(f"{source} is not a valid bioimage.io model: {descr.validation_summary}")
-    fmt = _weight_format(descr, weight_format, allow_pickle, source)
-    if fmt == NATIVE:
-        return _native(descr, device, source)
-    try:
-        return _foreign(descr, fmt, device, output_channel, source)
-    except UnsupportedPackage as error:
-        raise UnsupportedPackage(f"cannot run bioimage.io model {source}: {error}") from None
+        raise ValueError(f"{package.source} is not a valid bioimage.io model: {error}") from error
 
 
 def _weight_format(descr: Any, wanted: str | None, allow_pickle: bool, source: Any) -> str:
@@ -116,44 +142,53 @@ def _file_name(source: Any) -> str:
     return str(getattr(source, "path", source)).replace("\\", "/").rsplit("/", 1)[-1]
 
 
-def _read(file: Any) -> bytes:
-    return file.get_reader().read()
+def _native(package: CheckedPackage, descr: Any, device: str) -> Model:
+    """Load our own package: the exact card and weights we exported, no pickle involved.
 
-
-def _native(descr: Any, device: str, source: Any) -> Model:
-    """Load our own package: the exact card and weights we exported, no pickle involved."""
+    The card and weights pass the checks of a model folder's (``core.card_checks``).
+    """
     files = _native_files(descr)
     assert files is not None
+    card = package.local_path(files["card"], "the napari-unet card attachment")
+    weights = package.local_path(files["weights"], "the napari-unet weights attachment")
     try:
-        description = ModelDescription.from_dict(json.loads(_read(files["card"])))
+        description = ModelDescription.from_dict(read_card(card))
+        check_weights(weights, description.architecture)
+        state = load_safetensors(weights.read_bytes())
+        check_finite(state)
         network = UNet(description.architecture)
-        network.load_state_dict(load_safetensors(_read(files["weights"])))
+        network.load_state_dict(state)
     except Exception as error:  # json, card and safetensors each raise their own types
-        raise ValueError(f"the napari-unet model inside {source} is invalid: {error}") from error
+        raise ValueError(
+            f"the napari-unet model inside {package.source} is invalid: {error}"
+        ) from error
     return Model(description, network.to(device).eval())
 
 
-def _foreign(descr: Any, fmt: str, device: str, channel: int | None, source: Any) -> Model:
+def _foreign(
+    package: CheckedPackage, descr: Any, fmt: str, device: str, channel: int | None
+) -> Model:
+    source = package.source
     if len(descr.inputs) != 1:
         raise UnsupportedPackage(f"it has {len(descr.inputs)} inputs; napari-unet runs one")
     tensor_in, tensor_out = descr.inputs[0], descr.outputs[0]
     spatial = _spatial(tensor_in, "input")
-    channels_in = _channels(tensor_in)
+    channels_in = _channels(tensor_in, "input")
     layout_in = [str(a.id) for a in tensor_in.axes]
     layout_out = [str(a.id) for a in tensor_out.axes]
     if _spatial(tensor_out, "output") != spatial:
         raise UnsupportedPackage(f"output axes {layout_out} do not match input axes {layout_in}")
+    sizes = _size_rule(tensor_in, tensor_out, spatial)  # checked before any tensor is made
+    channels_out = _channels(tensor_out, "output")
     normalization, fixed = input_steps(tensor_in.preprocessing, spatial, channels_in)
     test_output = (
         None
         if tensor_out.test_tensor is None
-        else _canonical(_load_array(tensor_out.test_tensor), layout_out, spatial)
+        else _canonical(_load_array(package, tensor_out.test_tensor), layout_out, spatial)
     )
-    channels_out = _channels(tensor_out)
     rule = output_rule(tensor_out.postprocessing, channels_out, test_output, channel)
     classes = rule.classes or channels_out
-    module = _load_module(descr, fmt, device)
-    sizes = _size_rule(tensor_in, tensor_out, spatial)
+    module = _load_module(package, descr, fmt, device)
     config = UNetConfig(
         spatial_dims=len(spatial),
         in_channels=channels_in,
@@ -203,9 +238,14 @@ def _spatial(tensor: Any, which: str) -> tuple[str, ...]:
     return ("z", "y", "x")[-len(spatial) :]
 
 
-def _channels(tensor: Any) -> int:
+def _channels(tensor: Any, which: str) -> int:
+    """Count the tensor's channels, refusing more than a model card may have."""
     axis = next((a for a in tensor.axes if str(a.type) == "channel"), None)
-    return 1 if axis is None else len(axis.channel_names)
+    count = 1 if axis is None else len(axis.channel_names)
+    limit = INT_RANGES["in_channels" if which == "input" else "out_channels"][1]
+    if count > limit:
+        raise UnsupportedPackage(f"its {which} has {count} channels; napari-unet runs {limit}")
+    return count
 
 
 def _class_names(tensor: Any, classes: int, single: bool) -> list[str]:
@@ -239,12 +279,56 @@ def _size_rule(tensor_in: Any, tensor_out: Any, spatial: tuple[str, ...]) -> Siz
         rules.add(SizeRule(size_min, step, reference.offset, getattr(out, "halo", 0)))
     if len(rules) != 1:
         raise UnsupportedPackage(f"its spatial axes have different size rules: {rules}")
-    return rules.pop()
+    rule = rules.pop()
+    check_size_rule(rule, len(spatial))
+    return rule
 
 
-def _load_array(file: Any) -> np.ndarray:
-    """Read a ``.npy`` test tensor without unpickling."""
-    return np.load(io.BytesIO(_read(file)), allow_pickle=False)
+def check_size_rule(rule: SizeRule, dims: int) -> None:
+    """Refuse sizes no tile can meet, before any tensor is made (names the field at fault)."""
+    for field, value, low in (("min", rule.min, 1), ("step", rule.step, 1), ("halo", rule.halo, 0)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < low:
+            raise UnsupportedPackage(
+                f"its input size {field} {value!r} is not a whole number >= {low}"
+            )
+    if not isinstance(rule.offset, int) or isinstance(rule.offset, bool):
+        raise UnsupportedPackage(f"its output size offset {rule.offset!r} is not a whole number")
+    largest = max(rule.min, rule.step, rule.halo, abs(rule.offset))
+    if largest > MAX_AXIS_SIZE or rule.min**dims > MAX_TILE_PIXELS:
+        raise UnsupportedPackage(
+            f"its sizes (min {rule.min}, step {rule.step}, halo {rule.halo}, offset "
+            f"{rule.offset}) ask for tiles larger than napari-unet makes ({MAX_AXIS_SIZE} "
+            f"per axis, {MAX_TILE_PIXELS} pixels)"
+        )
+    if rule.min + rule.offset - (0 if rule.same else 2 * rule.halo) <= 0:
+        raise UnsupportedPackage(
+            f"its halo {rule.halo} and offset {rule.offset} leave no output pixel of its "
+            f"smallest input {rule.min}"
+        )
+
+
+def _load_array(package: CheckedPackage, file: Any) -> np.ndarray:
+    """Read a ``.npy`` test tensor without unpickling, after checking its header's size."""
+    data = package.read(file, "the output test tensor")
+    stream = io.BytesIO(data)
+    try:
+        version = np.lib.format.read_magic(stream)
+        read_header = (
+            np.lib.format.read_array_header_1_0
+            if version == (1, 0)
+            else np.lib.format.read_array_header_2_0
+        )
+        shape, _, dtype = read_header(stream)
+    except (ValueError, TypeError) as error:
+        raise UnsupportedPackage(f"its output test tensor is not a .npy array: {error}") from None
+    declared = math.prod(shape) * dtype.itemsize
+    if declared > len(data) - stream.tell():
+        raise UnsupportedPackage(
+            f"its output test tensor declares shape {shape} ({declared} bytes) in a file of "
+            f"{len(data)} bytes"
+        )
+    stream.seek(0)
+    return np.load(stream, allow_pickle=False)
 
 
 def _canonical(array: np.ndarray, layout: list[str], spatial: tuple[str, ...]) -> np.ndarray:
@@ -253,13 +337,18 @@ def _canonical(array: np.ndarray, layout: list[str], spatial: tuple[str, ...]) -
     return from_layout(tensor, layout, ("batch", "channel", *spatial)).numpy()
 
 
-def _load_module(descr: Any, fmt: str, device: str) -> nn.Module:
+def _load_module(package: CheckedPackage, descr: Any, fmt: str, device: str) -> nn.Module:
+    """Load the packaged module from files checked to be in the package (and their hashes)."""
     if fmt == "torchscript":
-        data = io.BytesIO(_read(descr.weights.torchscript))
+        data = io.BytesIO(package.read(descr.weights.torchscript, "weights.torchscript"))
         return torch.jit.load(data, map_location=device).eval()
     from bioimageio.core.backends.pytorch_backend import load_torch_model
 
-    return load_torch_model(descr.weights.pytorch_state_dict, devices=[device]).eval()
+    weights = descr.weights.pytorch_state_dict
+    package.local_path(weights, "weights.pytorch_state_dict")
+    if hasattr(weights.architecture, "source"):  # code from a file: checked like the weights
+        package.local_path(weights.architecture, "weights.pytorch_state_dict.architecture")
+    return load_torch_model(weights, devices=[device]).eval()
 
 
 def _first_width(module: nn.Module, dims: int) -> int:
