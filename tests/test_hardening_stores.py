@@ -456,3 +456,27 @@ def test_a_failed_first_write_removes_the_folders_it_made(tmp_path, monkeypatch)
         io.write_labels(tmp_path / "new" / "deep" / "x.ome.zarr", np.ones((300, 9)), "YX")
     assert sorted(p.name for p in image.iterdir()) == ["0", "1", "zarr.json"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["img.ome.zarr"]
+
+
+@pytest.mark.parametrize(
+    "fields, named",
+    [
+        ({"path": "../outside"}, "datasets[0].path"),
+        ({"path": "https://example.org/img.zarr/0"}, "datasets[0].path"),
+        (
+            {"coordinateTransformations": [{"type": "scale", "scale": [0, 1]}]},
+            "datasets[0].coordinateTransformations[0].scale",
+        ),
+        (
+            {"coordinateTransformations": [{"type": "scale", "scale": [1]}]},
+            "datasets[0].coordinateTransformations[0].scale",
+        ),
+    ],
+)
+def test_the_command_line_says_which_field_of_which_store(store, decoy, fields, named, capsys):
+    with_dataset(store, **fields)
+    for argv in (["info", str(store)], ["predict", str(store), "-o", str(store.parent / "o")]):
+        assert main(argv) == 1
+        error = capsys.readouterr().err
+        assert f"{store}: multiscales[0].{named}" in error and len(error.splitlines()) == 1
+    assert sorted(p.name for p in store.parent.iterdir()) == ["img.ome.zarr", "outside"]
