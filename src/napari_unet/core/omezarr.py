@@ -190,7 +190,9 @@ def inner_path(store: Path, text: Any, field: str) -> str:
     """
 
     def refuse(reason: str) -> ValueError:
-        return ValueError(f"{store}: {field} is {text!r}, {reason}; it must name a place inside")
+        return ValueError(
+            f"{store}: {field} is {text!r}, {reason}; it must name a place inside the store"
+        )
 
     if not isinstance(text, str) or not text.strip():
         raise refuse("not a path")
@@ -500,8 +502,8 @@ class LabelsWriter:
             self._group = zarr.open_group(
                 self._partial, mode="w", zarr_format=_ZARR_FORMATS[layout.version]
             )
+            # Level 0, all zeros: the labels are written here (segment(..., out=writer.array)).
             self.array = self._create_level(0)
-            """Level 0, all zeros: write the labels here (``segment(..., out=writer.array)``)."""
         except BaseException:  # e.g. a full disk: not even the start is left behind
             self.discard()
             raise
