@@ -377,9 +377,10 @@ def test_aliases_are_accepted_exactly_while_their_expansion_is_small(
         ("b: &b {k0: v, k1: v}\n" + "".join(f"m{i}: {{<<: [*b, *b]}}\n" for i in range(3)), ""),
         ("- just\n- a list\n", "not a YAML mapping"),
         ("a: [unclosed\n", "not readable YAML"),
-        ("# " + "x" * (2**18) + "\n", "at most 256 KiB"),
+        ("# " + "x" * (2**17) + "\n", "at most 128 KiB"),
+        ("", "is empty"),
     ],
-    ids=["loop", "deep", "very-deep", "deep-block", "merges", "list", "unclosed", "large"],
+    ids=["loop", "deep", "very-deep", "deep-block", "merges", "list", "unclosed", "large", "empty"],
 )
 def test_hostile_yaml_is_refused_or_read_bounded(tmp_path: Path, text: str, match: str) -> None:
     rdf = tmp_path / "rdf.yaml"

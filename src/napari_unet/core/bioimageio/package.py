@@ -25,8 +25,9 @@ from typing import Any
 
 from napari_unet.core.bioimageio import RDF_NAMES, looks_like_url
 
-MAX_RDF_BYTES = 2**18
-"""An ``rdf.yaml`` is a few kilobytes; a larger one is not parsed (YAML is read at ~120 kB/s)."""
+MAX_RDF_BYTES = 2**17
+"""An ``rdf.yaml`` is a few kilobytes; a larger one is not parsed (pure-Python YAML reads
+about 100 kB a second)."""
 MAX_YAML_NODES = 100_000
 """YAML nodes after alias expansion: ~100 times a large real description."""
 MAX_YAML_DEPTH = 64
@@ -247,18 +248,20 @@ def read_rdf(path: Path, label: str) -> dict[str, Any]:
             f"{label}: {path.name} is {size} bytes; a description is at most "
             f"{MAX_RDF_BYTES >> 10} KiB"
         )
+    yaml = YAML(typ="safe", pure=True)  # the parser and constructor bioimageio.spec uses
     try:
         text = path.read_text(encoding="utf-8")
         if _bracket_depth(text) > MAX_YAML_DEPTH:  # the parser would take seconds to say so
             raise PackageError(f"{label}: {path.name} nests deeper than {MAX_YAML_DEPTH} levels")
-        tree = YAML(typ="safe", pure=True).compose(text)  # nodes only: aliases stay shared
+        tree = yaml.compose(text)  # nodes only: an alias is a shared node, not a copy
     except RecursionError:
         raise PackageError(f"{label}: {path.name} nests deeper than YAML can be read") from None
     except (UnicodeDecodeError, YAMLError) as error:
         raise PackageError(f"{label}: {path.name} is not readable YAML: {error}") from error
-    if tree is not None:
-        check_yaml_tree(tree, f"{label}: {path.name}")
-    content = YAML(typ="safe").load(text)  # the parser bioimageio.spec uses, now bounded
+    if tree is None:
+        raise PackageError(f"{label}: {path.name} is empty")
+    check_yaml_tree(tree, f"{label}: {path.name}")
+    content = yaml.constructor.construct_document(tree)
     if not isinstance(content, dict):
         raise PackageError(f"{label}: {path.name} is not a YAML mapping")
     return content
