@@ -138,6 +138,14 @@ def test_links_that_leave_the_store_are_refused_links_inside_it_are_read(tmp_pat
     with pytest.raises(ValueError, match="the link 1 leads out of the store"):  # even unused
         io.read_image(root)
     (root / "1").unlink()
+    (root / "loop").symlink_to(root / "loop")
+    with pytest.raises(ValueError, match=r"the link loop leads out of the store .* or loops"):
+        io.read_image(root)
+    with_dataset(root, path="loop")
+    with pytest.raises(ValueError, match=r"datasets\[0\]\.path is 'loop'.*loops"):
+        io.read_image(root)
+    (root / "loop").unlink()
+    with_dataset(root, path="real")
     chunk = next(p for p in (root / "real").rglob("*") if p.is_file() and "zarr" not in p.name)
     chunk.unlink()
     os.symlink("/etc/hostname", chunk)  # one chunk file read from outside

@@ -33,7 +33,8 @@ def register_predict(subparsers: Any) -> None:
         metavar="OUTPUT",
         required=True,
         help="output .tif/.tiff file or .ome.zarr (one input), or folder (end it with / to "
-        "create one whose name has a dot)",
+        "create one whose name has a dot); never inside an input, but an OME-Zarr input's "
+        "labels/<name>",
     )
     parser.add_argument("--model", default=None, help="built-in or saved model name, or folder")
     parser.add_argument("--axes", help="axes of the inputs, e.g. ZYX (default: from the file)")

@@ -200,10 +200,17 @@ def inner_path(store: Path, text: Any, field: str) -> str:
         raise refuse("a URL or an absolute path")
     if any(part in ("", ".", "..") for part in text.split("/")):
         raise refuse("a path with an empty, '.' or '..' part")
-    root = store.resolve()
-    if not (store / text).resolve().is_relative_to(root):
-        raise refuse("a link that leads out of the store")
+    if not _leads_inside(store / text, store.resolve()):
+        raise refuse("a link that leads out of the store (or loops)")
     return text
+
+
+def _leads_inside(path: Path, root: Path) -> bool:
+    """Whether ``path``, its links followed, is inside ``root`` (a link loop is not)."""
+    try:
+        return path.resolve().is_relative_to(root)
+    except (RuntimeError, OSError):  # a loop: RuntimeError before Python 3.13, then OSError
+        return False
 
 
 def _transforms(store: Path, owner: dict[str, Any], n_axes: int, field: str) -> list[Any]:
@@ -380,13 +387,12 @@ def _held_chunk_files(store: Path, paths: list[str]) -> dict[str, int]:
     while folders:
         with os.scandir(folders.pop()) as entries:
             for entry in entries:
-                if entry.is_symlink():
-                    target = Path(entry.path).resolve()
-                    if not target.is_relative_to(root):
-                        raise ValueError(
-                            f"{store}: the link {Path(entry.path).relative_to(store)} leads "
-                            f"out of the store (to {target}); a store's files must be inside it"
-                        )
+                if entry.is_symlink() and not _leads_inside(Path(entry.path), root):
+                    raise ValueError(
+                        f"{store}: the link {Path(entry.path).relative_to(store)} leads out of "
+                        f"the store (to {os.readlink(entry.path)}) or loops; a store's files "
+                        "must be inside it"
+                    )
                 if entry.is_dir(follow_symlinks=False):
                     folders.append(Path(entry.path))
                 elif entry.name not in _METADATA_FILES:
