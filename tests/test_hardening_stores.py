@@ -283,10 +283,31 @@ def test_a_big_level_must_hold_at_least_one_chunk_in_a_hundred(tmp_path, held, r
         level[i * 2048 : (i + 1) * 2048, :2048] = 1
     with_dataset(root, path="big")
     if refused:
-        with pytest.raises(ValueError, match=r"declares 2147483648 pixels in 512 chunks .* 5 "):
+        with pytest.raises(
+            ValueError, match=r"declares 2147483648 pixels in 512 chunk files .* holds 5 of"
+        ):
             io.read_image(root)
     else:
         assert io.read_image(root).data[2048 * held - 1, 2047] == 1
+
+
+@pytest.mark.parametrize("held, refused", [(1, True), (2, False)])
+def test_a_sharded_level_is_judged_by_its_shard_files(tmp_path, held, refused):
+    """The same 2**31 pixels in 128 shards of 4096x4096 (1024x1024 chunks): 1 % is 1.28."""
+    root = image_store(tmp_path / "img.ome.zarr")
+    level = zarr.create_array(
+        root / "big", shape=(2**16, 2**15), chunks=(1024, 1024), shards=(4096, 4096), dtype="u1"
+    )
+    for i in range(held):
+        level[i * 4096 : (i + 1) * 4096, :4096] = 1
+    with_dataset(root, path="big")
+    if refused:
+        with pytest.raises(
+            ValueError, match=r"in 128 chunk files \(chunks, or shards\) but the store holds 1 of"
+        ):
+            io.read_image(root)
+    else:
+        assert io.read_image(root).data[4096 * held - 1, 4095] == 1
 
 
 def test_a_level_larger_than_the_finer_one_is_refused(tmp_path):

@@ -370,9 +370,9 @@ def _check_held(path: Path, field: str, array: Any, held: int) -> None:
     declared = math.prod(-(-n // c) for n, c in zip(array.shape, grid, strict=True))
     if pixels > SPARSE_CHECK_PIXELS and held < MIN_HELD_SHARE * declared:
         raise ValueError(
-            f"{path}: {field} declares {pixels} pixels in {declared} chunks but the store holds "
-            f"{held} of them; a level over {SPARSE_CHECK_PIXELS} pixels must hold at least "
-            f"{MIN_HELD_SHARE:.0%} of its chunks"
+            f"{path}: {field} declares {pixels} pixels in {declared} chunk files (chunks, or "
+            f"shards) but the store holds {held} of them; a level over {SPARSE_CHECK_PIXELS} "
+            f"pixels must hold at least {MIN_HELD_SHARE:.0%} of its chunk files"
         )
 
 
