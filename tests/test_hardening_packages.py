@@ -44,7 +44,13 @@ from napari_unet.core.bioimageio.processing import UnsupportedPackage
 from napari_unet.core.models import load_model
 from napari_unet.core.network import UNetConfig
 
-FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FAST = settings(
+    max_examples=60,
+    deadline=None,
+    derandomize=True,  # the same examples on every run: CI fails or passes for a reason
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 
 
 @pytest.fixture(scope="module")
