@@ -344,16 +344,19 @@ PLACES = st.sampled_from(["s0.zarr", "s1", "labels", "cells", "x.tif", "..", "."
 
 
 def normal(parts: list[str]) -> list[str] | None:
-    """The parts of ``img.ome.zarr/<parts>`` once ``.`` and ``..`` are applied (None: outside)."""
+    """The parts of ``img.ome.zarr/<parts>`` inside the image, ``.`` and ``..`` applied.
+
+    None when the path ends outside the image (``../img.ome.zarr/s1`` is inside).
+    """
     out: list[str] = []
-    for part in parts:
+    for part in ["img.ome.zarr", *parts]:
         if part == "..":
             if not out:
                 return None
             out.pop()
         elif part != ".":
             out.append(part)
-    return out
+    return out[1:] if out[:1] == ["img.ome.zarr"] else None
 
 
 @pytest.fixture
