@@ -512,3 +512,37 @@ def test_the_command_line_says_which_field_of_which_store(store, decoy, fields, 
         error = capsys.readouterr().err
         assert f"{store}: multiscales[0].{named}" in error and len(error.splitlines()) == 1
     assert sorted(p.name for p in store.parent.iterdir()) == ["img.ome.zarr", "outside"]
+
+
+def test_a_tiff_output_that_is_a_link_is_replaced_and_a_failed_one_leaves_the_old(
+    tmp_path, monkeypatch
+):
+    theirs = tmp_path / "theirs.tif"
+    io.write_image(theirs, np.full((8, 8), 3, np.uint8), "YX")
+    (tmp_path / "out.tif").symlink_to(theirs)
+    io.write_labels(tmp_path / "out.tif", PIXELS > 500, "YX", overwrite=True)
+    assert not (tmp_path / "out.tif").is_symlink() and io.read_image(theirs).data.max() == 3
+
+    def dies_half_way(temporary, *args, **kwargs):
+        Path(temporary).write_bytes(b"II*\0 half a file")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(io.tifffile, "imwrite", dies_half_way)
+    with pytest.raises(OSError, match="disk full"):
+        io.write_labels(tmp_path / "out.tif", PIXELS > 100, "YX", overwrite=True)
+    assert io.read_image(tmp_path / "out.tif").data.sum() == (PIXELS > 500).sum()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.tif", "theirs.tif"]
+
+
+@pytest.mark.parametrize("name", ["o.tif", "o.ome.zarr"])
+def test_a_result_that_fails_mid_run_leaves_no_file_and_no_folder(tmp_path, name):
+    from napari_unet.core.results import result_file
+
+    target = tmp_path / "new" / "deeper" / name
+    with (
+        pytest.raises(RuntimeError, match="cancelled"),
+        result_file(target, (64, 80), "YX", "instances", None, overwrite=False) as result,
+    ):
+        result.array[:10] = 1
+        raise RuntimeError("cancelled")
+    assert list(tmp_path.iterdir()) == []
