@@ -168,6 +168,34 @@ def test_a_package_loads_with_the_network_off(package: Path, no_network: list[ob
     assert no_network == []
 
 
+@pytest.mark.filterwarnings("ignore:Conversion of channel size")  # the spec's 0.4 converter
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        ("", ""),  # unchanged: loads offline
+        ("test_inputs: [in.npy]", "test_inputs: [https://example.org/in.npy]"),
+        ("source: foreign.pt}", "source: 'http://example.org/w.pt'}"),
+        ("source: foreign.pt}", "source: foreign.pt, sha256: " + "a" * 64 + "}"),
+        ("license: MIT", "license: MIT\nattachments: {files: [ftp://example.org/a.txt]}"),
+        ("license: MIT", "license: MIT\ndependencies: conda:../environment.yaml"),
+    ],
+    ids=["offline", "url-test-input", "url-weights", "wrong-sha256", "url-attachment", "escape"],
+)
+def test_format_0_4_packages_are_held_to_the_same_rules(
+    tmp_path: Path, no_network: list[object], old: str, new: str
+) -> None:
+    from test_bioimageio import RDF_0_4, _foreign_package, _sigmoid
+
+    _foreign_package(tmp_path, [], _sigmoid)  # writes the module and test tensors
+    (tmp_path / "rdf.yaml").write_text(RDF_0_4.replace(old, new) if old else RDF_0_4)
+    if not old:
+        assert load_model(tmp_path / "rdf.yaml").description.normalization["kind"] == "meanstd"
+    else:
+        with pytest.raises(PackageError, match=r"never downloads|sha256|outside the package"):
+            load_model(tmp_path / "rdf.yaml")
+    assert no_network == []
+
+
 @pytest.mark.parametrize(
     "escape",
     ["../outside.pt", "/etc/passwd", "sub/../../outside.pt", "..\\outside.pt", "C:/w.pt"],

@@ -70,16 +70,22 @@ class CheckedPackage:
     rdf_name: str
     content: dict[str, Any]
 
+    hashes: dict[str, set[str]]
+    """The sha256 the raw description declares per file (a format conversion may drop them)."""
+
     def local_path(self, file: Any, field: str) -> Path:
         """Return the package file a description entry names, checked against its sha256."""
-        path = self._inside(_relative_source(file, field, self.source), field)
-        declared = getattr(file, "sha256", None)
-        if declared is not None:
+        relative = _relative_source(file, field, self.source)
+        path = self._inside(relative, field)
+        declared = set(self.hashes.get(str(PurePosixPath(relative)), ()))
+        if getattr(file, "sha256", None) is not None:
+            declared.add(str(file.sha256).lower())
+        if declared:
             actual = _sha256(path)
-            if actual != str(declared).lower():
+            for expected in declared - {actual}:
                 raise PackageError(
                     f"{self.source}: {field} ({path.name}) does not match its sha256: the "
-                    f"package declares {str(declared)[:12]}..., the file hashes to "
+                    f"package declares {expected[:12]}..., the file hashes to "
                     f"{actual[:12]}...; it was changed or damaged after packaging"
                 )
         return path
@@ -138,12 +144,30 @@ def checked_package(source: Any) -> Iterator[CheckedPackage]:
 
 
 def _checked(label: str, root: Path, rdf_name: str) -> CheckedPackage:
-    package = CheckedPackage(label, root, rdf_name, read_rdf(root / rdf_name, label))
+    content = read_rdf(root / rdf_name, label)
+    package = CheckedPackage(label, root, rdf_name, content, declared_hashes(content))
     for field, value in file_references(package.content):
         relative = _local_reference(field, value, label)
         if relative is not None:
             package.resolved(relative, field)  # existence is checked when a file is read
     return package
+
+
+def declared_hashes(tree: Any) -> dict[str, set[str]]:
+    """Map each file that an entry ``{source: ..., sha256: ...}`` names to its hashes."""
+    hashes: dict[str, set[str]] = {}
+    if isinstance(tree, dict):
+        source, sha = tree.get("source"), tree.get("sha256")
+        if isinstance(source, str) and isinstance(sha, str):
+            path = str(PurePosixPath(source.strip().replace("\\", "/")))
+            hashes.setdefault(path, set()).add(sha.strip().lower())
+        children = tree.values()
+    else:
+        children = tree if isinstance(tree, list) else []
+    for child in children:
+        for path, found in declared_hashes(child).items():
+            hashes.setdefault(path, set()).update(found)
+    return hashes
 
 
 def _rdf_name(root: Path, label: str) -> str:
@@ -171,6 +195,8 @@ def _extract(archive: Path, folder: Path, label: str) -> None:
                 _stream(package, member, target, label)
     except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as error:
         raise PackageError(f"{label} is not a readable zip: {error}") from error
+    except OSError as error:  # e.g. a member both a file and a folder, or a full disk
+        raise PackageError(f"{label} cannot be unpacked to a temporary folder: {error}") from error
 
 
 def _checked_members(members: list[zipfile.ZipInfo], label: str) -> list[str]:
