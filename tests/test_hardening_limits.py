@@ -34,6 +34,10 @@ from napari_unet.core.memory import (
 from napari_unet.core.predict import Predictor
 from tiny_models import make_model
 
+HANG_GUARD_S = 10
+"""Seconds a refusal may take on a loaded machine: it guards against hangs and blow-ups, not
+for speed (timings belong in benchmarks/)."""
+
 SAMPLE = Path(napari_unet.__file__).parent / "samples" / "nuclei.tif"
 NO_MODEL = "/nonexistent/napari-unet-model"
 """A model that cannot load: an option refused first proves nothing was loaded."""
@@ -182,7 +186,7 @@ def test_sizes_beyond_the_image_mean_the_whole_image(option, size):
     whole = Predictor(model, precision="fp32").predict(image, output="instances")
     start = time.perf_counter()
     labels = Predictor(model, precision="fp32", **{option: size}).predict(image, output="instances")
-    assert time.perf_counter() - start < 5
+    assert time.perf_counter() - start < HANG_GUARD_S
     np.testing.assert_array_equal(labels, whole)
 
 
@@ -231,8 +235,9 @@ class Untouchable:
         raise AssertionError(f"pixels read at {key}")
 
 
-@pytest.mark.parametrize("limit", [None, "1GB"])
-def test_a_block_too_large_for_the_memory_is_refused_before_any_pixel_is_read(limit):
+@pytest.mark.parametrize("spare", [None, 2**30])
+def test_a_block_too_large_for_the_memory_is_refused_before_any_pixel_is_read(spare):
+    limit = None if spare is None else process_rss_bytes() + spare  # what this process holds varies
     predictor = Predictor("nuclei", block_shape=(1, 10**6, 10**6), memory_limit=limit)
     start = time.perf_counter()
     with pytest.raises(ValueError) as refused:
@@ -241,7 +246,7 @@ def test_a_block_too_large_for_the_memory_is_refused_before_any_pixel_is_read(li
     text = one_line(refused.value, "block_shape/--block", source)
     needed = parse_memory(text.split("needs at least ")[1].split(" for ")[0])
     assert needed >= 10**12 * 100  # at least 100 bytes per pixel of maps
-    assert time.perf_counter() - start < 2
+    assert time.perf_counter() - start < HANG_GUARD_S
 
 
 # -- worker counts --------------------------------------------------------------------------------
@@ -305,7 +310,7 @@ def test_connect_refuses_bad_worker_options_before_starting_anything(arguments, 
     with pytest.raises(ValueError) as refused:
         cluster.connect(**arguments)
     one_line(refused.value, *names)
-    assert time.perf_counter() - start < 1
+    assert time.perf_counter() - start < HANG_GUARD_S
 
 
 # -- scheduler addresses --------------------------------------------------------------------------
@@ -328,7 +333,7 @@ def test_malformed_scheduler_addresses_are_refused_at_once_naming_the_address(ad
         cluster.connect(address)
     text = one_line(refused.value, "scheduler/--scheduler")
     assert repr(address) in text or repr(str(address).strip()) in text
-    assert time.perf_counter() - start < 1
+    assert time.perf_counter() - start < HANG_GUARD_S
 
 
 class LocalServer:

@@ -26,6 +26,10 @@ from napari_unet.cli import main
 from napari_unet.core import io, omezarr
 from napari_unet.core.files import check_outputs
 
+HANG_GUARD_S = 10
+"""Seconds a refusal may take on a loaded machine: it guards against hangs and blow-ups, not
+for speed (timings belong in benchmarks/)."""
+
 zarr = pytest.importorskip("zarr")
 
 EXAMPLES = settings(
@@ -271,7 +275,7 @@ def test_declared_shapes_and_chunks_are_checked_before_anything_is_read(store, s
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
-    assert peak < 8 * 2**20 and time.perf_counter() - started < 2, (peak, shape, chunks)
+    assert peak < 8 * 2**20 and time.perf_counter() - started < HANG_GUARD_S, (peak, shape, chunks)
 
 
 @pytest.mark.parametrize("held, refused", [(5, True), (6, False)])
@@ -325,7 +329,7 @@ def test_a_pyramid_of_no_or_absurdly_many_levels_is_refused_before_any_is_opened
     started = time.perf_counter()
     with pytest.raises(ValueError, match=rf"datasets lists {count} levels \(1 to 64"):
         io.read_image(store)
-    assert time.perf_counter() - started < 1
+    assert time.perf_counter() - started < HANG_GUARD_S
 
 
 def test_oversized_or_deeply_nested_metadata_is_refused_unparsed(store, monkeypatch):
