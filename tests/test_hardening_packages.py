@@ -544,3 +544,17 @@ def test_export_writes_any_model_name_into_a_folder(tmp_path: Path, name: str, s
     assert described.validation_summary.status == "valid-format"
     assert name in described.description or len(described.description) == 1024
     assert load_model(written).name == name  # napari-unet keeps the name exactly
+
+
+def test_export_output_paths(tmp_path: Path) -> None:
+    """A .zip of any case is written as given, a folder gets the name, anything else is refused."""
+    from napari_unet.core.bioimageio.export import package_path
+
+    (tmp_path / "existing").mkdir()
+    assert package_path(tmp_path / "A.ZIP", "m") == tmp_path / "A.ZIP"
+    assert package_path(tmp_path / "existing", "My model") == tmp_path / "existing/My-model.zip"
+    assert package_path(f"{tmp_path}/new/", "CON") == tmp_path / "new/model-CON.zip"
+    for wrong in ("model.tif", "model", "model.zip.part"):
+        with pytest.raises(ValueError, match="ending in /"):
+            package_path(tmp_path / wrong, "m")
+    assert not (tmp_path / "new").exists()  # nothing is written by choosing a path

@@ -203,7 +203,7 @@ def package_name(name: str) -> str:
 
 def file_stem(name: str) -> str:
     """Turn any model name into a file name safe on every system: ``[A-Za-z0-9_.-]``."""
-    stem = re.sub(r"[^A-Za-z0-9_.-]+", "-", package_name(name).removeprefix("napari-unet "))
+    stem = re.sub(r"[^A-Za-z0-9_.]+", "-", package_name(name).removeprefix("napari-unet "))
     stem = stem.strip(".-")[:MAX_NAME_LENGTH] or "model"
     return f"model-{stem}" if stem.split(".")[0].upper() in WINDOWS_DEVICES else stem
 
@@ -225,7 +225,10 @@ def package_path(path: str | os.PathLike[str], model_name: str) -> Path:
     if path.is_dir() or text.endswith(("/", os.sep)):
         return path / f"{file_stem(model_name)}.zip"
     if path.suffix.lower() != ".zip":
-        raise ValueError(f"a bioimage.io package is a .zip file, not {path.name!r}")
+        raise ValueError(
+            f"a bioimage.io package is a .zip file, not {path.name!r} (or give a folder, "
+            "ending in /, to write <model name>.zip into)"
+        )
     return path
 
 
