@@ -3,7 +3,9 @@
 Safe by default: napari-unet's own packages load from their safetensors attachment and card,
 foreign ones from ``torchscript`` (TorchScript code run by torch, no Python unpickling).
 ``pytorch_state_dict`` weights are a pickle and need architecture code imported or run from
-the package, so they load only with ``allow_pickle=True``.
+the package, so they load only with ``allow_pickle=True``. Every package first passes the
+checks of :mod:`napari_unet.core.bioimageio.package` (bounded, local, no download), and its
+size rules are checked before any tensor is made.
 """
 
 from __future__ import annotations
