@@ -18,10 +18,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import napari_unet
+from fixed_examples import FIXED_EXAMPLES
 from napari_unet.cli import main
 from napari_unet.core import distributed as cluster
 from napari_unet.core.blocks import MIN_BLOCK_EDGE
@@ -41,13 +42,7 @@ for speed (timings belong in benchmarks/)."""
 SAMPLE = Path(napari_unet.__file__).parent / "samples" / "nuclei.tif"
 NO_MODEL = "/nonexistent/napari-unet-model"
 """A model that cannot load: an option refused first proves nothing was loaded."""
-QUICK = settings(
-    max_examples=40,
-    deadline=None,
-    derandomize=True,  # the same examples on every run: CI fails or passes for a reason
-    database=None,
-    suppress_health_check=[HealthCheck.too_slow],
-)
+QUICK = settings(FIXED_EXAMPLES, max_examples=40)
 FEW = settings(QUICK, max_examples=12)
 SHORT_TIMEOUT = 2.0
 """Seconds CONNECT_TIMEOUT is shortened to; the documented default is 10."""

@@ -19,9 +19,10 @@ from typing import Annotated
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
+from fixed_examples import FIXED_EXAMPLES
 from tiny_models import make_model
 
 pytest.importorskip("bioimageio.spec")
@@ -48,13 +49,7 @@ HANG_GUARD_S = 10.0
 """A refusal takes well under a second alone (0.06-0.5 s measured); the bombs it stops ran
 past 45 s. The guard is loose so that a loaded CI machine cannot fail it; the memory bound
 (:func:`_timed_refusal`) is the tight one."""
-FAST = settings(
-    max_examples=60,
-    deadline=None,
-    derandomize=True,  # the same examples on every run: CI fails or passes for a reason
-    database=None,
-    suppress_health_check=[HealthCheck.too_slow],
-)
+FAST = FIXED_EXAMPLES
 
 
 @pytest.fixture(scope="module")

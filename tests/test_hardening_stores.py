@@ -19,9 +19,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
+from fixed_examples import FIXED_EXAMPLES
 from napari_unet.cli import main
 from napari_unet.core import io, omezarr
 from napari_unet.core.files import check_outputs
@@ -32,9 +33,7 @@ for speed (timings belong in benchmarks/)."""
 
 zarr = pytest.importorskip("zarr")
 
-EXAMPLES = settings(
-    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
-)
+EXAMPLES = FIXED_EXAMPLES
 PIXELS = (np.arange(64 * 80).reshape(64, 80) % 997).astype(np.uint16)
 
 
@@ -278,40 +277,33 @@ def test_declared_shapes_and_chunks_are_checked_before_anything_is_read(store, s
     assert peak < 8 * 2**20 and time.perf_counter() - started < HANG_GUARD_S, (peak, shape, chunks)
 
 
-@pytest.mark.parametrize("held, refused", [(5, True), (6, False)])
-def test_a_big_level_must_hold_at_least_one_chunk_in_a_hundred(tmp_path, held, refused):
-    """2**31 pixels in 512 chunks of 2048x2048: 5 held chunks are under 1 %, 6 are not."""
+@pytest.mark.parametrize(
+    ("shards", "held", "message"),
+    [
+        (None, 5, r"declares 2147483648 pixels in 512 chunk files .* holds 5 of"),
+        (None, 6, None),
+        ((4096, 4096), 1, r"in 128 chunk files \(chunks, or shards\) but the store holds 1 of"),
+        ((4096, 4096), 2, None),
+    ],
+)
+def test_a_big_level_must_hold_at_least_one_chunk_file_in_a_hundred(
+    tmp_path, shards, held, message
+):
+    """2**31 pixels in 512 chunks of 2048x2048, or 128 shards of 4096x4096 (1 % is 1.28)."""
     root = image_store(tmp_path / "img.ome.zarr")
-    level = zarr.create_array(root / "big", shape=(2**16, 2**15), chunks=(2048, 2048), dtype="u1")
-    for i in range(held):
-        level[i * 2048 : (i + 1) * 2048, :2048] = 1
-    with_dataset(root, path="big")
-    if refused:
-        with pytest.raises(
-            ValueError, match=r"declares 2147483648 pixels in 512 chunk files .* holds 5 of"
-        ):
-            io.read_image(root)
-    else:
-        assert io.read_image(root).data[2048 * held - 1, 2047] == 1
-
-
-@pytest.mark.parametrize("held, refused", [(1, True), (2, False)])
-def test_a_sharded_level_is_judged_by_its_shard_files(tmp_path, held, refused):
-    """The same 2**31 pixels in 128 shards of 4096x4096 (1024x1024 chunks): 1 % is 1.28."""
-    root = image_store(tmp_path / "img.ome.zarr")
+    side = 2048 if shards is None else 4096
+    chunks = (2048, 2048) if shards is None else (1024, 1024)
     level = zarr.create_array(
-        root / "big", shape=(2**16, 2**15), chunks=(1024, 1024), shards=(4096, 4096), dtype="u1"
+        root / "big", shape=(2**16, 2**15), chunks=chunks, shards=shards, dtype="u1"
     )
     for i in range(held):
-        level[i * 4096 : (i + 1) * 4096, :4096] = 1
+        level[i * side : (i + 1) * side, :side] = 1
     with_dataset(root, path="big")
-    if refused:
-        with pytest.raises(
-            ValueError, match=r"in 128 chunk files \(chunks, or shards\) but the store holds 1 of"
-        ):
+    if message:
+        with pytest.raises(ValueError, match=message):
             io.read_image(root)
     else:
-        assert io.read_image(root).data[4096 * held - 1, 4095] == 1
+        assert io.read_image(root).data[side * held - 1, side - 1] == 1
 
 
 def test_a_level_larger_than_the_finer_one_is_refused(tmp_path):

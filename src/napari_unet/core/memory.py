@@ -62,17 +62,8 @@ def process_rss_bytes() -> int:
 
 def available_ram_bytes() -> int:
     """Bytes of RAM the system can give without swapping (Linux ``MemAvailable``)."""
-    try:
-        with open("/proc/meminfo", encoding="ascii") as meminfo:
-            for line in meminfo:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return FALLBACK_BYTES
+    found = _system_memory_bytes("MemAvailable", "SC_AVPHYS_PAGES")
+    return FALLBACK_BYTES if found is None else found
 
 
 def default_memory_limit() -> int:
@@ -126,15 +117,20 @@ def _memory_number(text: str) -> float:
 
 def total_ram_bytes() -> int | None:
     """Bytes of RAM this machine has (Linux ``MemTotal``); ``None`` where the system won't say."""
+    return _system_memory_bytes("MemTotal", "SC_PHYS_PAGES")
+
+
+def _system_memory_bytes(meminfo_key: str, sysconf_pages: str) -> int | None:
+    """Read a figure of ``/proc/meminfo`` (Linux), else ``sysconf`` pages, else ``None``."""
     try:
         with open("/proc/meminfo", encoding="ascii") as meminfo:
             for line in meminfo:
-                if line.startswith("MemTotal:"):
+                if line.startswith(f"{meminfo_key}:"):
                     return int(line.split()[1]) * 1024
     except (OSError, ValueError, IndexError):
         pass
     try:
-        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        return os.sysconf(sysconf_pages) * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError, AttributeError):
         return None
 

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from napari_unet.core.stitching import Overlaps
+
 JOIN_MIN_IOU = 0.25
 """Intersection over union two objects of neighbouring slices need to be one object."""
 
@@ -55,16 +57,12 @@ def continuing_pairs(
 
     Each pair is a mutual best match (by intersection over union) of at least ``min_iou``.
     """
-    both = (lower > 0) & (upper > 0)
-    if not both.any():
+    overlaps = Overlaps.of(lower, upper)
+    if overlaps is None:
         return []
-    a, b = lower[both].astype(np.int64), upper[both].astype(np.int64)
-    pairs, shared = np.unique(np.stack([a, b]), axis=1, return_counts=True)
-    size_a = np.bincount(lower.ravel().astype(np.int64))
-    size_b = np.bincount(upper.ravel().astype(np.int64))
-    iou = shared / (size_a[pairs[0]] + size_b[pairs[1]] - shared)
-    best_for_a = _best_by_key(pairs[0], iou, size_a.size)
-    best_for_b = _best_by_key(pairs[1], iou, size_b.size)
+    pairs, iou = overlaps.pairs, overlaps.iou()
+    best_for_a = _best_by_key(pairs[0], iou, overlaps.sizes_first.size)
+    best_for_b = _best_by_key(pairs[1], iou, overlaps.sizes_second.size)
     index = np.arange(iou.size)
     mutual = (best_for_a[pairs[0]] == index) & (best_for_b[pairs[1]] == index) & (iou >= min_iou)
     return [(int(x), int(y)) for x, y in pairs[:, mutual].T]

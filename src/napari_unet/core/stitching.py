@@ -71,16 +71,42 @@ def merge_tables(
     return tables, int(order.size)
 
 
+@dataclass(frozen=True)
+class Overlaps:
+    """Which labels of two label images of the same pixels share pixels, and how many."""
+
+    pairs: np.ndarray
+    """``(2, N)``: a label of the first image over a label of the second."""
+    shared: np.ndarray
+    """Pixels each pair shares."""
+    sizes_first: np.ndarray
+    """Pixels of each label of the first image (by label)."""
+    sizes_second: np.ndarray
+
+    @classmethod
+    def of(cls, first: np.ndarray, second: np.ndarray) -> Overlaps | None:
+        """Return the overlaps of ``first`` and ``second``, or ``None`` where no objects meet."""
+        both = (first > 0) & (second > 0)
+        if not both.any():
+            return None
+        a, b = first[both].astype(np.int64), second[both].astype(np.int64)
+        pairs, shared = np.unique(np.stack([a, b]), axis=1, return_counts=True)
+        sizes = [np.bincount(image.ravel().astype(np.int64)) for image in (first, second)]
+        return cls(pairs, shared, *sizes)
+
+    def iou(self) -> np.ndarray:
+        """Intersection over union of each pair."""
+        union = self.sizes_first[self.pairs[0]] + self.sizes_second[self.pairs[1]] - self.shared
+        return self.shared / union
+
+
 def _matching_pairs(lower: np.ndarray, upper: np.ndarray) -> list[tuple[int, int]]:
     """Label pairs (lower's, upper's) that cover mostly the same pixels of a shared slab."""
-    both = (lower > 0) & (upper > 0)
-    if not both.any():
+    overlaps = Overlaps.of(lower, upper)
+    if overlaps is None:
         return []
-    a, b = lower[both].astype(np.int64), upper[both].astype(np.int64)
-    pairs, shared = np.unique(np.stack([a, b]), axis=1, return_counts=True)
-    size_a = np.bincount(lower.ravel().astype(np.int64))
-    size_b = np.bincount(upper.ravel().astype(np.int64))
-    smaller = np.minimum(size_a[pairs[0]], size_b[pairs[1]])
+    pairs, shared = overlaps.pairs, overlaps.shared
+    smaller = np.minimum(overlaps.sizes_first[pairs[0]], overlaps.sizes_second[pairs[1]])
     keep = shared >= MATCH_SHARE * smaller
     return [(int(x), int(y)) for x, y in pairs[:, keep].T]
 
