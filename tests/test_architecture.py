@@ -1,0 +1,132 @@
+"""The package's import graph, read from the source (ast): layers and import circles.
+
+Imports inside functions count: they hide a circle from Python's import machinery but not
+from a reader. Imports under ``if TYPE_CHECKING:`` do not: they are annotations only.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterator
+from pathlib import Path
+
+import napari_unet
+
+PACKAGE = Path(napari_unet.__file__).parent
+
+KNOWN_CIRCLES = {
+    frozenset({"core.predict", "core.distributed"}),
+    frozenset({"core.models", "core.bioimageio.load"}),
+    frozenset({"core.io", "core.omezarr", "core.files"}),
+}
+"""The circles the engine has today (issue 23 takes them apart): none may grow or be added."""
+
+
+def module_name(path: Path, root: Path = PACKAGE) -> str:
+    parts = path.relative_to(root).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imported_modules(path: Path, known: set[str], root: Path = PACKAGE) -> Iterator[str]:
+    """Our modules that ``path`` imports anywhere, except under ``if TYPE_CHECKING:``."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    skipped = {
+        id(node)
+        for branch in ast.walk(tree)
+        if isinstance(branch, ast.If) and "TYPE_CHECKING" in ast.unparse(branch.test)
+        for statement in branch.body
+        for node in ast.walk(statement)
+    }
+    here = module_name(path, root)
+    package = here if path.name == "__init__.py" else here.rpartition(".")[0]
+    for node in ast.walk(tree):
+        if id(node) in skipped:
+            continue
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                up = package.split(".") if package else []
+                up = up[: len(up) - (node.level - 1)] if node.level > 1 else up
+                base = ".".join([*up, base] if base else up)
+            names = [f"{base}.{alias.name}" for alias in node.names] + [base]
+        else:
+            continue
+        for name in names:
+            name = name.removeprefix("napari_unet.").removeprefix("napari_unet")
+            while name and name not in known:
+                name = name.rpartition(".")[0]
+            if name and name != here:
+                yield name
+
+
+def import_graph() -> dict[str, set[str]]:
+    paths = sorted(PACKAGE.rglob("*.py"))
+    known = {module_name(path) for path in paths}
+    return {module_name(path): set(imported_modules(path, known)) for path in paths}
+
+
+def circles(graph: dict[str, set[str]]) -> list[frozenset[str]]:
+    """Strongly connected components with more than one module (Tarjan's algorithm)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[frozenset[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        for target in graph.get(node, ()):
+            if target not in index:
+                visit(target)
+                low[node] = min(low[node], low[target])
+            elif target in stack:
+                low[node] = min(low[node], index[target])
+        if low[node] == index[node]:
+            component = set()
+            while True:
+                member = stack.pop()
+                component.add(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                found.append(frozenset(component))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return found
+
+
+def test_no_import_circle_is_new_or_larger():
+    grown = [
+        sorted(circle)
+        for circle in circles(import_graph())
+        if not any(circle <= known for known in KNOWN_CIRCLES)
+    ]
+    assert not grown, f"new or larger import circles: {grown}"
+
+
+def test_the_engine_imports_neither_the_napari_front_end_nor_the_cli():
+    upward = {
+        module: sorted(target for target in targets if target.split(".")[0] in ("_napari", "cli"))
+        for module, targets in import_graph().items()
+        if module.startswith("core")
+    }
+    assert not {module: targets for module, targets in upward.items() if targets}
+
+
+def test_the_graph_sees_imports_inside_functions_but_not_type_checking_ones(tmp_path):
+    module = tmp_path / "probe.py"
+    module.write_text(
+        "from typing import TYPE_CHECKING\n"
+        "if TYPE_CHECKING:\n"
+        "    from napari_unet.core.models import Model\n"
+        "def later():\n"
+        "    from napari_unet.core import blockwise\n"
+        "    import napari_unet.core.tiling\n"
+    )
+    known = {"core.models", "core.blockwise", "core.tiling", "core"}
+    found = set(imported_modules(module, known, root=tmp_path))
+    assert found == {"core.blockwise", "core.tiling", "core"}
