@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from foreign_packages import RDF_0_4, foreign_package, sigmoid, zmuv
 from tiny_models import make_model
 
 pytest.importorskip("bioimageio.core")
@@ -139,106 +140,17 @@ def test_cli_export(tmp_path: Path) -> None:
 # -- a U-Net that is not ours -----------------------------------------------------------------
 
 
-class _ForeignUNet(torch.nn.Module):
-    """One pooling level, channels last in and out: (batch, y, x, channel)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        torch.manual_seed(1)
-        self.down = torch.nn.Conv2d(1, 4, 3, padding=1)
-        self.bottom = torch.nn.Conv2d(4, 8, 3, padding=1)
-        self.up = torch.nn.ConvTranspose2d(8, 4, 2, stride=2)
-        self.head = torch.nn.Conv2d(8, 1, 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.permute(0, 3, 1, 2)
-        skip = torch.relu(self.down(x))
-        deep = torch.relu(self.bottom(torch.nn.functional.max_pool2d(skip, 2)))
-        return self.head(torch.cat([skip, self.up(deep)], 1)).permute(0, 2, 3, 1)
-
-
-def _zmuv(image: np.ndarray) -> np.ndarray:
-    return ((image - image.mean()) / image.std()).astype(np.float32)
-
-
-def _foreign_package(tmp_path: Path, postprocessing: list, test_output_fn) -> Path:
-    """A package built as another tool would: torchscript, byxc axes, zero-mean preprocessing."""
-    from bioimageio.spec import save_bioimageio_package
-    from bioimageio.spec.model import v0_5
-
-    module = torch.jit.script(_ForeignUNet().eval())
-    module.save(tmp_path / "foreign.pt")
-    test_input = np.random.default_rng(0).normal(50, 10, (1, 32, 32, 1)).astype(np.float32)
-    with torch.no_grad():
-        raw = module(torch.from_numpy(_zmuv(test_input))).numpy()
-    np.save(tmp_path / "in.npy", test_input)
-    np.save(tmp_path / "out.npy", test_output_fn(raw))
-    (tmp_path / "README.md").write_text("# foreign\n")
-    size = v0_5.ParameterizedSize(min=16, step=2)
-    descr = v0_5.ModelDescr(
-        name="foreign unet",
-        description="a hand-built U-Net",
-        authors=[v0_5.Author(name="someone else")],
-        cite=[v0_5.CiteEntry(text="a paper", doi="10.1007/978-3-319-24574-4_28")],
-        license="MIT",
-        documentation=v0_5.FileDescr(source=tmp_path / "README.md"),
-        inputs=[
-            v0_5.InputTensorDescr(
-                id="image",
-                axes=[
-                    v0_5.BatchAxis(),
-                    *(v0_5.SpaceInputAxis(id=a, size=size) for a in "yx"),
-                    v0_5.ChannelAxis(channel_names=["gray"]),
-                ],
-                test_tensor=v0_5.FileDescr(source=tmp_path / "in.npy"),
-                preprocessing=[
-                    v0_5.ZeroMeanUnitVarianceDescr(
-                        kwargs=v0_5.ZeroMeanUnitVarianceKwargs(axes=["y", "x"])
-                    )
-                ],
-            )
-        ],
-        outputs=[
-            v0_5.OutputTensorDescr(
-                id="mask",
-                axes=[
-                    v0_5.BatchAxis(),
-                    *(
-                        v0_5.SpaceOutputAxisWithHalo(
-                            id=a, halo=4, size=v0_5.SizeReference(tensor_id="image", axis_id=a)
-                        )
-                        for a in "yx"
-                    ),
-                    v0_5.ChannelAxis(channel_names=["foreground"]),
-                ],
-                test_tensor=v0_5.FileDescr(source=tmp_path / "out.npy"),
-                postprocessing=postprocessing,
-            )
-        ],
-        weights=v0_5.WeightsDescr(
-            torchscript=v0_5.TorchscriptWeightsDescr(
-                source=tmp_path / "foreign.pt", pytorch_version=torch.__version__.split("+")[0]
-            )
-        ),
-    )
-    return save_bioimageio_package(descr, output_path=tmp_path / "foreign.zip")
-
-
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return 1 / (1 + np.exp(-x))
-
-
 def test_foreign_torchscript_unet_matches_the_module(tmp_path: Path) -> None:
     from bioimageio.spec.model import v0_5
 
-    package = _foreign_package(tmp_path, [v0_5.SigmoidDescr()], _sigmoid)
+    package = foreign_package(tmp_path, [v0_5.SigmoidDescr()], sigmoid)
     model = load_model(package)
     assert model.description.normalization == {"kind": "meanstd"}
     assert model.description.class_names == ["background", "foreground"]
     image = np.random.default_rng(2).normal(300, 40, (40, 48)).astype(np.float32)
     module = torch.jit.load(tmp_path / "foreign.pt")
     with torch.no_grad():
-        direct = _sigmoid(module(torch.from_numpy(_zmuv(image)[None, :, :, None])).numpy())
+        direct = sigmoid(module(torch.from_numpy(zmuv(image)[None, :, :, None])).numpy())
     foreground = _probabilities(model, image)[1]  # one tile: the image is a valid size
     np.testing.assert_allclose(foreground, direct[0, :, :, 0], atol=1e-4)
     labels = Predictor(model, device="cpu", precision="fp32").predict(image)
@@ -248,46 +160,16 @@ def test_foreign_torchscript_unet_matches_the_module(tmp_path: Path) -> None:
     np.testing.assert_allclose(tiled, foreground, atol=1e-5)
 
 
-RDF_0_4 = """format_version: 0.4.10
-type: model
-name: foreign unet 04
-description: a hand-built U-Net in the older 0.4 format, as many zoo models are
-authors: [{name: someone else}]
-cite: [{text: a paper, doi: 10.1007/978-3-319-24574-4_28}]
-license: MIT
-documentation: README.md
-timestamp: 2024-01-01T00:00:00
-test_inputs: [in.npy]
-test_outputs: [out.npy]
-inputs:
-- name: image
-  axes: byxc
-  data_type: float32
-  data_range: [-.inf, .inf]
-  shape: {min: [1, 16, 16, 1], step: [0, 2, 2, 0]}
-  preprocessing: [{name: zero_mean_unit_variance, kwargs: {mode: per_sample, axes: yx}}]
-outputs:
-- name: mask
-  axes: byxc
-  data_type: float32
-  data_range: [0, 1]
-  shape: {reference_tensor: image, scale: [1, 1, 1, 1], offset: [0, 0, 0, 0]}
-  halo: [0, 4, 4, 0]
-  postprocessing: [{name: sigmoid}]
-weights: {torchscript: {source: foreign.pt}}
-"""
-
-
 @pytest.mark.filterwarnings("ignore:Conversion of channel size")  # the spec's 0.4 converter
 def test_format_0_4_packages_are_converted(tmp_path: Path) -> None:
-    _foreign_package(tmp_path, [], _sigmoid)  # writes the module and test tensors
+    foreign_package(tmp_path, [], sigmoid)  # writes the module and test tensors
     (tmp_path / "rdf.yaml").write_text(RDF_0_4)
     model = load_model(tmp_path / "rdf.yaml")
     assert model.description.normalization == {"kind": "meanstd"}
     image = np.random.default_rng(2).normal(300, 40, (40, 48)).astype(np.float32)
     module = torch.jit.load(tmp_path / "foreign.pt")
     with torch.no_grad():
-        direct = _sigmoid(module(torch.from_numpy(_zmuv(image)[None, :, :, None])).numpy())
+        direct = sigmoid(module(torch.from_numpy(zmuv(image)[None, :, :, None])).numpy())
     np.testing.assert_allclose(_probabilities(model, image)[1], direct[0, :, :, 0], atol=1e-4)
 
 
@@ -295,17 +177,17 @@ def test_foreign_binarize_threshold_decides_the_labels(tmp_path: Path) -> None:
     from bioimageio.spec.model import v0_5
 
     steps = [v0_5.SigmoidDescr(), v0_5.BinarizeDescr(kwargs=v0_5.BinarizeKwargs(threshold=0.3))]
-    package = _foreign_package(tmp_path, steps, lambda raw: (_sigmoid(raw) > 0.3) * 1.0)
+    package = foreign_package(tmp_path, steps, lambda raw: (sigmoid(raw) > 0.3) * 1.0)
     image = np.random.default_rng(2).normal(300, 40, (40, 48)).astype(np.float32)
     module = torch.jit.load(tmp_path / "foreign.pt")
     with torch.no_grad():
-        direct = _sigmoid(module(torch.from_numpy(_zmuv(image)[None, :, :, None])).numpy())
+        direct = sigmoid(module(torch.from_numpy(zmuv(image)[None, :, :, None])).numpy())
     labels = Predictor(load_model(package), device="cpu", precision="fp32").predict(image)
     np.testing.assert_array_equal(labels, direct[0, :, :, 0] > 0.3)
 
 
 def test_image_outputs_are_refused(tmp_path: Path) -> None:
-    package = _foreign_package(tmp_path, [], lambda raw: raw * 100)
+    package = foreign_package(tmp_path, [], lambda raw: raw * 100)
     with pytest.raises(ValueError, match="not a segmentation"):
         load_model(package)
 
@@ -343,7 +225,7 @@ def test_outputs_that_are_not_class_scores_are_refused() -> None:
         output_rule([rescale], 1, probabilities, None)
 
 
-def test_sigmoid_output_becomes_background_and_foreground_logits() -> None:
+def testsigmoid_output_becomes_background_and_foreground_logits() -> None:
     from napari_unet.core.bioimageio.processing import OutputRule
 
     z = torch.tensor([[[[-2.0, 0.5]]]])

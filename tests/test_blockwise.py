@@ -5,6 +5,7 @@ import pytest
 import torch
 from scipy import ndimage as ndi
 
+from label_helpers import matched_share
 from napari_unet.core.blocks import AxisGeometry, BlockGrid, choose_core_shape
 from napari_unet.core.memory import parse_memory
 from napari_unet.core.predict import Predictor
@@ -37,18 +38,6 @@ def bump_predictor(spatial_dims=2, **settings):
 
     predictor.network.forward = interior_at_peaks
     return predictor
-
-
-def matched_share(expected, found, threshold=0.9):
-    """Share of expected objects matched one-to-one by a found object with IoU >= threshold."""
-    pairs = np.stack([expected.ravel(), found.ravel()])
-    pairs = pairs[:, (pairs > 0).all(axis=0)]
-    combos, shared = np.unique(pairs, axis=1, return_counts=True)
-    sizes_e, sizes_f = np.bincount(expected.ravel()), np.bincount(found.ravel())
-    iou = shared / (sizes_e[combos[0]] + sizes_f[combos[1]] - shared)
-    good = combos[:, iou >= threshold]
-    one_to_one = len(set(good[0])) == good.shape[1] == len(set(good[1]))
-    return good.shape[1] / (expected.max() or 1), one_to_one
 
 
 @pytest.mark.parametrize(("padding", "depth"), [("same", 4), ("valid", 2)])

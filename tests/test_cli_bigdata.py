@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 
 import napari_unet
+from label_helpers import matched_share
 from napari_unet.cli import main
 from napari_unet.core.io import read_image
-from test_blockwise import matched_share
 
 zarr = pytest.importorskip("zarr")
 ome_writer = pytest.importorskip("ome_zarr.writer")

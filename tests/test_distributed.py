@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 
 import napari_unet
+from label_helpers import matched_share
 from napari_unet.core.distributed import connect
 from napari_unet.core.io import read_image
 from napari_unet.core.predict import Predictor
-from test_blockwise import matched_share
 from tiny_models import make_model
 
 distributed = pytest.importorskip("distributed")

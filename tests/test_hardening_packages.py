@@ -23,6 +23,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from fixed_examples import FIXED_EXAMPLES
+from foreign_packages import RDF_0_4, foreign_package, sigmoid
 from tiny_models import make_model
 
 pytest.importorskip("bioimageio.spec")
@@ -183,9 +184,7 @@ def test_a_package_loads_with_the_network_off(package: Path, no_network: list[ob
 def test_format_0_4_packages_are_held_to_the_same_rules(
     tmp_path: Path, no_network: list[object], old: str, new: str
 ) -> None:
-    from test_bioimageio import RDF_0_4, _foreign_package, _sigmoid
-
-    _foreign_package(tmp_path, [], _sigmoid)  # writes the module and test tensors
+    foreign_package(tmp_path, [], sigmoid)  # writes the module and test tensors
     (tmp_path / "rdf.yaml").write_text(RDF_0_4.replace(old, new) if old else RDF_0_4)
     if not old:
         assert load_model(tmp_path / "rdf.yaml").description.normalization["kind"] == "meanstd"
