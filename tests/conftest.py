@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 import torch
 
+from fake_clock import FakeClock, install
+
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 """The training and validation data beside the checkout (ISBI 2012, DSB 2018), as CI lays it."""
 
@@ -51,3 +53,9 @@ def one_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def fake_clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
+    """``time.monotonic`` that moves only when the test advances it (see tests/fake_clock.py)."""
+    return install(monkeypatch)

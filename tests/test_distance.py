@@ -116,7 +116,19 @@ def test_fine_tuning_a_boundary_model_into_a_distance_model_keeps_its_classes():
     np.testing.assert_allclose(after[:3], before, atol=1e-5)
 
 
-def test_a_time_budget_ends_the_run_and_annealing_follows_the_clock(tmp_path):
+def test_a_time_budget_ends_the_run_and_annealing_follows_the_clock(
+    tmp_path, monkeypatch, fake_clock
+):
+    """On a fake clock each step takes 0.1 s and nothing else takes time: the run is exact."""
+    import napari_unet.core.train as engine
+
+    loss = engine.segmentation_loss
+
+    def step_of_a_tenth(*args, **kwargs):
+        fake_clock.advance(0.1)
+        return loss(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "segmentation_loss", step_of_a_tenth)
     images, masks = touching_discs()
     seen = []
     model = train(
@@ -133,7 +145,8 @@ def test_a_time_budget_ends_the_run_and_annealing_follows_the_clock(tmp_path):
     assert seen[-1].done == 1.0
     assert seen[-1].epoch >= 2  # epochs went on until the time was up
     state = torch.load(tmp_path / CHECKPOINT_FILE, weights_only=True)
-    assert state["run"]["elapsed_s"] > 0.5 * 0.03 * 60  # resumed runs count earlier time
+    # 17 steps: the 18th would end past the 1.8 s budget; resumed runs count this time
+    assert state["run"]["elapsed_s"] == pytest.approx(0.03 * 60 - 0.1)
     assert "scaler" in state  # the mixed-precision scaler is part of the checkpoint
     assert state["scheduler"]["_last_lr"][0] < 1e-3 * 0.1  # annealed by the end of the budget
     # without validation images the result is the last weights, not a lucky epoch
