@@ -73,15 +73,3 @@ def test_an_em_stack_joined_in_3d_on_a_cluster_gives_the_single_process_result(
 def test_numpy_inputs_are_refused_for_a_cluster(client):
     with pytest.raises(ValueError, match="workers read and write stores themselves"):
         Predictor(make_model()).predict(np.zeros((32, 32), np.float32), client=client)
-
-
-def test_an_unreachable_scheduler_is_reported_within_seconds(monkeypatch):
-    import time
-
-    from napari_unet.core import distributed as engine
-
-    monkeypatch.setattr(engine, "CONNECT_TIMEOUT", "2s")
-    start = time.perf_counter()
-    with pytest.raises(ConnectionError, match="cannot reach the dask scheduler"):
-        connect("tcp://127.0.0.1:1")
-    assert time.perf_counter() - start < 10

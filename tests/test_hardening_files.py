@@ -2,7 +2,6 @@
 
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -24,12 +23,16 @@ def write_ome(path, sizes='SizeC="1" SizeZ="1" SizeT="1"'):
     return path
 
 
-def test_ome_claim_of_a_huge_series_is_refused_at_once_naming_the_claim(tmp_path):
+def test_ome_claim_of_a_huge_series_is_refused_at_once_naming_the_claim(tmp_path, monkeypatch):
+    """Refused before tifffile builds a series from the claim (walking 300 million planes)."""
     path = write_ome(tmp_path / "claim.ome.tif", 'SizeC="3" SizeZ="1000" SizeT="100000"')
-    start = time.perf_counter()
+
+    def no_series(tiff):
+        pytest.fail("the claim was believed: tifffile was asked for the series")
+
+    monkeypatch.setattr(tifffile.TiffFile, "series", property(no_series))
     with pytest.raises(ValueError, match=r"claims OME .*SizeZ=1000 SizeC=3 SizeT=100000") as info:
         describe_file(path)
-    assert time.perf_counter() - start < 0.5
     assert "\n" not in str(info.value) and len(str(info.value)) < 400
 
 

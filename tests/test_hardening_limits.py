@@ -46,6 +46,9 @@ QUICK = settings(FIXED_EXAMPLES, max_examples=40)
 FEW = settings(QUICK, max_examples=12)
 SHORT_TIMEOUT = 2.0
 """Seconds CONNECT_TIMEOUT is shortened to; the documented default is 10."""
+ANSWER_GUARD_S = SHORT_TIMEOUT + 1.5
+"""Seconds a refused address may take: the documented timeout, plus one for the thread that
+asks the server (``_identify``) and a margin for a loaded machine. A guard, not a timing."""
 
 
 def one_line(error: BaseException, *names: str) -> str:
@@ -392,7 +395,7 @@ def test_a_server_that_is_not_a_dask_scheduler_is_answered_in_time(short_timeout
     finally:
         server.close()
     one_line(refused.value, server.address, words)
-    assert elapsed < SHORT_TIMEOUT + 1.5
+    assert elapsed < ANSWER_GUARD_S
 
 
 def test_a_port_where_nothing_listens_is_answered_in_time(short_timeout):
@@ -401,7 +404,7 @@ def test_a_port_where_nothing_listens_is_answered_in_time(short_timeout):
     with pytest.raises(ConnectionError) as refused:
         cluster.connect(address)
     one_line(refused.value, address, "cannot reach the dask scheduler", "within 2s")
-    assert time.perf_counter() - start < SHORT_TIMEOUT + 1.5
+    assert time.perf_counter() - start < ANSWER_GUARD_S
 
 
 def test_the_documented_timeout_is_ten_seconds_and_a_real_scheduler_still_connects(short_timeout):

@@ -270,13 +270,22 @@ def test_weight_averaging_returns_the_mean_of_the_last_epochs_and_survives_a_res
         torch.testing.assert_close(value, torch.stack([s[key] for s in snapshots]).mean(0))
 
 
-def test_a_time_budget_averages_the_epochs_that_end_in_its_last_share():
+def test_a_time_budget_averages_the_epochs_that_end_in_its_last_share(monkeypatch, fake_clock):
     window = AveragingWindow.of(Schedule(10**6, 1, budget_s=60.0), share=0.5)
     assert [window.includes(epoch, done) for epoch, done in [(1, 0.4), (9, 0.5), (2, 0.6)]] == [
         False,
         False,
         True,
     ]
+    import napari_unet.core.train as engine
+
+    loss = engine.segmentation_loss
+
+    def step_of_a_tenth(*args, **kwargs):
+        fake_clock.advance(0.1)
+        return loss(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "segmentation_loss", step_of_a_tenth)
     images, masks = squares(2)
     model = train(
         images,
@@ -288,7 +297,9 @@ def test_a_time_budget_averages_the_epochs_that_end_in_its_last_share():
         steps_per_epoch=1,
         average_weights=0.5,
     )
-    assert model.description.metrics["validation"]["averaged_epochs"] >= 1
+    # one-step epochs of 0.1 s on a fake clock: 16 fit before the 0.19 s kept for the closing
+    # phases, and the 8 that end in the second half of those 1.6 s are averaged
+    assert model.description.metrics["validation"]["averaged_epochs"] == 8
 
 
 def test_weight_averaging_share_must_be_a_fraction():
