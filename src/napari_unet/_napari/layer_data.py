@@ -24,9 +24,10 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from napari_unet._napari.model_choices import DEFAULT_MODEL, model_label
+from napari_unet._napari.model_choices import model_label
 from napari_unet.core.omezarr import OmeZarrImage
 from napari_unet.core.progress import CancelToken, ProgressCallback
+from napari_unet.names import DEFAULT_MODEL, Output, image_stem
 
 if TYPE_CHECKING:
     from napari.layers import Image, Labels
@@ -35,7 +36,6 @@ if TYPE_CHECKING:
     from napari_unet.core.models import Model, ModelDescription
 
 LayerDataTuple = tuple[Any, dict[str, Any], str]
-Output = Literal["labels", "instances", "semantic", "probabilities"]
 Mode = Literal["2D", "3D"]
 
 SPATIAL_AXES = "TZYX"
@@ -102,11 +102,7 @@ def file_placement(image: ImageFile) -> Placement:
 
 def file_layer_name(path: str | Path) -> str:
     """Name a layer after its file, without ``.tif`` or ``.ome.tif``."""
-    name = Path(path).name
-    for suffix in (".ome.tiff", ".ome.tif", ".tiff", ".tif", ".ome.zarr", ".zarr"):
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return name
+    return image_stem(path)
 
 
 def image_file_layer(image: ImageFile) -> LayerDataTuple:

@@ -11,12 +11,13 @@ from typing import TYPE_CHECKING
 
 from psygnal import SignalInstance
 
+from napari_unet.names import DEFAULT_MODEL
+
 if TYPE_CHECKING:
     from napari.layers import Image
 
     from napari_unet.core.models import Model, ModelDescription
 
-DEFAULT_MODEL = "nuclei"
 
 SUGGESTED_MODEL = "napari-unet model"
 """Key of an Image layer's ``metadata`` that names the model meant for it (the samples set it)."""

@@ -17,11 +17,10 @@ from pathlib import Path
 from napari_unet._napari.layer_data import LayerDataTuple, image_file_layer
 from napari_unet.core.io import read_image
 from napari_unet.core.omezarr import is_ome_zarr, label_images
+from napari_unet.names import TIFF_SUFFIXES
 
 PathOrPaths = str | list[str]
 ReaderFunction = Callable[[PathOrPaths], list[LayerDataTuple]]
-
-TIFF_SUFFIXES = (".tif", ".tiff")
 
 
 def get_reader(path: PathOrPaths) -> ReaderFunction | None:

@@ -22,6 +22,7 @@ from napari_unet._napari.job_widget import JobWidget
 from napari_unet._napari.layer_data import train_on_layers
 from napari_unet._napari.loss_plot import LossPlot
 from napari_unet._napari.model_choices import models_changed, saved_models
+from napari_unet.names import TARGETS
 
 if TYPE_CHECKING:
     import napari
@@ -97,7 +98,7 @@ class TrainWidget(JobWidget):
         )
         self.target = ComboBox(
             label="target",
-            choices=["instances", "semantic"],
+            choices=list(TARGETS),
             tooltip="instances: one label per object; semantic: one label per class",
         )
         self.sparse = CheckBox(

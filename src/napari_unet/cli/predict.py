@@ -11,9 +11,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-TIFF_SUFFIXES = (".tif", ".tiff")
-ZARR_SUFFIX = ".zarr"
-"""A folder with this suffix is one OME-Zarr image, not a folder of images."""
+from napari_unet.names import DEFAULT_MODEL, OUTPUTS, TIFF_SUFFIXES, ZARR_SUFFIX, image_stem
+
 OUTPUT_SUFFIX = {"probabilities": "_probabilities", "semantic": "_classes"}
 
 
@@ -55,7 +54,7 @@ def register_predict(subparsers: Any) -> None:
         "--output",
         dest="kind",
         default="labels",
-        choices=["labels", "instances", "semantic", "probabilities"],
+        choices=OUTPUTS,
         help="labels (the model's own kind), instances, semantic, probabilities",
     )
     parser.add_argument(
@@ -148,21 +147,13 @@ def output_paths(inputs: list[Path], target: str | Path, kind: str) -> list[Path
         )
     ending = OUTPUT_SUFFIX.get(kind, "_labels")
     return [
-        target / (_stem(path) + ending + (".ome.zarr" if _zarr_labels(path, kind) else ".tif"))
+        target / (image_stem(path) + ending + (".ome.zarr" if _zarr_labels(path, kind) else ".tif"))
         for path in inputs
     ]
 
 
 def _zarr_labels(source: Path, kind: str) -> bool:
     return kind != "probabilities" and _is_zarr(source)
-
-
-def _stem(path: Path) -> str:
-    name = path.name
-    for suffix in (".ome.tiff", ".ome.tif", ".tiff", ".tif", ".ome.zarr", ".zarr"):
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return path.stem
 
 
 def run_predict(args: argparse.Namespace) -> int:
@@ -174,7 +165,7 @@ def run_predict(args: argparse.Namespace) -> int:
     image size.
     """
     from napari_unet.core.files import check_outputs, new_folders_removed_on_failure
-    from napari_unet.core.predict import DEFAULT_MODEL, Predictor
+    from napari_unet.core.predict import Predictor
 
     inputs = expand_inputs(args.inputs)
     outputs = output_paths(inputs, args.target, args.kind)

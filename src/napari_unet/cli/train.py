@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from napari_unet.names import TARGETS
+
 
 def register_train(subparsers: Any) -> None:
     """Add ``napari-unet train``."""
@@ -20,7 +22,7 @@ def register_train(subparsers: Any) -> None:
     parser.add_argument("--masks", required=True, type=Path, help="folder of mask TIFFs")
     parser.add_argument("--out", required=True, type=Path, help="folder to save the model in")
     parser.add_argument("--from", dest="base_model", help="fine-tune this model (name or folder)")
-    parser.add_argument("--target", choices=["instances", "semantic"], default="instances")
+    parser.add_argument("--target", choices=TARGETS, default="instances")
     parser.add_argument(
         "--representation",
         choices=["distance", "boundaries"],

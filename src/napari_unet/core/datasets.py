@@ -19,16 +19,15 @@ from napari_unet.core.normalize import model_input
 from napari_unet.core.postprocess import instance_source
 from napari_unet.core.targets import (
     IGNORE_INDEX,
-    Target,
     center_distance,
     instance_target,
     object_labels,
     semantic_target,
     weight_map,
 )
+from napari_unet.names import TIFF_SUFFIXES, Target
 
 ArrayList = Sequence[np.ndarray]
-TIFF_SUFFIXES = (".tif", ".tiff")
 
 
 MAX_SEMANTIC_CLASSES = 64

@@ -16,6 +16,8 @@ import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
+from napari_unet.names import ZARR_SUFFIX
+
 
 def atomic_write(target: Path, write: Callable[[str], object], overwrite: bool = True) -> None:
     """Call ``write(temporary_path)``, then move the file to ``target`` with normal permissions.
@@ -64,7 +66,7 @@ def check_outputs(inputs: Sequence[Path], outputs: Sequence[Path], overwrite: bo
                 f"output {output} would replace the input {source}; choose another output"
             )
         _refuse_inside(Path(output), target, stores)
-        if target.is_dir() and target.suffix.lower() != ".zarr" and not is_ome_zarr(target):
+        if target.is_dir() and target.suffix.lower() != ZARR_SUFFIX and not is_ome_zarr(target):
             raise IsADirectoryError(f"output {output} is a folder, not an image file")
         if target in seen:
             raise ValueError(

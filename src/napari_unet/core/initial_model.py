@@ -23,8 +23,8 @@ from napari_unet.core.targets import (
     INSTANCE_CLASSES,
     REPRESENTATIONS,
     Representation,
-    Target,
 )
+from napari_unet.names import TARGETS, Target
 
 DEFAULT_NORMALIZATION = {"kind": "percentile", "low": 1.0, "high": 99.8, "rgb": "mean"}
 
@@ -40,8 +40,8 @@ def initial_model(
     representation: Representation | None = None,
 ) -> Model:
     """Choose the model to start from: a copy of ``base_model`` renamed, or a fresh network."""
-    if target not in ("instances", "semantic"):
-        raise ValueError(f"target must be 'instances' or 'semantic', not {target!r}")
+    if target not in TARGETS:
+        raise ValueError(f"target must be one of {TARGETS}, not {target!r}")
     if representation is not None and representation not in REPRESENTATIONS:
         raise ValueError(f"representation must be one of {REPRESENTATIONS}, not {representation!r}")
     base = load_model(base_model) if base_model is not None else None

@@ -29,8 +29,8 @@ import numpy as np
 
 from napari_unet.core.files import missing_folders, remove_empty
 from napari_unet.core.io import ImageFile, smallest_label_dtype_of
+from napari_unet.names import ZARR_SUFFIX
 
-ZARR_SUFFIX = ".zarr"
 WRITE_VERSION = "0.5"
 """NGFF version written by default (zarr format 3); ``"0.4"`` writes zarr format 2."""
 READ_VERSIONS = ("0.4", "0.5")

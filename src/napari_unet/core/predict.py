@@ -23,7 +23,7 @@ import warnings
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
@@ -57,6 +57,7 @@ from napari_unet.core.normalize import Normalizer, check_dtype, fit_normalizer, 
 from napari_unet.core.postprocess import instance_source
 from napari_unet.core.progress import CancelToken, ProgressCallback
 from napari_unet.core.tiling import Tile, TileGrid, plan_axis
+from napari_unet.names import DEFAULT_MODEL, OUTPUTS, Output
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -67,9 +68,6 @@ __all__ = [
     "segment",
 ]
 
-DEFAULT_MODEL = "nuclei"
-Output = Literal["labels", "instances", "semantic", "probabilities"]
-OUTPUTS = ("labels", "instances", "semantic", "probabilities")
 CPU_BATCH_PIXELS = 2**20
 """On the CPU, larger batches are no faster (they fall out of cache) and make progress jump."""
 SMALLEST_TILE_EDGE = 32

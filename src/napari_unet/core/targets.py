@@ -19,6 +19,8 @@ from typing import Literal
 import numpy as np
 from scipy import ndimage as ndi
 
+from napari_unet.names import Target
+
 IGNORE_INDEX = -1
 """Target value of pixels the loss ignores (not annotated, or padding)."""
 
@@ -31,8 +33,6 @@ DISTANCE_CHANNEL = "distance"
 
 Representation = Literal["boundaries", "distance"]
 REPRESENTATIONS: tuple[str, ...] = ("boundaries", "distance")
-
-Target = Literal["instances", "semantic"]
 
 
 def semantic_target(mask: np.ndarray, sparse: bool = False) -> np.ndarray:

@@ -44,7 +44,7 @@ from napari_unet.core.losses import LossName, distance_loss, segmentation_loss
 from napari_unet.core.models import Model, ModelDescription, load_model, save_model
 from napari_unet.core.network import UNet, UNetConfig
 from napari_unet.core.progress import Cancelled, CancelToken, check_cancelled
-from napari_unet.core.targets import Representation, Target
+from napari_unet.core.targets import Representation
 from napari_unet.core.time_budget import ClosingWork, Schedule
 from napari_unet.core.training_data import (
     HOLD_OUT_SHARE,
@@ -55,6 +55,7 @@ from napari_unet.core.training_data import (
     hold_out_objects,
     read_split,
 )
+from napari_unet.names import Target
 
 NEW_MODEL_LEARNING_RATE = 1e-3
 FINE_TUNE_LEARNING_RATE = 1e-4

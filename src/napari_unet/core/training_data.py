@@ -15,7 +15,7 @@ from napari_unet.core.augment import Augmenter, Sample
 from napari_unet.core.datasets import LabelledImage, PatchSampler, read_pairs
 from napari_unet.core.models import ModelDescription
 from napari_unet.core.network import UNet
-from napari_unet.core.targets import Target
+from napari_unet.names import Target
 
 Data = str | os.PathLike[str] | Sequence[np.ndarray]
 Pairs = tuple[list[np.ndarray], list[np.ndarray]]
