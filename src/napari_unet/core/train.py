@@ -30,7 +30,7 @@ from napari_unet.core.averaging import (
 from napari_unet.core.card_checks import check_normalization
 from napari_unet.core.checkpoint import BEST_DIR, Checkpointer, RunState, TrainingState
 from napari_unet.core.datasets import LabelledImage
-from napari_unet.core.device import autocast, resolve_precision
+from napari_unet.core.device import autocast, resolve_device, resolve_precision
 from napari_unet.core.evaluate import tune_instance_postprocess, validation_metrics
 from napari_unet.core.finetune_check import (
     INSTANCE_METRIC,
@@ -424,7 +424,7 @@ class _Loop:
         self.schedule = schedule
         self.loss = loss
         self.learning_rate = learning_rate
-        self.device = _resolve_device(device)
+        self.device = torch.device(resolve_device(device))
         self.dtype = resolve_precision(precision, str(self.device))
         if self.dtype == torch.float16 and self.device.type != "cuda":
             if precision != "auto":
@@ -674,9 +674,3 @@ def _loss(logits: torch.Tensor, batch: Batch, name: LossName) -> torch.Tensor:
 
 def _cpu_copy(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().clone() for k, v in state.items()}
-
-
-def _resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
