@@ -42,7 +42,12 @@ from napari_unet.core.postprocess import (
     instance_source,
     semantic_labels,
 )
-from napari_unet.core.progress import CancelToken, ProgressCallback, check_cancelled
+from napari_unet.core.progress import (
+    CancelToken,
+    ProgressCallback,
+    WorkCounter,
+    check_cancelled,
+)
 from napari_unet.core.slice_join import join_slices
 from napari_unet.core.stitching import BlockLabels, merge_tables
 
@@ -152,7 +157,7 @@ def predict_blockwise(
     total = request.times * sum(
         predictor.tiles_per_window(_lengths(block.window), settings) for block in blocks
     )
-    counter = _Counter(total, progress, cancel)
+    counter = WorkCounter(total, progress, cancel)
     target = out if out is not None else np.zeros(request.out_shape, own_dtype(request.kind))
     z_halo = plan.grid.geometry[0].halo
     two_d = predictor.model.description.spatial_dims == 2
@@ -505,21 +510,6 @@ def store_folder(array: Any) -> str | None:
     """Return the folder of a zarr array's local store, if it has one."""
     root = getattr(getattr(array, "store", None), "root", None)
     return None if root is None else os.fspath(root)
-
-
-class _Counter:
-    """Progress in tiles, with a cancellation check after every forward pass."""
-
-    def __init__(self, total: int, progress: ProgressCallback | None, cancel: CancelToken | None):
-        self.done, self.total, self.progress, self.cancel = 0, total, progress, cancel
-        if progress is not None:
-            progress(0, total)
-
-    def add(self, tiles: int) -> None:
-        self.done = min(self.total, self.done + tiles)
-        if self.progress is not None:
-            self.progress(self.done, self.total)
-        check_cancelled(self.cancel)
 
 
 def _lengths(window: tuple[slice, ...]) -> tuple[int, int, int]:

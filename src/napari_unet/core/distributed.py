@@ -41,7 +41,7 @@ from napari_unet.core.blockwise import (
     scratch_for,
     spatial_chunks,
 )
-from napari_unet.core.progress import Cancelled, CancelToken, ProgressCallback
+from napari_unet.core.progress import CancelToken, ProgressCallback, WorkCounter
 
 if TYPE_CHECKING:
     from napari_unet.core.blocks import Block
@@ -355,13 +355,8 @@ def _set_torch_threads(count: int) -> None:
     torch.set_num_threads(count)
 
 
-class _Tracker:
+class _Tracker(WorkCounter):
     """Progress in blocks as tasks finish; cancelling stops waiting and cancels what is left."""
-
-    def __init__(self, total: int, progress: ProgressCallback | None, cancel: CancelToken | None):
-        self.done, self.total, self.progress, self.cancel = 0, total, progress, cancel
-        if progress is not None:
-            progress(0, total)
 
     def gather(self, client: Any, futures: dict[tuple[int, ...], Any]) -> dict[Any, Any]:
         from distributed import as_completed
@@ -372,11 +367,7 @@ class _Tracker:
         try:
             for future, result in waiting:
                 results[keys[future.key]] = result
-                self.done += 1
-                if self.progress is not None:
-                    self.progress(self.done, self.total)
-                if self.cancel is not None and self.cancel.cancelled:
-                    raise Cancelled("cancelled by the user")
+                self.add(1)
         except BaseException:
             client.cancel(list(futures.values()))
             raise

@@ -38,3 +38,25 @@ def check_cancelled(cancel: CancelToken | None) -> None:
     """Raise :class:`Cancelled` if ``cancel`` is set; no-op for ``None``."""
     if cancel is not None:
         cancel.raise_if_cancelled()
+
+
+class WorkCounter:
+    """Counts done work units, reports them, and checks for cancellation after each step.
+
+    One counter for every loop that reports ``progress(done, total)``: tiles of blockwise
+    prediction, blocks finished on a cluster.
+    """
+
+    def __init__(
+        self, total: int, progress: ProgressCallback | None, cancel: CancelToken | None
+    ) -> None:
+        self.done, self.total, self.progress, self.cancel = 0, total, progress, cancel
+        if progress is not None:
+            progress(0, total)
+
+    def add(self, units: int) -> None:
+        """Count ``units`` more as done (never past the total), report, then check cancel."""
+        self.done = min(self.total, self.done + units)
+        if self.progress is not None:
+            self.progress(self.done, self.total)
+        check_cancelled(self.cancel)
