@@ -13,25 +13,18 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
-from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from napari_unet._napari.layer_data import LayerDataTuple, layer_axes, result_name, segment_layer
-from napari_unet.core.postprocess import (
-    CELL_DEFAULTS,
-    INSTANCE_DEFAULTS,
-    cell_instances,
-    instance_labels,
-    instance_source,
-)
+from napari_unet.core.postprocess import instance_labels, object_labeller
 
 if TYPE_CHECKING:
     from napari.layers import Image
 
-    from napari_unet.core.models import Model, ModelDescription
+    from napari_unet.core.models import Model
 
 Labeller = Callable[..., np.ndarray]
 """The engine's post-processing: probabilities and thresholds in, object labels out."""
@@ -114,7 +107,7 @@ def segment_instances(
         labels, meta, kind = segment_layer(layer, model, output="instances", **common)
         return (labels, {**meta, "name": name}, kind), None, label_count(labels)
     probabilities, meta, _ = segment_layer(layer, model, output="probabilities", **common)
-    kept = KeptProbabilities(probabilities, axes, name, labeller(model.description)[0])
+    kept = KeptProbabilities(probabilities, axes, name, object_labeller(model.description)[0])
     labels, count = kept.labels(thresholds)
     return (labels, {**without_leading_axis(meta), "name": name}, "labels"), kept, count
 
@@ -149,22 +142,6 @@ def with_thresholds(model: Model, thresholds: dict[str, Any]) -> Model:
     from napari_unet.core.models import Model
 
     return Model(replace(model.description, postprocess=dict(thresholds)), model.network)
-
-
-def labeller(description: ModelDescription) -> tuple[Labeller, dict[str, Any]]:
-    """Return the engine's post-processing for a model's objects, and its thresholds.
-
-    Boundary models (background, interior, boundary) use a seeded watershed on the interior;
-    membrane models (EM) one object per region between membranes. The thresholds are the
-    card's, completed with the engine's defaults; the first is the foreground one.
-    """
-    if instance_source(description) == "membranes":
-        membrane = description.class_names.index("membrane")
-        defaults = CELL_DEFAULTS
-        label: Labeller = partial(cell_instances, membrane_class=membrane)
-    else:
-        defaults, label = INSTANCE_DEFAULTS, instance_labels
-    return label, {key: description.postprocess.get(key, value) for key, value in defaults.items()}
 
 
 def _probability_bytes(layer: Image, axes: str, level: int, position: Any, channels: int) -> int:

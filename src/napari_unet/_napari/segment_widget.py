@@ -34,7 +34,6 @@ from napari_unet._napari.layer_data import (
 from napari_unet._napari.live_labels import (
     KeptProbabilities,
     class_counts,
-    labeller,
     segment_instances,
     without_leading_axis,
 )
@@ -52,7 +51,7 @@ from napari_unet.core.models import (
     read_description,
     resolve_model_path,
 )
-from napari_unet.core.postprocess import instance_source
+from napari_unet.core.postprocess import instance_source, object_labeller
 
 LOAD_FROM_FILE = "load from file..."
 PLACEMENT = ("scale", "translate", "affine", "axis_labels", "units")
@@ -260,7 +259,7 @@ class SegmentWidget(JobWidget):
         for field in (self.mode, self.channel, self.output):
             _refill(field)
         self.output.value = description.output_kind
-        _, thresholds = labeller(description)
+        _, thresholds = object_labeller(description)
         self._foreground_key = next(iter(thresholds))  # foreground_ or interior_threshold
         with self.foreground.changed.blocked(), self.seed.changed.blocked():
             self.foreground.value = thresholds[self._foreground_key]

@@ -34,14 +34,7 @@ from napari_unet.core.blocks import (
 )
 from napari_unet.core.inference import OutOfMemoryForTile
 from napari_unet.core.memory import MAX_BLOCK_EDGE_2D, MAX_BLOCK_VOXELS_3D, plan_memory
-from napari_unet.core.postprocess import (
-    activate,
-    cell_instances,
-    class_channels,
-    instance_labels,
-    instance_source,
-    semantic_labels,
-)
+from napari_unet.core.postprocess import activate, class_channels, object_labeller, semantic_labels
 from napari_unet.core.progress import (
     CancelToken,
     ProgressCallback,
@@ -330,11 +323,8 @@ def finish(logits: np.ndarray, kind: str, description: ModelDescription) -> np.n
     if kind == "probabilities":
         return probabilities
     del logits
-    if instance_source(description) == "membranes":
-        membrane = description.class_names.index("membrane")
-        label = partial(cell_instances, membrane_class=membrane, **description.postprocess)
-    else:
-        label = partial(instance_labels, **description.postprocess)
+    labeller, thresholds = object_labeller(description)
+    label = partial(labeller, **thresholds)
     if description.spatial_dims == 3:
         return label(probabilities)
     slices = np.stack([label(probabilities[:, z]) for z in range(probabilities.shape[1])])

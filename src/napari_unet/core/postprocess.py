@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -142,3 +144,20 @@ def instance_source(description: Any) -> str | None:
     if "membrane" in description.class_names:
         return "membranes"
     return "boundaries" if description.architecture.out_channels == 3 else None
+
+
+def object_labeller(description: Any) -> tuple[Callable[..., np.ndarray], dict[str, Any]]:
+    """Return how a model's outputs become objects, and its thresholds.
+
+    Membrane models (EM) give one object per region between membranes
+    (:func:`cell_instances`); the others a seeded watershed (:func:`instance_labels`). The
+    thresholds are the card's, completed with that function's defaults. Prediction, the
+    napari plugin's live re-labelling and evaluation all choose through here.
+    """
+    if instance_source(description) == "membranes":
+        membrane = description.class_names.index("membrane")
+        label: Callable[..., np.ndarray] = partial(cell_instances, membrane_class=membrane)
+        defaults = CELL_DEFAULTS
+    else:
+        label, defaults = instance_labels, INSTANCE_DEFAULTS
+    return label, {key: description.postprocess.get(key, value) for key, value in defaults.items()}
