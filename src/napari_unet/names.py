@@ -20,6 +20,10 @@ Target = Literal["instances", "semantic"]
 TARGETS: tuple[Target, ...] = ("instances", "semantic")
 """What a model learns: one label per object, or one class per pixel."""
 
+DEFAULT_PERCENTILES = (1.0, 99.8)
+"""Percentile normalisation: these percentiles of the image become 0 and 1 unless a card
+says otherwise."""
+
 TIFF_SUFFIXES = (".tif", ".tiff")
 ZARR_SUFFIX = ".zarr"
 """A folder with this suffix is one (OME-)Zarr image, not a folder of images."""

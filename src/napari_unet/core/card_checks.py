@@ -18,6 +18,7 @@ from safetensors import safe_open
 
 from napari_unet.core.network import UNet, UNetConfig
 from napari_unet.core.normalize import KINDS
+from napari_unet.names import DEFAULT_PERCENTILES
 
 INT_RANGES = {
     "spatial_dims": (2, 3),
@@ -140,7 +141,10 @@ def check_normalization(settings: Any) -> None:
     unknown = sorted(set(settings) - NORMALIZATION_KEYS)
     _require(not unknown, f"normalization has unknown keys {unknown}")
     _require(settings.get("kind", "percentile") in KINDS, f"normalization.kind must be in {KINDS}")
-    low, high = settings.get("low", 1.0), settings.get("high", 99.8)
+    low, high = (
+        settings.get("low", DEFAULT_PERCENTILES[0]),
+        settings.get("high", DEFAULT_PERCENTILES[1]),
+    )
     _require(
         _is_number(low) and _is_number(high) and 0 <= low < high <= 100,
         f"normalization.low and .high must be percentiles with low < high, not {low!r}, {high!r}",

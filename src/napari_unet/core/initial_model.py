@@ -24,9 +24,10 @@ from napari_unet.core.targets import (
     REPRESENTATIONS,
     Representation,
 )
-from napari_unet.names import TARGETS, Target
+from napari_unet.names import DEFAULT_PERCENTILES, TARGETS, Target
 
-DEFAULT_NORMALIZATION = {"kind": "percentile", "low": 1.0, "high": 99.8, "rgb": "mean"}
+LOW, HIGH = DEFAULT_PERCENTILES
+DEFAULT_NORMALIZATION = {"kind": "percentile", "low": LOW, "high": HIGH, "rgb": "mean"}
 
 
 def initial_model(

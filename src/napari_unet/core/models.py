@@ -21,6 +21,7 @@ from napari_unet.core.bioimageio import is_bioimageio_source
 from napari_unet.core.card_checks import check_finite, check_weights, read_card
 from napari_unet.core.files import atomic_write
 from napari_unet.core.network import UNet, UNetConfig
+from napari_unet.names import DEFAULT_PERCENTILES
 
 FORMAT_VERSION = 1
 WEIGHTS_FILE = "weights.safetensors"
@@ -50,7 +51,11 @@ class ModelDescription:
     output_kind: OutputKind = "semantic"
     class_names: list[str] = field(default_factory=lambda: ["background", "foreground"])
     normalization: dict[str, Any] = field(
-        default_factory=lambda: {"kind": "percentile", "low": 1.0, "high": 99.8}
+        default_factory=lambda: {
+            "kind": "percentile",
+            "low": DEFAULT_PERCENTILES[0],
+            "high": DEFAULT_PERCENTILES[1],
+        }
     )
     postprocess: dict[str, Any] = field(default_factory=dict)
     pixel_size_um: float | None = None

@@ -33,6 +33,7 @@ from napari_unet.core.models import CARD_FILE, WEIGHTS_FILE, Model, load_model, 
 from napari_unet.core.network import UNet
 from napari_unet.core.normalize import fit_normalizer
 from napari_unet.core.postprocess import class_channels, instance_source
+from napari_unet.names import DEFAULT_PERCENTILES
 
 INPUT_ID = "raw"
 OUTPUT_ID = "probabilities"
@@ -390,7 +391,7 @@ def _write_cover(path: Path, test_input: np.ndarray, test_output: np.ndarray) ->
     classes = test_output[0].argmax(axis=0).astype(np.float32)
     if image.ndim == 3:  # a volume: its middle slice
         image, classes = image[image.shape[0] // 2], classes[classes.shape[0] // 2]
-    low, high = np.percentile(image, [1, 99.8])
+    low, high = np.percentile(image, DEFAULT_PERCENTILES)
     gray = np.clip((image - low) / max(high - low, 1e-6), 0, 1)
     labels = classes / max(1.0, float(test_output.shape[1] - 1))
     right = _fit(labels, gray.shape)
