@@ -7,7 +7,6 @@ from scipy import ndimage as ndi
 
 from label_helpers import matched_share
 from napari_unet.core.blocks import AxisGeometry, BlockGrid, choose_core_shape
-from napari_unet.core.memory import parse_memory
 from napari_unet.core.predict import Predictor
 from napari_unet.core.progress import Cancelled, CancelToken
 from tiny_models import make_model
@@ -148,16 +147,6 @@ def test_out_of_memory_ladder_ends_with_a_memory_error_and_leaves_settings_alone
         with pytest.raises(MemoryError, match="even with tiles of"):
             predictor.predict(rng.normal(size=(200, 200)).astype(np.float32))
     assert predictor.batch_size == 3 and predictor.tile_shape is None
-
-
-def test_memory_limit_is_parsed_and_a_limit_below_the_process_is_refused():
-    assert parse_memory("2GB") == parse_memory("2GiB") == 2 * 2**30
-    assert parse_memory("800M") == 800 * 2**20 and parse_memory(1000) == 1000
-    for bad in ("lots", "-1GB", "0"):
-        with pytest.raises(ValueError, match="memory"):
-            parse_memory(bad)
-    with pytest.raises(ValueError, match=r"memory_limit/--memory .* already holds"):
-        Predictor(make_model(), memory_limit="10MB").predict(np.zeros((64, 64), np.float32))
 
 
 def test_block_windows_start_on_the_pooling_grid_and_reach_the_full_context():
