@@ -41,6 +41,7 @@ from napari_unet.core.progress import (
     WorkCounter,
     check_cancelled,
 )
+from napari_unet.core.results import OBJECT_DTYPE, result_dtype
 from napari_unet.core.slice_join import join_slices
 from napari_unet.core.stitching import BlockLabels, merge_tables
 
@@ -53,7 +54,7 @@ DEFAULT_HALO = (2, 32, 32)
 """Post-processing context of object labels per side of a block: (Z slices, Y, X pixels)."""
 SLAB_WIDTH = 8
 """Pixels on each side of a seam that two blocks compare to join objects."""
-SCRATCH_DTYPE = np.dtype(np.uint32)
+SCRATCH_DTYPE = OBJECT_DTYPE
 
 
 @dataclass(frozen=True)
@@ -151,7 +152,7 @@ def predict_blockwise(
         predictor.tiles_per_window(_lengths(block.window), settings) for block in blocks
     )
     counter = WorkCounter(total, progress, cancel)
-    target = out if out is not None else np.zeros(request.out_shape, own_dtype(request.kind))
+    target = out if out is not None else np.zeros(request.out_shape, result_dtype(request.kind))
     z_halo = plan.grid.geometry[0].halo
     two_d = predictor.model.description.spatial_dims == 2
     slices = SliceCache(2 * z_halo) if two_d and z_halo and plan.grid.counts[0] > 1 else None
@@ -402,11 +403,6 @@ def read_core(source: Any, request: Request, t: int, block: Block) -> np.ndarray
     index, kept = output_index(request.out_axes, t, block)
     data = np.asarray(source[index])
     return to_axes(data, kept, "ZYX")
-
-
-def own_dtype(kind: str) -> np.dtype:
-    """Return the dtype of a result we allocate (object ids: uint32, shrunk at the end)."""
-    return np.dtype({"probabilities": np.float32, "semantic": np.uint8}.get(kind, SCRATCH_DTYPE))
 
 
 def check_out_dtype(out: Any, request: Request, classes: int) -> None:

@@ -34,7 +34,6 @@ from napari_unet.core.blockwise import (
     finish_block,
     join_objects,
     output_chunks,
-    own_dtype,
     plan_blocks,
     remap_block,
     require_zarr,
@@ -42,6 +41,7 @@ from napari_unet.core.blockwise import (
     spatial_chunks,
 )
 from napari_unet.core.progress import CancelToken, ProgressCallback, WorkCounter
+from napari_unet.core.results import result_dtype
 
 if TYPE_CHECKING:
     from napari_unet.core.blocks import Block
@@ -386,7 +386,7 @@ def _output(out: Any, request: Request) -> Iterator[Any]:
             store=folder,
             shape=request.out_shape,
             chunks=output_chunks(request, None),
-            dtype=own_dtype(request.kind),
+            dtype=result_dtype(request.kind),
             fill_value=0,
         )
 

@@ -24,6 +24,11 @@ OBJECT_DTYPE = np.dtype(np.uint32)
 """Object labels are written in this dtype: wide enough that blocks number objects in place."""
 
 
+def result_dtype(kind: str) -> np.dtype:
+    """Return the dtype a result of ``kind`` is allocated in (float32, uint8 classes, objects)."""
+    return np.dtype({"probabilities": np.float32, "semantic": np.uint8}.get(kind, OBJECT_DTYPE))
+
+
 class ResultFile:
     """An output being written: pass :attr:`array` as ``out``, then :meth:`save` the result."""
 
@@ -54,7 +59,7 @@ def result_file(
     from napari_unet.core import omezarr
 
     path = Path(path)
-    dtype = {"probabilities": np.float32, "semantic": np.uint8}.get(kind, OBJECT_DTYPE)
+    dtype = result_dtype(kind)
     if omezarr.is_zarr_path(path):
         with omezarr.create_labels(
             path, shape, axes, pixel_size_um=pixel_size_um, dtype=dtype, overwrite=overwrite
