@@ -27,6 +27,7 @@ _API = {
     "write_labels": "napari_unet.core.io",
     "segment_layer": "napari_unet._napari.layer_data",
     "train": "napari_unet.core.train",
+    "Augmenter": "napari_unet.core.augment",
     "TrainingProgress": "napari_unet.core.train",
     "evaluate": "napari_unet.core.evaluate",
     "export_bioimageio": "napari_unet.core.bioimageio.export",
@@ -37,6 +38,7 @@ __all__ = sorted(_API)
 
 if TYPE_CHECKING:
     from napari_unet._napari.layer_data import segment_layer
+    from napari_unet.core.augment import Augmenter
     from napari_unet.core.bioimageio.export import export_bioimageio
     from napari_unet.core.bioimageio.load import load_bioimageio
     from napari_unet.core.evaluate import evaluate

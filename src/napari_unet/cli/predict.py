@@ -28,6 +28,7 @@ def register_predict(subparsers: Any) -> None:
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="files, folders or globs")
     parser.add_argument(
         "-o",
+        "--out",
         dest="target",
         metavar="OUTPUT",
         required=True,

@@ -20,7 +20,7 @@ def register_train(subparsers: Any) -> None:
     )
     parser.add_argument("--images", required=True, type=Path, help="folder of image TIFFs")
     parser.add_argument("--masks", required=True, type=Path, help="folder of mask TIFFs")
-    parser.add_argument("--out", required=True, type=Path, help="folder to save the model in")
+    parser.add_argument("-o", "--out", required=True, type=Path, help="folder to save the model in")
     parser.add_argument("--from", dest="base_model", help="fine-tune this model (name or folder)")
     parser.add_argument("--target", choices=TARGETS, default="instances")
     parser.add_argument(

@@ -153,6 +153,7 @@ class Predictor:
     def __init__(
         self,
         model: str | os.PathLike[str] | Model = DEFAULT_MODEL,
+        *,
         device: str = "auto",
         tile_shape: int | Sequence[int] | None = None,
         overlap: int | Sequence[int] | None = None,

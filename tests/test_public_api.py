@@ -1,0 +1,38 @@
+"""The public surface: every name documented, options by keyword, the same flags everywhere."""
+
+import inspect
+
+import pytest
+
+import napari_unet
+from napari_unet.cli import build_parser
+
+
+@pytest.mark.parametrize("name", napari_unet.__all__)
+def test_every_public_name_resolves_and_is_documented(name):
+    value = getattr(napari_unet, name)
+    assert inspect.getdoc(value), f"napari_unet.{name} has no docstring"
+
+
+def test_augmenter_is_public_as_trains_docstring_says():
+    from napari_unet.core.augment import Augmenter
+
+    assert napari_unet.Augmenter is Augmenter
+    assert "Augmenter" in inspect.getdoc(napari_unet.train)
+
+
+def test_predictor_options_are_keywords_past_the_model():
+    parameters = inspect.signature(napari_unet.Predictor).parameters
+    kinds = {name: parameter.kind for name, parameter in parameters.items()}
+    assert kinds.pop("model") is inspect.Parameter.POSITIONAL_OR_KEYWORD
+    assert set(kinds.values()) == {inspect.Parameter.KEYWORD_ONLY}
+    with pytest.raises(TypeError):
+        napari_unet.Predictor("nuclei", "cpu")
+
+
+@pytest.mark.parametrize("flag", ["-o", "--out"])
+def test_predict_and_train_name_their_output_alike(flag):
+    parser = build_parser()
+    predict = parser.parse_args(["predict", "in.tif", flag, "out.tif"])
+    train = parser.parse_args(["train", "--images", "i", "--masks", "m", flag, "models/mine"])
+    assert str(predict.target) == "out.tif" and str(train.out) == "models/mine"
