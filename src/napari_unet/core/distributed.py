@@ -19,7 +19,7 @@ import tempfile
 import threading
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeoutError
 from typing import TYPE_CHECKING, Any
@@ -281,6 +281,7 @@ def predict_on_cluster(
                 futures = {
                     block.index: client.submit(
                         _block_task,
+                        type(predictor),
                         model,
                         predictor.options,
                         request,
@@ -323,6 +324,7 @@ def _renumber_on_cluster(
 
 
 def _block_task(
+    build: Callable[..., Predictor],
     model: Any,
     options: dict[str, Any],
     request: Request,
@@ -332,20 +334,24 @@ def _block_task(
     target: Any,
 ) -> Any:
     """On a worker: predict one block with the worker's own loaded model; return its summary."""
-    predictor = _worker_predictor(model, options)
+    predictor = _worker_predictor(build, model, options)
     settings = predictor.settings(request.kind)
     logits, _ = block_logits(predictor, request, settings, t, block, None)
     return finish_block(predictor, request, plan, t, block, logits, target)
 
 
-def _worker_predictor(model: Any, options: dict[str, Any]) -> Predictor:
-    """One Predictor per worker process and model, built on the first task that needs it."""
-    from napari_unet.core.predict import Predictor
+def _worker_predictor(
+    build: Callable[..., Predictor], model: Any, options: dict[str, Any]
+) -> Predictor:
+    """One Predictor per worker process and model, built on the first task that needs it.
 
+    ``build`` is the client's Predictor class, handed in so that this strategy never imports
+    the engine above it (no import circle).
+    """
     key = f"{model.name}:{sorted(options.items())}"
     with _PREDICTORS_LOCK:
         if key not in _PREDICTORS:
-            _PREDICTORS[key] = Predictor(model, **options)
+            _PREDICTORS[key] = build(model, **options)
         return _PREDICTORS[key]
 
 
