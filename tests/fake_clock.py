@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import time
+from typing import Any
 
 import pytest
 
@@ -19,6 +21,19 @@ class FakeClock:
     def advance(self, seconds: float) -> None:
         """Let ``seconds`` pass, as if the work the test stands in for had taken them."""
         self.now += seconds
+
+    def charge(
+        self, monkeypatch: pytest.MonkeyPatch, owner: Any, name: str, seconds: float
+    ) -> None:
+        """Make every call of ``owner.name`` (a step's loss, a validation pass) take ``seconds``."""
+        work = getattr(owner, name)
+
+        @functools.wraps(work)
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            self.advance(seconds)
+            return work(*args, **kwargs)
+
+        monkeypatch.setattr(owner, name, timed)
 
 
 def install(monkeypatch: pytest.MonkeyPatch) -> FakeClock:

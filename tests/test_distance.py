@@ -122,13 +122,7 @@ def test_a_time_budget_ends_the_run_and_annealing_follows_the_clock(
     """On a fake clock each step takes 0.1 s and nothing else takes time: the run is exact."""
     import napari_unet.core.train as engine
 
-    loss = engine.segmentation_loss
-
-    def step_of_a_tenth(*args, **kwargs):
-        fake_clock.advance(0.1)
-        return loss(*args, **kwargs)
-
-    monkeypatch.setattr(engine, "segmentation_loss", step_of_a_tenth)
+    fake_clock.charge(monkeypatch, engine, "segmentation_loss", 0.1)  # one step
     images, masks = touching_discs()
     seen = []
     model = train(

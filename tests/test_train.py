@@ -5,7 +5,6 @@ import pytest
 import torch
 
 from napari_unet.core.averaging import AveragingWindow
-from napari_unet.core.evaluate import validation_metrics
 from napari_unet.core.finetune_check import FineTuneReport
 from napari_unet.core.metrics import class_scores, confusion_matrix
 from napari_unet.core.models import load_model, save_model
@@ -279,13 +278,7 @@ def test_a_time_budget_averages_the_epochs_that_end_in_its_last_share(monkeypatc
     ]
     import napari_unet.core.train as engine
 
-    loss = engine.segmentation_loss
-
-    def step_of_a_tenth(*args, **kwargs):
-        fake_clock.advance(0.1)
-        return loss(*args, **kwargs)
-
-    monkeypatch.setattr(engine, "segmentation_loss", step_of_a_tenth)
+    fake_clock.charge(monkeypatch, engine, "segmentation_loss", 0.1)  # one step
     images, masks = squares(2)
     model = train(
         images,
@@ -385,15 +378,8 @@ def test_a_time_budget_covers_slow_validation_and_names_each_phase(monkeypatch, 
 
     step_s, validation_s, budget_s = 0.25, 1.0, 6.0
 
-    def taking(seconds, work):
-        def timed(*args, **kwargs):
-            fake_clock.advance(seconds)
-            return work(*args, **kwargs)
-
-        return timed
-
-    monkeypatch.setattr(engine, "validation_metrics", taking(validation_s, validation_metrics))
-    monkeypatch.setattr(engine, "segmentation_loss", taking(step_s, engine.segmentation_loss))
+    fake_clock.charge(monkeypatch, engine, "validation_metrics", validation_s)
+    fake_clock.charge(monkeypatch, engine, "segmentation_loss", step_s)
     images, masks = squares(3)
     phases: list[str] = []
     began: dict[str, float] = {}
