@@ -15,7 +15,6 @@ import napari_unet
 PACKAGE = Path(napari_unet.__file__).parent
 
 KNOWN_CIRCLES = {
-    frozenset({"core.predict", "core.distributed"}),
     frozenset({"core.models", "core.bioimageio.load"}),
     frozenset({"core.io", "core.omezarr", "core.files"}),
 }
