@@ -1,4 +1,4 @@
-"""Hypothesis settings shared by the hardening tests: the same examples on every run."""
+"""Shared by the hardening tests: the same hypothesis examples on every run, one hang guard."""
 
 from hypothesis import HealthCheck, settings
 
@@ -9,3 +9,8 @@ FIXED_EXAMPLES = settings(
     database=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
+
+HANG_GUARD_S = 10
+"""Seconds a refusal may take on a loaded machine: it guards against hangs and blow-ups (a
+package bomb ran past 45 s; refusals take 0.06-0.5 s alone), not for speed: timings belong in
+benchmarks/, and the tight bounds are on memory and on work not done."""

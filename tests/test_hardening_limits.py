@@ -22,7 +22,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import napari_unet
-from fixed_examples import FIXED_EXAMPLES
+from fixed_examples import FIXED_EXAMPLES, HANG_GUARD_S
 from napari_unet.cli import main
 from napari_unet.core import distributed as cluster
 from napari_unet.core.blocks import MIN_BLOCK_EDGE
@@ -34,10 +34,6 @@ from napari_unet.core.memory import (
 )
 from napari_unet.core.predict import Predictor
 from tiny_models import make_model
-
-HANG_GUARD_S = 10
-"""Seconds a refusal may take on a loaded machine: it guards against hangs and blow-ups, not
-for speed (timings belong in benchmarks/)."""
 
 SAMPLE = Path(napari_unet.__file__).parent / "samples" / "nuclei.tif"
 NO_MODEL = "/nonexistent/napari-unet-model"

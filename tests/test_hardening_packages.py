@@ -22,7 +22,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fixed_examples import FIXED_EXAMPLES
+from fixed_examples import FIXED_EXAMPLES, HANG_GUARD_S
 from foreign_packages import RDF_0_4, foreign_package, sigmoid
 from tiny_models import make_model
 
@@ -46,10 +46,6 @@ from napari_unet.core.bioimageio.processing import UnsupportedPackage
 from napari_unet.core.models import load_model
 from napari_unet.core.network import UNetConfig
 
-HANG_GUARD_S = 10.0
-"""A refusal takes well under a second alone (0.06-0.5 s measured); the bombs it stops ran
-past 45 s. The guard is loose so that a loaded CI machine cannot fail it; the memory bound
-(:func:`_timed_refusal`) is the tight one."""
 FAST = FIXED_EXAMPLES
 
 

@@ -22,14 +22,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fixed_examples import FIXED_EXAMPLES
+from fixed_examples import FIXED_EXAMPLES, HANG_GUARD_S
 from napari_unet.cli import main
 from napari_unet.core import io, omezarr
 from napari_unet.core.files import check_outputs
-
-HANG_GUARD_S = 10
-"""Seconds a refusal may take on a loaded machine: it guards against hangs and blow-ups, not
-for speed (timings belong in benchmarks/)."""
 
 zarr = pytest.importorskip("zarr")
 
