@@ -16,7 +16,6 @@ PACKAGE = Path(napari_unet.__file__).parent
 
 KNOWN_CIRCLES = {
     frozenset({"core.models", "core.bioimageio.load"}),
-    frozenset({"core.io", "core.omezarr", "core.files"}),
 }
 """The circles the engine has today (issue 23 takes them apart): none may grow or be added."""
 

@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 from fixed_examples import FIXED_EXAMPLES, HANG_GUARD_S
 from napari_unet.cli import main
 from napari_unet.core import io, omezarr
-from napari_unet.core.files import check_outputs
+from napari_unet.core.output_checks import check_outputs
 
 zarr = pytest.importorskip("zarr")
 

@@ -10,8 +10,9 @@ import tifffile
 
 from napari_unet.cli import main
 from napari_unet.cli.predict import output_paths
-from napari_unet.core.files import atomic_write, check_outputs
+from napari_unet.core.files import atomic_write
 from napari_unet.core.models import USER_MODELS_ENV, save_model
+from napari_unet.core.output_checks import check_outputs
 from tiny_models import make_model
 
 

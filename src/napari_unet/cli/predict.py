@@ -165,7 +165,8 @@ def run_predict(args: argparse.Namespace) -> int:
     (:mod:`napari_unet.core.results`), so memory stays within ``--memory`` whatever the
     image size.
     """
-    from napari_unet.core.files import check_outputs, new_folders_removed_on_failure
+    from napari_unet.core.files import new_folders_removed_on_failure
+    from napari_unet.core.output_checks import check_outputs
     from napari_unet.core.predict import Predictor
 
     inputs = expand_inputs(args.inputs)

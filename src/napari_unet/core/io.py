@@ -11,9 +11,7 @@ from __future__ import annotations
 import itertools
 import os
 import xml.etree.ElementTree as ElementTree
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
-from functools import reduce
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +25,7 @@ from napari_unet.core.file_checks import (
     number,
 )
 from napari_unet.core.files import atomic_write
+from napari_unet.core.image_file import ImageFile, smallest_label_dtype, smallest_label_dtype_of
 
 LABELS_SOFTWARE = "napari-unet labels"
 """The TIFF Software tag of label images we write; the reader knows them by it."""
@@ -53,26 +52,6 @@ _TO_MICROMETRES = {
 }
 # tifffile's letters for axes that stand for our Z (Q: unknown, I: image sequence) and C.
 _AXIS_LETTERS = {"S": "C", "Q": "Z", "I": "Z"}
-
-
-@dataclass
-class ImageFile:
-    """An image file's pixels with what we know of its geometry."""
-
-    data: Any
-    """numpy array, or a lazy array (numpy memmap or zarr) for large files."""
-    axes: str
-    """Letters from ``TZCYX``, one per dimension of ``data``."""
-    pixel_size_um: dict[str, float] = field(default_factory=dict)
-    """Pixel size in micrometres for the axes where the file says it (e.g. ``{"Y": 0.5}``)."""
-    is_labels: bool = False
-    """Whether the file is a label image written by :func:`write_labels`."""
-    path: Path | None = None
-
-    @property
-    def shape(self) -> tuple[int, ...]:
-        """The data's shape."""
-        return tuple(self.data.shape)
 
 
 def read_image(path: str | os.PathLike[str], lazy: bool | None = None, level: int = 0) -> ImageFile:
@@ -188,24 +167,6 @@ def _ome_pixel_size(ome_xml: str) -> dict[str, float]:
     return sizes
 
 
-def smallest_label_dtype(labels: Any) -> np.dtype:
-    """Return the smallest unsigned integer dtype that holds every label (labels must be >= 0)."""
-    array = np.asarray(labels)
-    if array.size == 0:
-        return np.dtype(np.uint8)
-    if array.dtype.kind == "b":
-        return np.dtype(np.uint8)
-    if array.dtype.kind not in "iu" and not np.array_equal(array, np.round(array)):
-        raise ValueError(f"labels must be whole numbers, got dtype {array.dtype}")
-    low, high = array.min(), array.max()
-    if low < 0:
-        raise ValueError(f"labels must be >= 0, found {low}")
-    dtype = np.min_scalar_type(int(high))
-    if dtype.kind != "u":
-        raise ValueError(f"label {high} is too large for any unsigned integer type")
-    return dtype
-
-
 def write_labels(
     path: str | os.PathLike[str],
     labels: Any,
@@ -278,15 +239,6 @@ def write_image(
 
 STREAM_TILE = (256, 256)
 """TIFF tile shape of images written from lazy arrays, one band of the source at a time."""
-
-
-def smallest_label_dtype_of(labels: Any, regions: Iterable[tuple[Any, ...]]) -> np.dtype:
-    """Return :func:`smallest_label_dtype` of a lazy array, read one region at a time."""
-    return reduce(
-        np.promote_types,
-        (smallest_label_dtype(np.asarray(labels[region])) for region in regions),
-        np.dtype(np.uint8),
-    )
 
 
 def _band_regions(data: Any) -> Iterator[tuple[Any, ...]]:

@@ -1,6 +1,6 @@
 """OME-Zarr (NGFF 0.4 and 0.5) images in, multiscale OME-Zarr label images out.
 
-Reading gives the same :class:`~napari_unet.core.io.ImageFile` as a TIFF, with every
+Reading gives the same :class:`~napari_unet.core.image_file.ImageFile` as a TIFF, with every
 resolution level as a lazy zarr array, so the engine reads one tile at a time. Writing hands
 out level 0 as an empty, chunked zarr array for the engine's ``out=``; :meth:`LabelsWriter.finish`
 then builds the pyramid block by block (nearest neighbour, memory bounded by a few chunks) and
@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from napari_unet.core.files import missing_folders, remove_empty
-from napari_unet.core.io import ImageFile, smallest_label_dtype_of
+from napari_unet.core.image_file import ImageFile, smallest_label_dtype_of
 from napari_unet.names import ZARR_SUFFIX
 
 WRITE_VERSION = "0.5"
