@@ -29,7 +29,7 @@ from napari_unet.core.bioimageio.processing import (
     output_rule,
 )
 from napari_unet.core.card_checks import INT_RANGES, check_finite, check_weights, read_card
-from napari_unet.core.models import Model, ModelDescription
+from napari_unet.core.model_types import Model, ModelDescription
 from napari_unet.core.network import UNet, UNetConfig
 
 RUNNABLE = ("torchscript", "pytorch_state_dict")
