@@ -54,7 +54,6 @@ DEFAULT_HALO = (2, 32, 32)
 """Post-processing context of object labels per side of a block: (Z slices, Y, X pixels)."""
 SLAB_WIDTH = 8
 """Pixels on each side of a seam that two blocks compare to join objects."""
-SCRATCH_DTYPE = OBJECT_DTYPE
 
 
 @dataclass(frozen=True)
@@ -459,7 +458,7 @@ def scratch_for(
         yield target
         return
     if not shared and importlib.util.find_spec("zarr") is None:
-        yield np.zeros(request.out_shape, SCRATCH_DTYPE)
+        yield np.zeros(request.out_shape, OBJECT_DTYPE)
         return
     zarr = require_zarr()
     folder = store_folder(target) if shared else None
@@ -468,7 +467,7 @@ def scratch_for(
             store=scratch,
             shape=request.out_shape,
             chunks=output_chunks(request, plan.grid.core_shape),
-            dtype=SCRATCH_DTYPE,
+            dtype=OBJECT_DTYPE,
             fill_value=0,
         )
 

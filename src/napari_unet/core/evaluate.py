@@ -19,7 +19,7 @@ from napari_unet.core.metrics import (
     membrane_scores,
 )
 from napari_unet.core.models import Model
-from napari_unet.core.postprocess import instance_labels
+from napari_unet.core.postprocess import object_labeller
 from napari_unet.core.predict import Predictor
 
 
@@ -182,9 +182,10 @@ def _instance_scores(
     masks: list[np.ndarray],
     sparse: Sequence[bool] | None = None,
 ) -> list[dict[str, float]]:
+    label, thresholds = object_labeller(model.description)
     scores = []
     for index, (probs, mask) in enumerate(zip(probabilities, masks, strict=True)):
-        predicted = instance_labels(probs, **model.description.postprocess)
+        predicted = label(probs, **thresholds)
         if sparse is not None and sparse[index]:
             mask, predicted = painted_only(mask, predicted)
         scores.append(instance_scores(mask, predicted))

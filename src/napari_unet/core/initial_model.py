@@ -26,8 +26,12 @@ from napari_unet.core.targets import (
 )
 from napari_unet.names import DEFAULT_PERCENTILES, TARGETS, Target
 
-LOW, HIGH = DEFAULT_PERCENTILES
-DEFAULT_NORMALIZATION = {"kind": "percentile", "low": LOW, "high": HIGH, "rgb": "mean"}
+DEFAULT_NORMALIZATION = {
+    "kind": "percentile",
+    "low": DEFAULT_PERCENTILES[0],
+    "high": DEFAULT_PERCENTILES[1],
+    "rgb": "mean",
+}
 
 
 def initial_model(
