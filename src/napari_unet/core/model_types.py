@@ -7,8 +7,12 @@ formats build models without importing the registry that dispatches to them.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
 from typing import Any, Literal
 
+from safetensors.torch import load_file
+
+from napari_unet.core.card_checks import check_finite
 from napari_unet.core.network import UNet, UNetConfig
 from napari_unet.names import DEFAULT_PERCENTILES
 
@@ -113,3 +117,16 @@ class Model:
     def create(cls, description: ModelDescription) -> Model:
         """Initialise a fresh network for ``description`` (for training from scratch)."""
         return cls(description, UNet(description.architecture))
+
+
+def network_from_weights(architecture: UNetConfig, weights: Path, device: str) -> UNet:
+    """Build ``architecture``'s network from a safetensors file: plain tensors, none unpickled.
+
+    Every tensor must be finite; a model folder and napari-unet's own bioimage.io package load
+    their weights through here alike.
+    """
+    state = load_file(weights, device=device)
+    check_finite(state)
+    network = UNet(architecture)
+    network.load_state_dict(state)
+    return network.to(device).eval()

@@ -13,13 +13,17 @@ import warnings
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from napari_unet.core.bioimageio import is_bioimageio_source
-from napari_unet.core.card_checks import check_finite, check_weights, read_card
+from napari_unet.core.card_checks import check_weights, read_card
 from napari_unet.core.files import atomic_write
-from napari_unet.core.model_types import FORMAT_VERSION, Model, ModelDescription
-from napari_unet.core.network import UNet
+from napari_unet.core.model_types import (
+    FORMAT_VERSION,
+    Model,
+    ModelDescription,
+    network_from_weights,
+)
 
 WEIGHTS_FILE = "weights.safetensors"
 CARD_FILE = "model.json"
@@ -101,14 +105,10 @@ def load_model(name_or_path: str | os.PathLike[str] | Model, device: str = "cpu"
         return load_bioimageio(name_or_path, device=device)
     folder = resolve_model_path(name_or_path)
     description = read_description(folder)
-    network = UNet(description.architecture)
     try:
-        state = load_file(folder / WEIGHTS_FILE, device=device)
-        check_finite(state)
-        network.load_state_dict(state)
+        network = network_from_weights(description.architecture, folder / WEIGHTS_FILE, device)
     except Exception as error:  # safetensors raises its own types for corrupt files
         raise ValueError(f"weights {folder / WEIGHTS_FILE} cannot be used: {error}") from error
-    network.eval()
     return Model(description, network)
 
 

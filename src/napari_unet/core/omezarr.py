@@ -435,7 +435,7 @@ def check_write_place(path: str | os.PathLike[str], labels: bool) -> None:
     """
     typed = Path(os.path.abspath(path))
     landing = typed.parent.resolve() / typed.name
-    for place in (typed, landing):
+    for place in dict.fromkeys((typed, landing)):  # once when no link is involved
         for image in filter(_has_multiscales, place.parents):
             relative = place.relative_to(image)
             allowed = labels and is_labels_place(image, relative)

@@ -17,7 +17,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load as load_safetensors
 from torch import nn
 
 from napari_unet.core.bioimageio import CONFIG_KEY, require_bioimageio
@@ -28,9 +27,9 @@ from napari_unet.core.bioimageio.processing import (
     input_steps,
     output_rule,
 )
-from napari_unet.core.card_checks import INT_RANGES, check_finite, check_weights, read_card
-from napari_unet.core.model_types import Model, ModelDescription
-from napari_unet.core.network import UNet, UNetConfig
+from napari_unet.core.card_checks import INT_RANGES, check_weights, read_card
+from napari_unet.core.model_types import Model, ModelDescription, network_from_weights
+from napari_unet.core.network import UNetConfig
 
 RUNNABLE = ("torchscript", "pytorch_state_dict")
 MAX_AXIS_SIZE = 4096
@@ -156,15 +155,12 @@ def _native(package: CheckedPackage, descr: Any, device: str) -> Model:
     try:
         description = ModelDescription.from_dict(read_card(card))
         check_weights(weights, description.architecture)
-        state = load_safetensors(weights.read_bytes())
-        check_finite(state)
-        network = UNet(description.architecture)
-        network.load_state_dict(state)
+        network = network_from_weights(description.architecture, weights, device)
     except Exception as error:  # json, card and safetensors each raise their own types
         raise ValueError(
             f"the napari-unet model inside {package.source} is invalid: {error}"
         ) from error
-    return Model(description, network.to(device).eval())
+    return Model(description, network)
 
 
 def _foreign(

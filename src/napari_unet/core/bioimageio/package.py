@@ -75,24 +75,35 @@ class CheckedPackage:
 
     def local_path(self, file: Any, field: str) -> Path:
         """Return the package file a description entry names, checked against its sha256."""
+        path, declared = self._declared(file, field)
+        if declared:
+            self._check_sha256(path, field, declared, _sha256(path))
+        return path
+
+    def read(self, file: Any, field: str) -> bytes:
+        """Read a package file (see :meth:`local_path`), hashing the bytes read, not the file."""
+        path, declared = self._declared(file, field)
+        data = path.read_bytes()
+        if declared:
+            self._check_sha256(path, field, declared, hashlib.sha256(data).hexdigest())
+        return data
+
+    def _declared(self, file: Any, field: str) -> tuple[Path, set[str]]:
+        """Return the package file an entry names and the sha256 values declared for it."""
         relative = _relative_source(file, field, self.source)
         path = self._inside(relative, field)
         declared = set(self.hashes.get(str(PurePosixPath(relative)), ()))
         if getattr(file, "sha256", None) is not None:
             declared.add(str(file.sha256).lower())
-        if declared:
-            actual = _sha256(path)
-            for expected in declared - {actual}:
-                raise PackageError(
-                    f"{self.source}: {field} ({path.name}) does not match its sha256: the "
-                    f"package declares {expected[:12]}..., the file hashes to "
-                    f"{actual[:12]}...; it was changed or damaged after packaging"
-                )
-        return path
+        return path, declared
 
-    def read(self, file: Any, field: str) -> bytes:
-        """Read a package file (see :meth:`local_path`)."""
-        return self.local_path(file, field).read_bytes()
+    def _check_sha256(self, path: Path, field: str, declared: set[str], actual: str) -> None:
+        for expected in declared - {actual}:
+            raise PackageError(
+                f"{self.source}: {field} ({path.name}) does not match its sha256: the "
+                f"package declares {expected[:12]}..., the file hashes to "
+                f"{actual[:12]}...; it was changed or damaged after packaging"
+            )
 
     def _inside(self, relative: str, field: str) -> Path:
         """Return an existing package file of bounded size (see :meth:`resolved`)."""
