@@ -194,7 +194,6 @@ class LabelledImage:
         axes = training_axes(source, mask, description.spatial_dims)
         image = model_input(source, axes, description)
         if target == "instances":
-            mask = object_ids(mask)
             classes = instance_target(mask, sparse=sparse)
             objects = np.where(classes == 1, object_labels(mask, target, sparse), 0)
         else:

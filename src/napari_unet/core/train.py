@@ -226,7 +226,7 @@ def train(
             "nothing was painted would count as false"
         )
     torch.manual_seed(seed)  # first, so that a new network's initial weights are reproducible
-    train_pairs, val_pairs = read_split(images, masks, validation, val_fraction, seed)
+    train_pairs, val_pairs = read_split(images, masks, validation, val_fraction, seed, target)
     base = None if base_model is None else load_model(base_model)
     labelled_pairs = train_pairs  # as given: held-out objects make the training masks sparse
     train_pairs, check_masks = _held_out_objects(

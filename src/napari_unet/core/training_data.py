@@ -12,7 +12,7 @@ import torch
 from scipy import ndimage as ndi
 
 from napari_unet.core.augment import Augmenter, Sample
-from napari_unet.core.datasets import LabelledImage, PatchSampler, read_pairs
+from napari_unet.core.datasets import LabelledImage, PatchSampler, object_ids, read_pairs
 from napari_unet.core.models import ModelDescription
 from napari_unet.core.network import UNet
 from napari_unet.names import Target
@@ -27,12 +27,24 @@ def read_split(
     validation: tuple[Data, Data] | None,
     val_fraction: float,
     seed: int,
+    target: Target,
 ) -> tuple[Pairs, Pairs]:
-    """Return checked training and validation pairs (``validation``, or a held-out share)."""
-    train_images, train_masks = read_pairs(images, masks)
+    """Return checked training and validation pairs (``validation``, or a held-out share).
+
+    For objects, a 1-bit mask's connected regions become its objects here, once, so that
+    holding objects out, counting them and training all see the same objects.
+    """
+    train_images, train_masks = _for_target(read_pairs(images, masks), target)
     if validation is not None:
-        return (train_images, train_masks), read_pairs(*validation)
+        return (train_images, train_masks), _for_target(read_pairs(*validation), target)
     return _split(train_images, train_masks, val_fraction, seed)
+
+
+def _for_target(pairs: Pairs, target: Target) -> Pairs:
+    images, masks = pairs
+    if target != "instances":
+        return images, masks
+    return images, [object_ids(mask, f"mask {index}") for index, mask in enumerate(masks)]
 
 
 def _split(
