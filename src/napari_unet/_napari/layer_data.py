@@ -100,17 +100,12 @@ def file_placement(image: ImageFile) -> Placement:
     )
 
 
-def file_layer_name(path: str | Path) -> str:
-    """Name a layer after its file, without ``.tif`` or ``.ome.tif``."""
-    return image_stem(path)
-
-
 def image_file_layer(image: ImageFile) -> LayerDataTuple:
     """Make an Image layer (channels split, or RGB) or, for label images, a Labels layer.
 
     An OME-Zarr with several resolution levels becomes a multiscale layer of its lazy levels.
     """
-    meta = {"name": file_layer_name(image.path), **file_placement(image).meta()}
+    meta = {"name": image_stem(image.path), **file_placement(image).meta()}
     axes = image.axes.upper()
     data = image.data
     if isinstance(image, OmeZarrImage) and len(image.levels[image.level :]) > 1:
