@@ -232,6 +232,7 @@ def train(
     train_pairs, check_masks = _held_out_objects(
         train_pairs, bool(val_pairs[0]), target, sparse, base is not None, holdout_objects, seed
     )
+    sparse_training = sparse or check_masks is not None  # held-out objects leave gaps
     model = initial_model(
         base, architecture, target, train_pairs[1], sparse, class_names, name, representation
     )
@@ -261,7 +262,7 @@ def train(
         model.description,
         model.network,
         target=target,
-        sparse=sparse or check_masks is not None,
+        sparse=sparse_training,
         weight_map=weight_map,
         augmenter=augmenter,
         patch_shape=patch_shape,
@@ -296,7 +297,7 @@ def train(
         result.description.postprocess = tune_instance_postprocess(
             result, *tuning, str(loop.device)
         )
-    _describe(result, base, train_pairs[1], sparse or check_masks is not None, report)
+    _describe(result, base, train_pairs[1], sparse_training, report)
     loop.announce("saving")  # the checkpoint's best model, then the caller's own save
     if checkpointer.folder is not None:
         save_model(result, checkpointer.folder / BEST_DIR, overwrite=True)
