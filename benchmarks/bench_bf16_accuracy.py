@@ -26,7 +26,7 @@ from train_builtin_models import RECIPES, RUNS, final_model, isbi_train_val
 
 from napari_unet.core.device import cpu_has_fast_bf16
 from napari_unet.core.evaluate import calibrate_binary_decision, evaluate
-from napari_unet.core.models import load_model
+from napari_unet.core.models.registry import load_model
 
 RUNS_COMPARED = ("em-membranes-base", "em-membranes-base-fp32")
 COLUMNS = ("iou_interior", "pixel_error", "rand_error", "vi")

@@ -72,7 +72,7 @@ def run_case(spec: dict) -> dict:
     """One measurement, in this (fresh) process."""
     import zarr
 
-    from napari_unet.core.predict import Predictor
+    from napari_unet.core.predict.predictor import Predictor
 
     source = zarr.open_array(spec["input"], mode="r")
     axes = "YX" if source.ndim == 2 else "ZYX"
@@ -88,7 +88,7 @@ def run_case(spec: dict) -> dict:
         options["block_shape"] = tuple(source.shape) if source.ndim == 3 else (1, *source.shape)
     client = None
     if spec["mode"] == "cluster":
-        from napari_unet.core.distributed import connect
+        from napari_unet.core.predict.distributed import connect
 
         client = connect(workers=spec["workers"])
     predictor = Predictor("nuclei", **options)
@@ -204,7 +204,7 @@ def compare_classes(folder: Path) -> None:
     """Class labels of 2048x2048 in blocks of 512 against one block, pixel for pixel."""
     import zarr
 
-    from napari_unet.core.predict import Predictor
+    from napari_unet.core.predict.predictor import Predictor
 
     image = zarr.open_array(make_input(folder, (2048, 2048)))[:]
     whole = Predictor("nuclei", block_shape=4096).predict(image, output="semantic")

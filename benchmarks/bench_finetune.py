@@ -40,10 +40,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
 from bench_representation import paired_interval
 from train_builtin_models import RUNS, UNSEEN_KIND, dsb_split, dsb_without_unseen_kind
 
-from napari_unet.core.augment import Augmenter
 from napari_unet.core.evaluate import image_scores, tune_instance_postprocess
-from napari_unet.core.models import load_model
-from napari_unet.core.train import train
+from napari_unet.core.models.registry import load_model
+from napari_unet.core.train.augment import Augmenter
+from napari_unet.core.train.loop import train
 
 
 def of_kind(split: str) -> tuple[list, list]:

@@ -53,9 +53,9 @@ def make_image(shape: tuple[int, ...]) -> np.ndarray:
 
 def run_one(method: str, case: str, model_name: str, labels_path: str) -> dict[str, float]:
     from napari_unet.core.axes import CanonicalView
-    from napari_unet.core.models import load_model
+    from napari_unet.core.models.registry import load_model
     from napari_unet.core.normalize import fit_normalizer
-    from napari_unet.core.predict import Predictor
+    from napari_unet.core.predict.predictor import Predictor
 
     model = load_model(model_name)
     image = make_image(CASES[case])

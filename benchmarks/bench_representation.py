@@ -39,7 +39,7 @@ from train_builtin_models import (
 )
 
 from napari_unet.core.evaluate import image_scores, tune_instance_postprocess
-from napari_unet.core.models import Model, load_model
+from napari_unet.core.models.registry import Model, load_model
 
 
 def paired_interval(a: np.ndarray, b: np.ndarray, draws: int = 10_000) -> tuple[float, float]:

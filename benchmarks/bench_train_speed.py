@@ -18,8 +18,8 @@ import torch
 import torch.nn.functional as F
 
 from napari_unet.core.device import autocast, cpu_has_fast_bf16
-from napari_unet.core.models import load_model
-from napari_unet.core.network import UNet, UNetConfig
+from napari_unet.core.models.network import UNet, UNetConfig
+from napari_unet.core.models.registry import load_model
 
 SHAPES = {"nuclei": (8, 192), "em-membranes": (4, 256)}
 

@@ -23,10 +23,10 @@ import numpy as np
 import tifffile
 import torch
 
-from napari_unet.core.checkpoint import BEST_DIR, CHECKPOINT_FILE
-from napari_unet.core.models import Model, load_model, save_model
-from napari_unet.core.train import TrainingProgress, train
-from napari_unet.core.widen import widen
+from napari_unet.core.models.registry import Model, load_model, save_model
+from napari_unet.core.models.widen import widen
+from napari_unet.core.train.checkpoint import BEST_DIR, CHECKPOINT_FILE
+from napari_unet.core.train.loop import TrainingProgress, train
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = REPO.parent / "shared" / "data"

@@ -32,9 +32,9 @@ def check(name: str, out: Path, with_sample: bool = True) -> bool:
     from bioimageio.spec import load_description
 
     from napari_unet.core.bioimageio.export import export_bioimageio
-    from napari_unet.core.io import read_image
-    from napari_unet.core.models import BUILTIN_DIR, load_model
-    from napari_unet.core.predict import Predictor
+    from napari_unet.core.io.images import read_image
+    from napari_unet.core.models.registry import BUILTIN_DIR, load_model
+    from napari_unet.core.predict.predictor import Predictor
 
     sample = read_image(BUILTIN_DIR.parent / "samples" / SAMPLES[name]).data
     start = time.perf_counter()

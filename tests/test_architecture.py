@@ -105,16 +105,42 @@ def test_the_engine_imports_neither_the_napari_front_end_nor_the_cli():
     assert not {module: targets for module, targets in upward.items() if targets}
 
 
+LOWER_LAYERS = {
+    "core.io": ("core.predict", "core.train", "core.evaluate"),
+    "core.models": ("core.predict", "core.train", "core.evaluate"),
+    "core.predict": ("core.train", "core.evaluate"),
+}
+"""Packages and what they must not import: files and models sit below prediction, prediction
+below training and evaluation (which run predictions)."""
+
+
+def test_lower_layers_do_not_import_upward():
+    upward = [
+        f"{module} -> {target}"
+        for module, targets in import_graph().items()
+        for lower, forbidden in LOWER_LAYERS.items()
+        if module.startswith(lower)
+        for target in targets
+        if target.startswith(forbidden)
+    ]
+    assert upward == []
+
+
 def test_the_graph_sees_imports_inside_functions_but_not_type_checking_ones(tmp_path):
     module = tmp_path / "probe.py"
     module.write_text(
         "from typing import TYPE_CHECKING\n"
         "if TYPE_CHECKING:\n"
-        "    from napari_unet.core.models import Model\n"
+        "    from napari_unet.core.models.registry import Model\n"
         "def later():\n"
-        "    from napari_unet.core import blockwise\n"
-        "    import napari_unet.core.tiling\n"
+        "    from napari_unet.core.predict import blockwise\n"
+        "    import napari_unet.core.predict.tiling\n"
     )
-    known = {"core.models", "core.blockwise", "core.tiling", "core"}
+    known = {
+        "core.models.registry",
+        "core.predict.blockwise",
+        "core.predict.tiling",
+        "core.predict",
+    }
     found = set(imported_modules(module, known, root=tmp_path))
-    assert found == {"core.blockwise", "core.tiling", "core"}
+    assert found == {"core.predict.blockwise", "core.predict.tiling", "core.predict"}

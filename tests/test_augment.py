@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from napari_unet.core.augment import (
+from napari_unet.core.train.augment import (
     Augmenter,
     Sample,
     elastic_deform,

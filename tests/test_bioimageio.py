@@ -17,8 +17,8 @@ from bioimageio.spec import load_description
 
 from napari_unet.core.bioimageio.export import export_bioimageio
 from napari_unet.core.bioimageio.load import load_bioimageio
-from napari_unet.core.models import load_model
-from napari_unet.core.predict import Predictor
+from napari_unet.core.models.registry import load_model
+from napari_unet.core.predict.predictor import Predictor
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +97,7 @@ def test_state_dict_weights_need_allow_pickle(tiny_package: Path, blobs: np.ndar
 
 
 def test_builtin_models_export_as_valid_packages(tmp_path: Path) -> None:
-    from napari_unet.core.io import read_image
+    from napari_unet.core.io.images import read_image
 
     samples = Path(__file__).parent.parent / "src" / "napari_unet" / "samples"
     for name, sample in [("nuclei", "nuclei.tif"), ("em-membranes", "em.tif")]:
@@ -128,7 +128,7 @@ def test_export_refuses_to_overwrite(tiny_package: Path) -> None:
 
 def test_cli_export(tmp_path: Path) -> None:
     from napari_unet.cli import main
-    from napari_unet.core.models import save_model
+    from napari_unet.core.models.registry import save_model
 
     folder = save_model(make_model(), tmp_path / "tiny")
     out = tmp_path / "tiny.zip"

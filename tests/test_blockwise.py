@@ -6,8 +6,8 @@ import torch
 from scipy import ndimage as ndi
 
 from label_helpers import matched_share
-from napari_unet.core.blocks import AxisGeometry, BlockGrid, choose_core_shape
-from napari_unet.core.predict import Predictor
+from napari_unet.core.predict.blocks import AxisGeometry, BlockGrid, choose_core_shape
+from napari_unet.core.predict.predictor import Predictor
 from napari_unet.core.progress import Cancelled, CancelToken
 from tiny_models import make_model
 

@@ -6,8 +6,8 @@ import pytest
 import tifffile
 
 from napari_unet.cli import main
-from napari_unet.core.io import read_image
-from napari_unet.core.models import USER_MODELS_ENV, save_model
+from napari_unet.core.io.images import read_image
+from napari_unet.core.models.registry import USER_MODELS_ENV, save_model
 from tiny_models import make_model
 
 

@@ -6,7 +6,7 @@ import pytest
 import napari_unet
 from label_helpers import matched_share
 from napari_unet.cli import main
-from napari_unet.core.io import read_image
+from napari_unet.core.io.images import read_image
 
 zarr = pytest.importorskip("zarr")
 ome_writer = pytest.importorskip("ome_zarr.writer")

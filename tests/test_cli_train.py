@@ -91,7 +91,7 @@ def test_semantic_training_on_object_labels_names_the_values(tiff_pairs, capsys)
 
 
 def test_fine_tune_for_a_few_seconds_into_a_distance_model(tiff_pairs, tmp_path, capsys):
-    from napari_unet.core.models import load_model, save_model
+    from napari_unet.core.models.registry import load_model, save_model
     from tiny_models import make_model
 
     base = save_model(make_model(output_kind="instances"), tmp_path / "base")
@@ -109,7 +109,7 @@ def test_fine_tune_for_a_few_seconds_into_a_distance_model(tiff_pairs, tmp_path,
 def test_a_fine_tune_prints_the_base_and_its_own_score_on_the_validation_images(
     tiff_pairs, tmp_path, capsys, monkeypatch
 ):
-    from napari_unet.core.models import USER_MODELS_ENV, load_model, save_model
+    from napari_unet.core.models.registry import USER_MODELS_ENV, load_model, save_model
     from tiny_models import make_model
 
     monkeypatch.setenv(USER_MODELS_ENV, str(tmp_path / "user"))

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import tifffile
 
-from napari_unet.core.datasets import (
+from napari_unet.core.train.datasets import (
     LabelledImage,
     PatchSampler,
     read_pairs,

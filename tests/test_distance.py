@@ -4,14 +4,14 @@ import numpy as np
 import pytest
 import torch
 
-from napari_unet.core.checkpoint import CHECKPOINT_FILE
 from napari_unet.core.metrics import instance_scores
-from napari_unet.core.models import ModelDescription
-from napari_unet.core.network import UNetConfig
-from napari_unet.core.postprocess import activate, instance_labels, instance_source
-from napari_unet.core.predict import Predictor
-from napari_unet.core.targets import center_distance
-from napari_unet.core.train import train
+from napari_unet.core.models.network import UNetConfig
+from napari_unet.core.models.registry import ModelDescription
+from napari_unet.core.predict.postprocess import activate, instance_labels, instance_source
+from napari_unet.core.predict.predictor import Predictor
+from napari_unet.core.train.checkpoint import CHECKPOINT_FILE
+from napari_unet.core.train.loop import train
+from napari_unet.core.train.targets import center_distance
 from tiny_models import make_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -120,7 +120,7 @@ def test_a_time_budget_ends_the_run_and_annealing_follows_the_clock(
     tmp_path, monkeypatch, fake_clock
 ):
     """On a fake clock each step takes 0.1 s and nothing else takes time: the run is exact."""
-    import napari_unet.core.train as engine
+    import napari_unet.core.train.loop as engine
 
     fake_clock.charge(monkeypatch, engine, "segmentation_loss", 0.1)  # one step
     images, masks = touching_discs()

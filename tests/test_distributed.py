@@ -5,9 +5,9 @@ import pytest
 
 import napari_unet
 from label_helpers import matched_share
-from napari_unet.core.distributed import connect
-from napari_unet.core.io import read_image
-from napari_unet.core.predict import Predictor
+from napari_unet.core.io.images import read_image
+from napari_unet.core.predict.distributed import connect
+from napari_unet.core.predict.predictor import Predictor
 from tiny_models import make_model
 
 distributed = pytest.importorskip("distributed")

@@ -8,8 +8,8 @@ from napari_unet.core.evaluate import (
     tune_instance_postprocess,
 )
 from napari_unet.core.metrics import instance_scores
-from napari_unet.core.models import Model, ModelDescription
-from napari_unet.core.network import UNetConfig
+from napari_unet.core.models.network import UNetConfig
+from napari_unet.core.models.registry import Model, ModelDescription
 
 
 def semantic_model() -> Model:

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import tifffile
 
-from napari_unet.core import file_checks
-from napari_unet.core.io import describe_file, read_image
+from napari_unet.core.io import file_checks
+from napari_unet.core.io.images import describe_file, read_image
 
 OME = """<?xml version="1.0" encoding="UTF-8"?>
 <OME xmlns="http://www.openmicroscopy.org/Schemas/OME/2016-06"><Image ID="Image:0">
@@ -40,7 +40,7 @@ def test_refusing_a_huge_claim_costs_under_100_mb_of_memory(tmp_path):
     path = write_ome(tmp_path / "claim.ome.tif", 'SizeC="3" SizeZ="1000" SizeT="100000"')
     child = f"""
 import resource
-from napari_unet.core.io import read_image
+from napari_unet.core.io.images import read_image
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 try:
     read_image({str(path)!r})

@@ -24,15 +24,15 @@ from hypothesis import strategies as st
 import napari_unet
 from fixed_examples import FIXED_EXAMPLES, HANG_GUARD_S
 from napari_unet.cli import main
-from napari_unet.core import distributed as cluster
-from napari_unet.core.blocks import MIN_BLOCK_EDGE
 from napari_unet.core.memory import (
     MEMORY_UNITS,
     parse_memory,
     process_rss_bytes,
     total_ram_bytes,
 )
-from napari_unet.core.predict import Predictor
+from napari_unet.core.predict import distributed as cluster
+from napari_unet.core.predict.blocks import MIN_BLOCK_EDGE
+from napari_unet.core.predict.predictor import Predictor
 from tiny_models import make_model
 
 SAMPLE = Path(napari_unet.__file__).parent / "samples" / "nuclei.tif"
@@ -429,7 +429,7 @@ def ome_image(tmp_path_factory):
     """A small OME-Zarr crop of the nuclei sample: --workers and --scheduler need a store."""
     zarr = pytest.importorskip("zarr")
     writer = pytest.importorskip("ome_zarr.writer")
-    from napari_unet.core.io import read_image
+    from napari_unet.core.io.images import read_image
 
     path = tmp_path_factory.mktemp("limits") / "cells.ome.zarr"
     writer.write_image(

@@ -43,8 +43,8 @@ from napari_unet.core.bioimageio.package import (
     read_rdf,
 )
 from napari_unet.core.bioimageio.processing import UnsupportedPackage
-from napari_unet.core.models import load_model
-from napari_unet.core.network import UNetConfig
+from napari_unet.core.models.network import UNetConfig
+from napari_unet.core.models.registry import load_model
 
 FAST = FIXED_EXAMPLES
 

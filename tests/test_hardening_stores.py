@@ -24,8 +24,9 @@ from hypothesis import strategies as st
 
 from fixed_examples import FIXED_EXAMPLES, HANG_GUARD_S
 from napari_unet.cli import main
-from napari_unet.core import io, omezarr
-from napari_unet.core.output_checks import check_outputs
+from napari_unet.core.io import images as io
+from napari_unet.core.io import omezarr
+from napari_unet.core.io.output_checks import check_outputs
 
 zarr = pytest.importorskip("zarr")
 
@@ -528,7 +529,7 @@ def test_a_tiff_output_that_is_a_link_is_replaced_and_a_failed_one_leaves_the_ol
 
 @pytest.mark.parametrize("name", ["o.tif", "o.ome.zarr"])
 def test_a_result_that_fails_mid_run_leaves_no_file_and_no_folder(tmp_path, name):
-    from napari_unet.core.results import result_file
+    from napari_unet.core.io.results import result_file
 
     target = tmp_path / "new" / "deeper" / name
     with (

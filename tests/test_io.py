@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tifffile
 
-from napari_unet.core.io import read_image, smallest_label_dtype, write_image, write_labels
+from napari_unet.core.io.images import read_image, smallest_label_dtype, write_image, write_labels
 
 
 def test_labels_round_trip_keeps_axes_pixel_size_and_uses_the_smallest_dtype(tmp_path):

@@ -1,7 +1,7 @@
 import torch
 
-from napari_unet.core.losses import segmentation_loss, soft_dice, weighted_cross_entropy
-from napari_unet.core.targets import IGNORE_INDEX
+from napari_unet.core.train.losses import segmentation_loss, soft_dice, weighted_cross_entropy
+from napari_unet.core.train.targets import IGNORE_INDEX
 
 
 def test_ignored_pixels_do_not_change_any_loss():

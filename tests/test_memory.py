@@ -11,7 +11,7 @@ import pytest
 
 from napari_unet.core import memory
 from napari_unet.core.memory import MIN_WORKING_BYTES, MemoryPlan, plan_memory
-from napari_unet.core.network import UNetConfig
+from napari_unet.core.models.network import UNetConfig
 
 GiB, MiB = 2**30, 2**20
 HELD = 1 * GiB

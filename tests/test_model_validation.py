@@ -10,7 +10,7 @@ import torch
 
 from napari_unet._napari.model_choices import saved_models
 from napari_unet.cli import main
-from napari_unet.core.models import (
+from napari_unet.core.models.registry import (
     CARD_FILE,
     USER_MODELS_ENV,
     describe_models,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from napari_unet.core.models import (
+from napari_unet.core.models.registry import (
     WEIGHTS_FILE,
     list_models,
     load_model,

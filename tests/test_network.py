@@ -2,7 +2,7 @@ import pytest
 import torch
 from torch import nn
 
-from napari_unet.core.network import UNet, UNetConfig
+from napari_unet.core.models.network import UNet, UNetConfig
 
 
 def test_paper_network_has_23_convolutions_31m_weights_and_maps_572_to_388():

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from napari_unet.core.datasets import LabelledImage
-from napari_unet.core.predict import Predictor
+from napari_unet.core.predict.predictor import Predictor
+from napari_unet.core.train.datasets import LabelledImage
 from tiny_models import make_model
 
 KINDS = {

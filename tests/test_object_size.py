@@ -9,16 +9,16 @@ from skimage.transform import resize
 
 from napari_unet._napari.sample_data import SAMPLES_DIR
 from napari_unet.cli import main
-from napari_unet.core.io import read_image
+from napari_unet.core.io.images import read_image
 from napari_unet.core.metrics import instance_scores
-from napari_unet.core.models import save_model
-from napari_unet.core.object_size import (
+from napari_unet.core.models.registry import save_model
+from napari_unet.core.predict.object_size import (
     ResampledArray,
     nearest_back,
     predict_at_object_size,
     rescale_factor,
 )
-from napari_unet.core.predict import Predictor, segment
+from napari_unet.core.predict.predictor import Predictor, segment
 from tiny_models import make_model
 
 DSB_VAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "dsb2018" / "val"

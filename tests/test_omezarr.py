@@ -11,8 +11,9 @@ from ome_zarr.reader import Label, Reader
 
 from napari_unet.cli import main
 from napari_unet.cli.predict import expand_inputs
-from napari_unet.core import io, omezarr
-from napari_unet.core.predict import segment
+from napari_unet.core.io import images as io
+from napari_unet.core.io import omezarr
+from napari_unet.core.predict.predictor import segment
 from ngff import ngff_image
 from tiny_models import make_model
 

@@ -10,9 +10,9 @@ import tifffile
 
 from napari_unet.cli import main
 from napari_unet.cli.predict import output_paths
-from napari_unet.core.files import atomic_write
-from napari_unet.core.models import USER_MODELS_ENV, save_model
-from napari_unet.core.output_checks import check_outputs
+from napari_unet.core.io.files import atomic_write
+from napari_unet.core.io.output_checks import check_outputs
+from napari_unet.core.models.registry import USER_MODELS_ENV, save_model
 from tiny_models import make_model
 
 
@@ -115,7 +115,7 @@ def test_a_bare_memory_error_still_prints_a_line(monkeypatch, images, capsys):
     def no_memory(path):
         raise MemoryError
 
-    monkeypatch.setattr("napari_unet.core.io.describe_file", no_memory)
+    monkeypatch.setattr("napari_unet.core.io.images.describe_file", no_memory)
     assert main(["info", str(images / "a.tif")]) == 1
     assert "info: error: out of memory (try a smaller" in capsys.readouterr().err
 

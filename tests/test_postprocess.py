@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from napari_unet.core.postprocess import cell_instances, instance_labels, semantic_labels
+from napari_unet.core.predict.postprocess import cell_instances, instance_labels, semantic_labels
 
 
 def probabilities_of_two_touching_discs() -> np.ndarray:

@@ -7,7 +7,7 @@ import torch
 from skimage.color import rgb2hed
 
 from napari_unet.core import normalize
-from napari_unet.core.predict import Predictor, segment
+from napari_unet.core.predict.predictor import Predictor, segment
 from napari_unet.core.progress import Cancelled, CancelToken
 from tiny_models import make_model
 

@@ -15,7 +15,7 @@ def test_every_public_name_resolves_and_is_documented(name):
 
 
 def test_augmenter_is_public_as_trains_docstring_says():
-    from napari_unet.core.augment import Augmenter
+    from napari_unet.core.train.augment import Augmenter
 
     assert napari_unet.Augmenter is Augmenter
     assert "Augmenter" in inspect.getdoc(napari_unet.train)

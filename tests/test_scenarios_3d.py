@@ -12,7 +12,7 @@ import pytest
 import tifffile
 from skimage.metrics import adapted_rand_error
 
-from napari_unet.core.predict import Predictor
+from napari_unet.core.predict.predictor import Predictor
 
 NUCLEI_STACK_SOURCE = "a90cad45551d62c5cfa89517df8eb5e8f2f87f1a6e6678e606907afcbad91731"
 """A DSB 2018 validation image (fluorescence, 140 nuclei) made into a stack below."""

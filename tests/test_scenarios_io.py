@@ -22,8 +22,8 @@ import tifffile
 import torch
 
 from napari_unet.cli import main
-from napari_unet.core.io import read_image
-from napari_unet.core.models import USER_MODELS_ENV, load_model, save_model
+from napari_unet.core.io.images import read_image
+from napari_unet.core.models.registry import USER_MODELS_ENV, load_model, save_model
 
 bioimageio_core = pytest.importorskip("bioimageio.core")
 
@@ -137,7 +137,7 @@ def _write_bilevel(path: Path, mask: np.ndarray) -> Path:
 def test_a_bilevel_dsb_mask_reads_back_identically_and_trains(
     shared_data: Path, tmp_path: Path
 ) -> None:
-    from napari_unet.core.datasets import read_pairs, semantic_class_count
+    from napari_unet.core.train.datasets import read_pairs, semantic_class_count
 
     dsb = shared_data / "dsb2018" / "val"
     objects = tifffile.imread(dsb / "masks" / f"{DSB_ID}.tif")
@@ -182,7 +182,7 @@ def test_bilevel_em_labels_score_as_the_same_labels_in_bytes(
 def test_nuclei_on_a_tiff_without_pixel_size_writes_an_ome_zarr_claiming_no_unit(
     shared_data: Path, tmp_path: Path, capsys
 ) -> None:
-    from napari_unet.core.omezarr import read_multiscale
+    from napari_unet.core.io.omezarr import read_multiscale
 
     source = shared_data / "dsb2018" / "val" / "images" / f"{DSB_ID}.tif"
     assert read_image(source).pixel_size_um == {}

@@ -15,10 +15,10 @@ import pytest
 import tifffile
 
 from napari_unet.cli import main
-from napari_unet.core.datasets import LabelledImage
 from napari_unet.core.evaluate import validation_metrics
-from napari_unet.core.models import load_model
-from napari_unet.core.train import train
+from napari_unet.core.models.registry import load_model
+from napari_unet.core.train.datasets import LabelledImage
+from napari_unet.core.train.loop import train
 
 
 def dsb_images(root: Path, modality: str, count: int) -> list[tuple[np.ndarray, np.ndarray]]:

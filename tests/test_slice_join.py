@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
-from napari_unet.core.slice_join import JOIN_MIN_IOU, continuing_pairs, join_slices
+from napari_unet.core.predict.slice_join import JOIN_MIN_IOU, continuing_pairs, join_slices
 
 
 def boxes(shape, *placements):

@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 
-from napari_unet.core.stitching import MATCH_SHARE, BlockLabels, merge_tables
+from napari_unet.core.predict.stitching import MATCH_SHARE, BlockLabels, merge_tables
 
 
 def block(index: tuple[int, ...], sizes: list[int], **slabs: list[list[int]]) -> BlockLabels:

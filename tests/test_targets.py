@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from napari_unet.core.targets import (
+from napari_unet.core.train.targets import (
     IGNORE_INDEX,
     instance_target,
     object_labels,

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from napari_unet.core.network import UNet
-from napari_unet.core.tiling import TileGrid, plan_axis, reflect_index
+from napari_unet.core.models.network import UNet
+from napari_unet.core.predict.tiling import TileGrid, plan_axis, reflect_index
 
 
 def coverage(plan):

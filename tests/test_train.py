@@ -4,15 +4,15 @@ import numpy as np
 import pytest
 import torch
 
-from napari_unet.core.averaging import AveragingWindow
-from napari_unet.core.finetune_check import FineTuneReport
 from napari_unet.core.metrics import class_scores, confusion_matrix
-from napari_unet.core.models import load_model, save_model
-from napari_unet.core.predict import Predictor
+from napari_unet.core.models.registry import load_model, save_model
+from napari_unet.core.predict.predictor import Predictor
 from napari_unet.core.progress import Cancelled, CancelToken
-from napari_unet.core.time_budget import ClosingWork
-from napari_unet.core.train import Schedule, TrainingProgress, train
-from napari_unet.core.training_data import hold_out_objects
+from napari_unet.core.train.averaging import AveragingWindow
+from napari_unet.core.train.finetune_check import FineTuneReport
+from napari_unet.core.train.loop import Schedule, TrainingProgress, train
+from napari_unet.core.train.time_budget import ClosingWork
+from napari_unet.core.train.training_data import hold_out_objects
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -276,7 +276,7 @@ def test_a_time_budget_averages_the_epochs_that_end_in_its_last_share(monkeypatc
         False,
         True,
     ]
-    import napari_unet.core.train as engine
+    import napari_unet.core.train.loop as engine
 
     fake_clock.charge(monkeypatch, engine, "segmentation_loss", 0.1)  # one step
     images, masks = squares(2)
@@ -336,7 +336,7 @@ def test_semantic_masks_of_object_labels_are_refused_before_building_a_network()
 
 
 def test_a_non_finite_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
-    from napari_unet.core import train as training
+    from napari_unet.core.train import loop as training
 
     calls = []
 
@@ -374,7 +374,7 @@ def test_a_time_budget_covers_slow_validation_and_names_each_phase(monkeypatch, 
 
     On a fake clock, steps take 0.25 s and validation passes 1 s, so the run's length is exact.
     """
-    import napari_unet.core.train as engine
+    import napari_unet.core.train.loop as engine
 
     step_s, validation_s, budget_s = 0.25, 1.0, 6.0
 
@@ -487,7 +487,7 @@ def test_objects_are_held_out_only_where_no_image_checks_the_run():
 
 
 def test_thresholds_asked_for_on_one_image_are_tuned_on_its_full_labels(monkeypatch):
-    import napari_unet.core.train as engine
+    import napari_unet.core.train.loop as engine
 
     tuned_on: list[np.ndarray] = []
 

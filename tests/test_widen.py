@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from napari_unet.core.widen import widen
+from napari_unet.core.models.widen import widen
 from tiny_models import make_model
 
 

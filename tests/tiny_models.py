@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from napari_unet.core.models import Model, ModelDescription
-from napari_unet.core.network import UNetConfig
+from napari_unet.core.models.network import UNetConfig
+from napari_unet.core.models.registry import Model, ModelDescription
 
 
 def make_model(

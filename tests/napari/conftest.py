@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from napari_unet.core.models import USER_MODELS_ENV, Model, ModelDescription, save_model
-from napari_unet.core.network import UNetConfig
+from napari_unet.core.models.network import UNetConfig
+from napari_unet.core.models.registry import USER_MODELS_ENV, Model, ModelDescription, save_model
 
 
 def _save_tiny_model(folder: Path, name: str, spatial_dims: int, distance: bool = False) -> str:

@@ -7,8 +7,8 @@ from napari.layers import Image, Layer
 from napari_ome_zarr._reader import napari_get_reader
 
 from napari_unet._napari.layer_data import segment_layer
-from napari_unet.core import io
-from napari_unet.core.predict import segment
+from napari_unet.core.io import images as io
+from napari_unet.core.predict.predictor import segment
 from napari_unet.core.progress import Cancelled, CancelToken
 from ngff import ngff_image
 

@@ -6,7 +6,7 @@ import tifffile
 from napari.layers import Labels
 
 from napari_unet._napari.reader import get_reader
-from napari_unet.core.io import read_image, write_labels
+from napari_unet.core.io.images import read_image, write_labels
 
 
 def test_labels_layer_round_trips_through_writer_and_reader(make_napari_viewer, tmp_path) -> None:

@@ -13,7 +13,7 @@ import pytest
 import tifffile
 from qtpy.QtWidgets import QApplication
 
-from napari_unet.core.predict import segment
+from napari_unet.core.predict.predictor import segment
 from ngff import ngff_image
 
 PLUGIN = "napari-unet-segment"

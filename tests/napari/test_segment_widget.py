@@ -11,9 +11,9 @@ from qtpy.QtCore import QTimer
 from napari_unet._napari import live_labels, segment_widget
 from napari_unet._napari.segment_widget import LOAD_FROM_FILE, SegmentWidget, open_and_segment
 from napari_unet.core.device import resolve_device
-from napari_unet.core.models import save_model, user_models_dir
-from napari_unet.core.postprocess import cell_instances, instance_labels
-from napari_unet.core.predict import segment
+from napari_unet.core.models.registry import save_model, user_models_dir
+from napari_unet.core.predict.postprocess import cell_instances, instance_labels
+from napari_unet.core.predict.predictor import segment
 from tiny_models import make_model
 
 TINY_CLASSES = ("background", "interior", "boundary")

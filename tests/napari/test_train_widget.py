@@ -7,7 +7,7 @@ from napari.layers import Image, Labels
 from napari_unet._napari.layer_data import training_pairs
 from napari_unet._napari.loss_plot import LossPlot, nice_ticks
 from napari_unet._napari.train_widget import TrainWidget, painting_problem
-from napari_unet.core.models import list_models, load_model, save_model, user_models_dir
+from napari_unet.core.models.registry import list_models, load_model, save_model, user_models_dir
 
 
 @pytest.fixture
@@ -181,7 +181,7 @@ def test_a_worse_fine_tune_is_saved_with_a_plain_warning_and_not_chosen(
     painted, monkeypatch, tiny_model
 ) -> None:
     from napari_unet._napari import train_widget
-    from napari_unet.core.finetune_check import FineTuneReport
+    from napari_unet.core.train.finetune_check import FineTuneReport
 
     _, segment, train = painted
     model = load_model(tiny_model)

@@ -25,15 +25,15 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from napari_unet._napari.model_choices import model_label
-from napari_unet.core.omezarr import OmeZarrImage
+from napari_unet.core.io.omezarr import OmeZarrImage
 from napari_unet.core.progress import CancelToken, ProgressCallback
 from napari_unet.names import DEFAULT_MODEL, Output, image_stem
 
 if TYPE_CHECKING:
     from napari.layers import Image, Labels
 
-    from napari_unet.core.io import ImageFile
-    from napari_unet.core.models import Model, ModelDescription
+    from napari_unet.core.io.images import ImageFile
+    from napari_unet.core.models.registry import Model, ModelDescription
 
 LayerDataTuple = tuple[Any, dict[str, Any], str]
 Mode = Literal["2D", "3D"]
@@ -155,7 +155,7 @@ def result_name(image_name: str, model_name: str, output: str) -> str:
 
 def semantic_class_names(description: ModelDescription) -> list[str]:
     """Name the classes of semantic labels (a distance model's last output is no class)."""
-    from napari_unet.core.postprocess import class_channels
+    from napari_unet.core.predict.postprocess import class_channels
 
     return list(description.class_names[: class_channels(description)])
 
@@ -265,7 +265,7 @@ def segment_layer(
         A world position (e.g. ``viewer.dims.point``): segment only the plane (2D) or volume
         (3D) through it, as a quick preview on big stacks. ``None`` segments everything.
     device, tile_shape, overlap, progress, cancel, diameter
-        Passed to :func:`napari_unet.core.predict.segment` (``diameter``: the objects'
+        Passed to :func:`napari_unet.core.predict.predictor.segment` (``diameter``: the objects'
         typical size in pixels of the segmented data, to segment at the model's object size).
     store
         For a multiscale layer, the OME-Zarr path (``.ome.zarr``) that receives the labels
@@ -273,8 +273,8 @@ def segment_layer(
         are written there block by block and come back as a lazy multiscale Labels layer, so
         the full level is never held in memory (probabilities and previews still are).
     """
-    from napari_unet.core.models import load_model
-    from napari_unet.core.predict import segment
+    from napari_unet.core.models.registry import load_model
+    from napari_unet.core.predict.predictor import segment
 
     label = model_label(model)
     model = load_model(model)  # once, for the engine and the result's name and colours
@@ -315,8 +315,8 @@ def segment_into_pyramid(
     Levels are lazy zarr arrays. The engine writes level 0 through ``out=`` block by block
     and the pyramid is built one chunk at a time, so memory stays bounded at any image size.
     """
-    from napari_unet.core.omezarr import create_labels
-    from napari_unet.core.predict import segment
+    from napari_unet.core.io.omezarr import create_labels
+    from napari_unet.core.predict.predictor import segment
 
     axes = options["axes"]
     label_axes = axes.replace("C", "")
@@ -419,12 +419,17 @@ def train_on_layers(
 ) -> Path:
     """Train a model on painted labels and save it as a user model; return its folder.
 
-    The saved model appears in :func:`napari_unet.core.models.list_models` at once, hence
-    in the Segment widget. ``options`` go to :func:`napari_unet.core.train.train` (``target``,
+    The saved model appears in :func:`napari_unet.core.models.registry.list_models` at once, hence
+    in the Segment widget. ``options`` go to :func:`napari_unet.core.train.loop.train` (``target``,
     ``epochs``, ``sparse``, ``progress``, ``cancel``...).
     """
-    from napari_unet.core.models import list_models, load_model, save_model, user_models_dir
-    from napari_unet.core.train import train
+    from napari_unet.core.models.registry import (
+        list_models,
+        load_model,
+        save_model,
+        user_models_dir,
+    )
+    from napari_unet.core.train.loop import train
 
     if name in list_models(include_user=False):
         raise ValueError(f"{name!r} is a built-in model; save under another name")

@@ -2,7 +2,7 @@
 
 A run for *instances* keeps the class probabilities the engine returns with
 ``output="probabilities"``; moving a threshold then only re-runs the engine's post-processing
-(:mod:`napari_unet.core.postprocess`: seeded watershed, or cells between membranes) on them,
+(:mod:`napari_unet.core.predict.postprocess`: seeded watershed, or cells between membranes) on them,
 as cellpose-napari and stardist-napari users expect. Probabilities cost 4 bytes a pixel per
 class, so above :data:`KEEP_LIMIT_BYTES`, and with a ``diameter`` (whose labels are made at
 the model's scale, as the API and the CLI make them), the engine makes the labels itself with
@@ -19,12 +19,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from napari_unet._napari.layer_data import LayerDataTuple, layer_axes, result_name, segment_layer
-from napari_unet.core.postprocess import instance_labels, object_labeller
+from napari_unet.core.predict.postprocess import instance_labels, object_labeller
 
 if TYPE_CHECKING:
     from napari.layers import Image
 
-    from napari_unet.core.models import Model
+    from napari_unet.core.models.registry import Model
 
 Labeller = Callable[..., np.ndarray]
 """The engine's post-processing: probabilities and thresholds in, object labels out."""
@@ -93,7 +93,7 @@ def segment_instances(
     go to :func:`segment_layer`. Returns the Labels layer data, the kept probabilities (or
     ``None``) and the object count.
     """
-    from napari_unet.core.models import load_model
+    from napari_unet.core.models.registry import load_model
 
     model = with_thresholds(load_model(model), thresholds)
     name = result_name(layer.name, label, "instances")
@@ -129,7 +129,7 @@ def class_counts(labels: Any, classes: int) -> np.ndarray:
 
 def _full_resolution_blocks(labels: Any) -> Iterator[np.ndarray]:
     """Yield the chunks of a label image (or of the first level of a pyramid) as arrays."""
-    from napari_unet.core.omezarr import blocks
+    from napari_unet.core.io.omezarr import blocks
 
     level = labels[0] if isinstance(labels, list) else labels
     chunks = getattr(level, "chunks", None) or level.shape
@@ -139,7 +139,7 @@ def _full_resolution_blocks(labels: Any) -> Iterator[np.ndarray]:
 
 def with_thresholds(model: Model, thresholds: dict[str, Any]) -> Model:
     """Return the same network with other post-processing thresholds on its card."""
-    from napari_unet.core.models import Model
+    from napari_unet.core.models.registry import Model
 
     return Model(replace(model.description, postprocess=dict(thresholds)), model.network)
 

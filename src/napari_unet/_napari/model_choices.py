@@ -16,7 +16,7 @@ from napari_unet.names import DEFAULT_MODEL
 if TYPE_CHECKING:
     from napari.layers import Image
 
-    from napari_unet.core.models import Model, ModelDescription
+    from napari_unet.core.models.registry import Model, ModelDescription
 
 
 SUGGESTED_MODEL = "napari-unet model"
@@ -32,7 +32,7 @@ models_changed = SignalInstance((), name="models_changed")
 
 def default_model() -> str:
     """Return ``nuclei`` if it is available, else the first model there is."""
-    from napari_unet.core.models import list_models
+    from napari_unet.core.models.registry import list_models
 
     available = list_models()
     return DEFAULT_MODEL if DEFAULT_MODEL in available or not available else available[0]
@@ -48,7 +48,7 @@ def model_label(model: str | Path | Model) -> str:
 
 def saved_models() -> list[tuple[str, str]]:
     """Return ``(label, value)`` choices for every built-in and saved model, built-ins first."""
-    from napari_unet.core.models import list_models
+    from napari_unet.core.models.registry import list_models
 
     return [(name, name) for name in list_models()]
 
@@ -61,7 +61,7 @@ def suggested_model(layer: Image, current: str | None = None) -> str | None:
     unit), the first model that was: an EM image at a few nanometres a pixel gets the EM
     model rather than ``nuclei``, and a fine-tuned EM model the user chose stays.
     """
-    from napari_unet.core.models import describe_models
+    from napari_unet.core.models.registry import describe_models
 
     models = dict(describe_models())
     named = layer.metadata.get(SUGGESTED_MODEL)

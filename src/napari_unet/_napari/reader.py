@@ -1,6 +1,6 @@
 """napari reader: TIFF, OME-TIFF and OME-Zarr images as layers that keep their pixel size.
 
-It goes through :func:`napari_unet.core.io.read_image`, so napari, the CLI and the Python API
+It goes through :func:`napari_unet.core.io.images.read_image`, so napari, the CLI and the Python API
 read a file the same way. An OME-Zarr image opens as a multiscale layer of lazy zarr levels,
 followed by the label images of its ``labels`` group as Labels layers. We read OME-Zarr
 ourselves rather than defer to napari-ome-zarr (napari then asks which plugin to use when both
@@ -15,8 +15,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from napari_unet._napari.layer_data import LayerDataTuple, image_file_layer
-from napari_unet.core.io import read_image
-from napari_unet.core.omezarr import is_ome_zarr, label_images
+from napari_unet.core.io.images import read_image
+from napari_unet.core.io.omezarr import is_ome_zarr, label_images
 from napari_unet.names import TIFF_SUFFIXES
 
 PathOrPaths = str | list[str]

@@ -45,13 +45,13 @@ from napari_unet._napari.model_choices import (
     suggested_model,
 )
 from napari_unet.core.bioimageio import is_bioimageio_source
-from napari_unet.core.models import (
+from napari_unet.core.models.registry import (
     ModelDescription,
     describe_models,
     read_description,
     resolve_model_path,
 )
-from napari_unet.core.postprocess import instance_source, object_labeller
+from napari_unet.core.predict.postprocess import instance_source, object_labeller
 
 LOAD_FROM_FILE = "load from file..."
 PLACEMENT = ("scale", "translate", "affine", "axis_labels", "units")
@@ -583,7 +583,7 @@ def ask_model_folder() -> str:
 
 @functools.lru_cache(maxsize=8)
 def _package_description(source: str) -> ModelDescription:
-    from napari_unet.core.models import load_model
+    from napari_unet.core.models.registry import load_model
 
     return load_model(source).description
 

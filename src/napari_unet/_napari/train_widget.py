@@ -26,7 +26,7 @@ from napari_unet.names import TARGETS
 
 if TYPE_CHECKING:
     import napari
-    from napari_unet.core.train import TrainingProgress
+    from napari_unet.core.train.loop import TrainingProgress
 
 BUILTIN_FOR_TARGET = {"instances": "nuclei", "semantic": "em-membranes"}
 """The built-in model that fine-tuning starts from by default, per target."""
@@ -164,7 +164,7 @@ class TrainWidget(JobWidget):
         self._show_convention()
 
     def _show_convention(self) -> None:
-        from napari_unet.core.models import describe_models
+        from napari_unet.core.models.registry import describe_models
 
         card = dict(describe_models()).get(self.base_model.value)
         classes = (
@@ -203,7 +203,7 @@ class TrainWidget(JobWidget):
 
     def start(self) -> None:
         """Check the painting and the name, then train on the chosen layers in a worker."""
-        from napari_unet.core.models import list_models
+        from napari_unet.core.models.registry import list_models
 
         image, labels = self.image.value, self.labels_layer.value
         name = self.model_name.value.strip()
@@ -260,8 +260,8 @@ class TrainWidget(JobWidget):
         A worse model is saved (the user may still want it) but the Segment dock keeps its
         choice, and a warning says to keep the base model.
         """
-        from napari_unet.core.finetune_check import FineTuneReport
-        from napari_unet.core.models import read_description
+        from napari_unet.core.models.registry import read_description
+        from napari_unet.core.train.finetune_check import FineTuneReport
 
         models_changed.emit()
         card = read_description(folder)

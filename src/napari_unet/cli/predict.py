@@ -162,12 +162,12 @@ def run_predict(args: argparse.Namespace) -> int:
 
     A run that fails (a bad option, an unreadable image) removes the output folders it
     created, if they are empty. Inputs are read lazily and results written block by block
-    (:mod:`napari_unet.core.results`), so memory stays within ``--memory`` whatever the
+    (:mod:`napari_unet.core.io.results`), so memory stays within ``--memory`` whatever the
     image size.
     """
-    from napari_unet.core.files import new_folders_removed_on_failure
-    from napari_unet.core.output_checks import check_outputs
-    from napari_unet.core.predict import Predictor
+    from napari_unet.core.io.files import new_folders_removed_on_failure
+    from napari_unet.core.io.output_checks import check_outputs
+    from napari_unet.core.predict.predictor import Predictor
 
     inputs = expand_inputs(args.inputs)
     outputs = output_paths(inputs, args.target, args.kind)
@@ -196,8 +196,8 @@ def _predict_all(
     args: argparse.Namespace, predictor: Any, inputs: list[Path], outputs: list[Path]
 ) -> None:
     """Segment each input into its output, one lazily read image at a time."""
-    from napari_unet.core.io import read_image
-    from napari_unet.core.results import result_file
+    from napari_unet.core.io.images import read_image
+    from napari_unet.core.io.results import result_file
 
     with _cluster(args) as client:
         for source, target in zip(inputs, outputs, strict=True):
@@ -240,7 +240,7 @@ def _cluster(args: argparse.Namespace) -> Iterator[Any]:
     if not _on_cluster(args):
         yield None
         return
-    from napari_unet.core.distributed import connect
+    from napari_unet.core.predict.distributed import connect
 
     client = connect(args.scheduler, args.workers)
     try:
@@ -289,7 +289,7 @@ def register_models(subparsers: Any) -> None:
 
 def run_models(args: argparse.Namespace) -> int:
     """Print ``name  kind  dims  channels  description`` for each model."""
-    from napari_unet.core.models import describe_models
+    from napari_unet.core.models.registry import describe_models
 
     models = describe_models()
     if not models:
@@ -318,7 +318,7 @@ def register_info(subparsers: Any) -> None:
 
 def run_info(args: argparse.Namespace) -> int:
     """Print what the engine reads from a file's header."""
-    from napari_unet.core.io import describe_file
+    from napari_unet.core.io.images import describe_file
 
     info = describe_file(args.file)
     sizes = ", ".join(f"{axis} {size:g} µm" for axis, size in info["pixel_size_um"].items())

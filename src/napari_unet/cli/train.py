@@ -106,8 +106,8 @@ def register_train(subparsers: Any) -> None:
 
 def run_train(args: argparse.Namespace) -> int:
     """Train, printing one line per epoch, and save the best model to ``--out``."""
-    from napari_unet.core.finetune_check import FineTuneReport
-    from napari_unet.core.models import save_model
+    from napari_unet.core.models.registry import save_model
+    from napari_unet.core.train.finetune_check import FineTuneReport
 
     if (args.out / "model.json").exists() and not args.overwrite:
         raise FileExistsError(f"a model already exists at {args.out}; pass --overwrite")
@@ -128,7 +128,7 @@ def run_train(args: argparse.Namespace) -> int:
 
 def _train(args: argparse.Namespace, validation: Any, report: _TrainingBar) -> Any:
     """Call the engine with the parsed arguments."""
-    from napari_unet.core.train import train
+    from napari_unet.core.train.loop import train
 
     return train(
         args.images,

@@ -15,7 +15,7 @@ import numpy as np
 from napari_unet.core.stains import hematoxylin
 
 if TYPE_CHECKING:
-    from napari_unet.core.models import ModelDescription
+    from napari_unet.core.models.registry import ModelDescription
 
 CANONICAL = "TCZYX"
 ACCEPTED = "YX, CYX or YXC, ZYX, TYX, TZYX, TCZYX, or any order of T, C, Z, Y, X with Y and X"

@@ -10,7 +10,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from napari_unet.core.datasets import LabelledImage, object_ids, read_pairs
 from napari_unet.core.metrics import (
     cells_from_interior,
     class_scores,
@@ -18,9 +17,10 @@ from napari_unet.core.metrics import (
     instance_scores,
     membrane_scores,
 )
-from napari_unet.core.models import Model
-from napari_unet.core.postprocess import object_labeller
-from napari_unet.core.predict import Predictor
+from napari_unet.core.models.registry import Model
+from napari_unet.core.predict.postprocess import object_labeller
+from napari_unet.core.predict.predictor import Predictor
+from napari_unet.core.train.datasets import LabelledImage, object_ids, read_pairs
 
 
 def validation_metrics(

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from napari_unet.core.network import UNetConfig
+    from napari_unet.core.models.network import UNetConfig
 
 FALLBACK_BYTES = 8 * 2**30
 """Assumed free memory where the system does not say (neither /proc/meminfo nor sysconf)."""

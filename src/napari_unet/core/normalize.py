@@ -16,7 +16,7 @@ import numpy as np
 from napari_unet.core.axes import CanonicalView, match_channels
 
 if TYPE_CHECKING:
-    from napari_unet.core.models import ModelDescription
+    from napari_unet.core.models.registry import ModelDescription
 
 MAX_SAMPLES = 2**22
 """Pixels per channel the statistics are computed from; a strided sample of larger images."""

@@ -2,7 +2,7 @@
 
 This package needs the ``bioimageio`` extra (``bioimageio.spec``, ``bioimageio.core``) only
 when a package is written or read; recognising a package path here imports nothing heavy, so
-:func:`napari_unet.core.models.load_model` can dispatch to it cheaply.
+:func:`napari_unet.core.models.registry.load_model` can dispatch to it cheaply.
 """
 
 from __future__ import annotations

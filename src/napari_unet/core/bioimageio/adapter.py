@@ -1,4 +1,4 @@
-"""A bioimage.io network dressed as a :class:`~napari_unet.core.network.UNet` for the engine.
+"""A bioimage.io network dressed as a :class:`~napari_unet.core.models.network.UNet` for the engine.
 
 The tiled engine asks a network for its size rules (``valid_input_size``, ``output_size``,
 ``output_size_or_none``, ``size_multiple``), its receptive field (``context``) and its
@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from napari_unet.core.bioimageio.processing import FixedStep, OutputRule
-from napari_unet.core.network import ConfigGeometry, UNetConfig
+from napari_unet.core.models.network import ConfigGeometry, UNetConfig
 
 
 @dataclass(frozen=True)

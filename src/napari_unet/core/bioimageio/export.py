@@ -1,7 +1,7 @@
 """Write a napari-unet model as a bioimage.io package (the spec that bioimageio.core 0.11 pins).
 
 The package carries the weights twice, as the spec asks of PyTorch models: a
-``pytorch_state_dict`` whose architecture is :class:`napari_unet.core.network.UNet` with the
+``pytorch_state_dict`` whose architecture is :class:`napari_unet.core.models.network.UNet` with the
 config as kwargs, and ``torchscript`` traced from it (``parent``). The napari-unet card and
 safetensors weights ride along as attachments, so napari-unet re-imports its own packages
 without unpickling and with everything the spec cannot say (instance post-processing, the
@@ -28,11 +28,11 @@ import torch
 from napari_unet.core.axes import CanonicalView
 from napari_unet.core.bioimageio import CONFIG_KEY, require_bioimageio
 from napari_unet.core.bioimageio.scripted import script_unet
-from napari_unet.core.files import atomic_write, new_folders_removed_on_failure
-from napari_unet.core.models import CARD_FILE, WEIGHTS_FILE, Model, load_model, save_model
-from napari_unet.core.network import UNet
+from napari_unet.core.io.files import atomic_write, new_folders_removed_on_failure
+from napari_unet.core.models.network import UNet
+from napari_unet.core.models.registry import CARD_FILE, WEIGHTS_FILE, Model, load_model, save_model
 from napari_unet.core.normalize import fit_normalizer
-from napari_unet.core.postprocess import class_channels, instance_source
+from napari_unet.core.predict.postprocess import class_channels, instance_source
 from napari_unet.names import DEFAULT_PERCENTILES
 
 INPUT_ID = "raw"
@@ -408,7 +408,7 @@ def _fit(image: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
 
 def _documentation(model: Model) -> str:
     """Write the model card (a built-in's README) plus how to run the package."""
-    from napari_unet.core.models import BUILTIN_DIR
+    from napari_unet.core.models.registry import BUILTIN_DIR
 
     card_readme = BUILTIN_DIR / model.name / "README.md"
     description = model.description
@@ -493,7 +493,9 @@ def _output_descr(v0_5: Any, network: UNet, description: Any, files: dict[str, P
 def _weights_descr(v0_5: Any, network: UNet, files: dict[str, Path]) -> Any:
     version = torch.__version__.split("+")[0]
     architecture = v0_5.ArchitectureFromLibraryDescr(
-        import_from="napari_unet.core.network", callable="UNet", kwargs=network.config.to_dict()
+        import_from="napari_unet.core.models.network",
+        callable="UNet",
+        kwargs=network.config.to_dict(),
     )
     return v0_5.WeightsDescr(
         pytorch_state_dict=v0_5.PytorchStateDictWeightsDescr(

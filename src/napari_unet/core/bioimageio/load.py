@@ -27,9 +27,9 @@ from napari_unet.core.bioimageio.processing import (
     input_steps,
     output_rule,
 )
-from napari_unet.core.card_checks import INT_RANGES, check_weights, read_card
-from napari_unet.core.model_types import Model, ModelDescription, network_from_weights
-from napari_unet.core.network import UNetConfig
+from napari_unet.core.models.card_checks import INT_RANGES, check_weights, read_card
+from napari_unet.core.models.model_types import Model, ModelDescription, network_from_weights
+from napari_unet.core.models.network import UNetConfig
 
 RUNNABLE = ("torchscript", "pytorch_state_dict")
 MAX_AXIS_SIZE = 4096

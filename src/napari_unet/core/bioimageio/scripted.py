@@ -1,4 +1,4 @@
-"""A TorchScript twin of :class:`~napari_unet.core.network.UNet` for the ``torchscript`` weights.
+"""A TorchScript twin of the U-Net for the ``torchscript`` weights.
 
 Tracing bakes a ``"valid"`` network's skip-connection crops in at the traced size, so the
 package's torchscript would be wrong at other sizes. This twin shares the U-Net's layers
@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from napari_unet.core.network import UNet
+from napari_unet.core.models.network import UNet
 
 
 class _Stage(nn.Module):

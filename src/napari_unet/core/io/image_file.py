@@ -1,0 +1,62 @@
+"""What every image format gives and needs: the :class:`ImageFile`, and labels' smallest dtype.
+
+TIFF (:mod:`.images`) and OME-Zarr (:mod:`.omezarr`) both build on this module,
+which imports neither, so the two formats do not import each other.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from functools import reduce
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+@dataclass
+class ImageFile:
+    """An image file's pixels with what we know of its geometry."""
+
+    data: Any
+    """numpy array, or a lazy array (numpy memmap or zarr) for large files."""
+    axes: str
+    """Letters from ``TZCYX``, one per dimension of ``data``."""
+    pixel_size_um: dict[str, float] = field(default_factory=dict)
+    """Pixel size in micrometres for the axes where the file says it (e.g. ``{"Y": 0.5}``)."""
+    is_labels: bool = False
+    """Whether the file is a label image written by :func:`write_labels`."""
+    path: Path | None = None
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """The data's shape."""
+        return tuple(self.data.shape)
+
+
+def smallest_label_dtype(labels: Any) -> np.dtype:
+    """Return the smallest unsigned integer dtype that holds every label (labels must be >= 0)."""
+    array = np.asarray(labels)
+    if array.size == 0:
+        return np.dtype(np.uint8)
+    if array.dtype.kind == "b":
+        return np.dtype(np.uint8)
+    if array.dtype.kind not in "iu" and not np.array_equal(array, np.round(array)):
+        raise ValueError(f"labels must be whole numbers, got dtype {array.dtype}")
+    low, high = array.min(), array.max()
+    if low < 0:
+        raise ValueError(f"labels must be >= 0, found {low}")
+    dtype = np.min_scalar_type(int(high))
+    if dtype.kind != "u":
+        raise ValueError(f"label {high} is too large for any unsigned integer type")
+    return dtype
+
+
+def smallest_label_dtype_of(labels: Any, regions: Iterable[tuple[Any, ...]]) -> np.dtype:
+    """Return :func:`smallest_label_dtype` of a lazy array, read one region at a time."""
+    return reduce(
+        np.promote_types,
+        (smallest_label_dtype(np.asarray(labels[region])) for region in regions),
+        np.dtype(np.uint8),
+    )

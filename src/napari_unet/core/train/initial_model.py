@@ -1,0 +1,123 @@
+"""The model a training run starts from: a fresh U-Net, or a copy of a model to fine-tune.
+
+Fine-tuning keeps every learned weight it can: a model that gains outputs (a boundary model
+that gains a distance, or semantic masks with more classes) keeps its features and the
+outputs both share, and only the new outputs of its last layer start afresh.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from napari_unet.core.models.model_types import (
+    DISTANCE_CHANNEL,
+    INSTANCE_CLASSES,
+    REPRESENTATIONS,
+    Representation,
+)
+from napari_unet.core.models.network import UNet, UNetConfig
+from napari_unet.core.models.registry import Model, ModelDescription, load_model
+from napari_unet.core.predict.postprocess import INSTANCE_DEFAULTS, instance_source
+from napari_unet.core.train.datasets import semantic_class_count
+from napari_unet.names import DEFAULT_PERCENTILES, TARGETS, Target
+
+DEFAULT_NORMALIZATION = {
+    "kind": "percentile",
+    "low": DEFAULT_PERCENTILES[0],
+    "high": DEFAULT_PERCENTILES[1],
+    "rgb": "mean",
+}
+
+
+def initial_model(
+    base_model: str | os.PathLike[str] | Model | None,
+    architecture: UNetConfig | dict[str, Any] | None,
+    target: Target,
+    masks: list[np.ndarray],
+    sparse: bool,
+    class_names: Sequence[str] | None,
+    name: str,
+    representation: Representation | None = None,
+) -> Model:
+    """Choose the model to start from: a copy of ``base_model`` renamed, or a fresh network."""
+    if target not in TARGETS:
+        raise ValueError(f"target must be one of {TARGETS}, not {target!r}")
+    if representation is not None and representation not in REPRESENTATIONS:
+        raise ValueError(f"representation must be one of {REPRESENTATIONS}, not {representation!r}")
+    base = load_model(base_model) if base_model is not None else None
+    if target == "instances":
+        if representation is None:  # the base model's, else the better one in-domain
+            distance = base is not None and instance_source(base.description) == "distance"
+            representation = "distance" if distance else "boundaries"
+        names = list(INSTANCE_CLASSES)
+        if representation == "distance":
+            names.append(DISTANCE_CHANNEL)
+    elif class_names is not None:
+        names = list(class_names)
+        needed = semantic_class_count(masks, sparse)
+        if needed > len(names):
+            raise ValueError(
+                f"the masks hold {needed} classes but class_names names {len(names)}: {names}"
+            )
+    else:
+        n_classes = semantic_class_count(masks, sparse)
+        inherited = base.description.class_names if base is not None else []
+        names = (
+            inherited if len(inherited) >= n_classes else [f"class {k}" for k in range(n_classes)]
+        )
+    if base is not None:
+        if target == "instances" and base.description.output_kind != "instances":
+            raise ValueError(f"base model {base.name!r} is semantic; it cannot learn instances")
+        card = ModelDescription.from_dict(base.description.to_dict())
+        state = base.network.state_dict()
+        if card.architecture.out_channels != len(names):
+            # other outputs: keep the learned features and the outputs both models share
+            # (the classes of a boundary model that gains a distance), start the rest afresh
+            common = min(len(card.class_names), len(names))
+            shared = target == "instances" and card.class_names[:common] == names[:common]
+            card.architecture = UNetConfig.from_dict(
+                {**card.architecture.to_dict(), "out_channels": len(names)}
+            )
+            kept_head = {
+                k: v[:common] for k, v in state.items() if k.startswith("head.") and shared
+            }
+            state = {k: v for k, v in state.items() if not k.startswith("head.")}
+        else:
+            kept_head = {}
+        card.class_names = names
+        network = UNet(card.architecture)
+        network.load_state_dict(state, strict=False)
+        with torch.no_grad():
+            for key, value in kept_head.items():
+                network.get_parameter(key)[: len(value)] = value
+        card.name, card.metrics = name, {}
+        card.provenance = {**card.provenance, "fine_tuned_from": base.name}
+        return Model(card, network)
+    spatial_dims = 3 if masks[0].ndim == 3 else 2
+    defaults = {
+        "spatial_dims": spatial_dims,
+        "in_channels": 1,
+        "out_channels": len(names),
+        "depth": 4 if spatial_dims == 2 else 3,
+        "base_channels": 16,
+        "padding": "same",
+        "norm": "batch",
+    }
+    if isinstance(architecture, UNetConfig):
+        architecture = architecture.to_dict()
+    config = UNetConfig.from_dict({**defaults, **(architecture or {})})
+    card = ModelDescription(
+        name=name,
+        architecture=config,
+        output_kind="instances" if target == "instances" else "semantic",
+        class_names=names,
+        normalization=dict(DEFAULT_NORMALIZATION),
+        postprocess=dict(INSTANCE_DEFAULTS) if target == "instances" else {},
+        provenance={"trained_with": "napari_unet.core.train.loop.train"},
+    )
+    return Model.create(card)
