@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -25,12 +26,14 @@ import torch
 
 from napari_unet.core.models.registry import Model, load_model, save_model
 from napari_unet.core.models.widen import widen
+from napari_unet.core.train.augment import Augmenter
 from napari_unet.core.train.checkpoint import BEST_DIR, CHECKPOINT_FILE
 from napari_unet.core.train.loop import TrainingProgress, train
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = REPO.parent / "shared" / "data"
-RUNS = REPO / "runs"
+RUNS = Path(os.environ.get("NAPARI_UNET_RUNS", REPO / "runs"))
+"""Checkpoints of every run (``NAPARI_UNET_RUNS`` puts them elsewhere, e.g. outside the repo)."""
 PACKAGE_MODELS = REPO / "src" / "napari_unet" / "models"
 SCRIPT = "python scripts/train_builtin_models.py"
 NETWORK = {"depth": 4, "padding": "same", "norm": "batch"}
@@ -198,6 +201,18 @@ RECIPES = {
         "data": dsb_without_unseen_kind,
         "architecture": {**NETWORK, "base_channels": 16},
         "train": {**NUCLEI_TRAINING, "epochs": 18, "representation": "distance"},
+    },
+    # The robustness augmentation (issue 24): the same run and seed, with blur, coarser pixels,
+    # photon noise, 0.5-2x zoom, wider gamma and contrast, stain variants and copy-paste.
+    "unseen-distance-robust": {
+        "data": dsb_without_unseen_kind,
+        "architecture": {**NETWORK, "base_channels": 16},
+        "train": {
+            **NUCLEI_TRAINING,
+            "epochs": 18,
+            "representation": "distance",
+            "augment": Augmenter.robust(),
+        },
     },
 }
 
