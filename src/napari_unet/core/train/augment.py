@@ -8,10 +8,17 @@ deformation), object size (zoom) and acquisition (intensity scale, shift, gamma 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 from scipy import ndimage as ndi
+
+from napari_unet.core.train.robustness import (
+    coarser_pixels,
+    gaussian_blur,
+    log_uniform,
+    shot_and_read_noise,
+)
 
 
 class Sample(NamedTuple):
@@ -30,6 +37,10 @@ class Sample(NamedTuple):
 class Augmenter:
     """Random transforms with the probabilities and ranges used for training.
 
+    The defaults are those of fine-tuning and of the built-in models' first recipes;
+    :meth:`robust` adds the acquisition changes of :mod:`~napari_unet.core.train.robustness`
+    and copy-paste, for base models meant to work on images of kinds they never saw.
+
     Parameters
     ----------
     elastic_probability
@@ -39,6 +50,25 @@ class Augmenter:
     zoom_range, zoom_probability
         Magnify by a factor drawn log-uniformly from ``[1 / zoom_range, zoom_range]`` with this
         chance per patch (``zoom_range`` 1: never). Zoom and deformation share one resampling.
+    gamma_range, contrast_range
+        Gamma ``exp(U(-gamma_range, gamma_range))`` and contrast factor drawn from
+        ``contrast_range``, with ``intensity``.
+    blur_probability, blur_sigma
+        Chance of a Gaussian blur whose sigma (pixels) is drawn from ``blur_sigma``.
+    coarse_probability, coarse_factor
+        Chance of sampling the patch at pixels larger by a factor drawn from ``coarse_factor``
+        and back (a lower-resolution camera or objective).
+    shot_noise_probability, photons, read_noise
+        Chance of photon noise at a count per unit intensity drawn log-uniformly from
+        ``photons``, plus Gaussian read noise of std up to ``read_noise``.
+    stain_variants, stain_scale, stain_shift
+        RGB training images are also seen under this many other stainings (hematoxylin,
+        eosin and DAB amounts varied by these; see
+        :func:`~napari_unet.core.train.robustness.stain_jitter`), made when the data is
+        prepared since normalisation turns colour into the model's channels.
+    paste_probability, paste_count
+        Chance that up to ``paste_count`` objects of the batch's other patches are pasted on
+        a patch's background (instance training only; :mod:`~napari_unet.core.train.copy_paste`).
     """
 
     flips: bool = True
@@ -49,28 +79,91 @@ class Augmenter:
     noise_probability: float = 0.3
     zoom_range: float = 1.0
     zoom_probability: float = 0.5
+    gamma_range: float = 0.3
+    contrast_range: tuple[float, float] = (0.8, 1.2)
+    blur_probability: float = 0.0
+    blur_sigma: tuple[float, float] = (0.5, 2.0)
+    coarse_probability: float = 0.0
+    coarse_factor: tuple[float, float] = (1.5, 3.0)
+    shot_noise_probability: float = 0.0
+    photons: tuple[float, float] = (5.0, 100.0)
+    read_noise: float = 0.03
+    stain_variants: int = 0
+    stain_scale: float = 0.25
+    stain_shift: float = 0.03
+    paste_probability: float = 0.0
+    paste_count: int = 6
+
+    def __post_init__(self) -> None:
+        chances = {k: v for k, v in vars(self).items() if k.endswith("_probability")}
+        wrong = [f"{k}={v}" for k, v in chances.items() if not 0.0 <= v <= 1.0]
+        ranges = {"blur_sigma": self.blur_sigma, "coarse_factor": self.coarse_factor}
+        ranges |= {"photons": self.photons, "contrast_range": self.contrast_range}
+        wrong += [f"{k}={v}" for k, v in ranges.items() if not 0.0 < v[0] <= v[1]]
+        if self.zoom_range < 1.0 or self.coarse_factor[0] < 1.0:
+            wrong.append(f"zoom_range={self.zoom_range}, coarse_factor={self.coarse_factor}")
+        if wrong:
+            raise ValueError(
+                "Augmenter: chances lie in 0-1, ranges are (low, high) with 0 < low <= high, "
+                f"zoom and coarse factors are at least 1; got {', '.join(wrong)}"
+            )
+
+    @classmethod
+    def robust(cls, **changes: Any) -> Augmenter:
+        """Return the base-training preset (issue 24; docs/training.md), with ``changes``.
+
+        It adds 0.5-2x zoom, wider gamma and contrast, blur, coarser pixels, photon noise,
+        stain variants and copy-paste to the defaults.
+        """
+        preset: dict[str, Any] = {
+            "zoom_range": 2.0,
+            "gamma_range": 0.6,
+            "contrast_range": (0.6, 1.5),
+            "blur_probability": 0.2,
+            "coarse_probability": 0.2,
+            "shot_noise_probability": 0.2,
+            "stain_variants": 4,
+            "paste_probability": 0.3,
+        }
+        return cls(**{**preset, **changes})
 
     def __call__(self, sample: Sample, rng: np.random.Generator) -> Sample:
         """Return an augmented copy of ``sample``."""
         if self.flips:
             sample = random_flip_rotate(sample, rng)
+        sample = self._geometry(sample, rng)
+        image = self._optics(sample.image, rng)
+        if self.intensity:
+            image = random_intensity(
+                image, rng, self.noise_probability, self.gamma_range, self.contrast_range
+            )
+        if self.shot_noise_probability and rng.random() < self.shot_noise_probability:
+            photons = log_uniform(rng, *self.photons)
+            image = shot_and_read_noise(image, rng, photons, rng.uniform(0.0, self.read_noise))
+        return sample._replace(
+            image=np.ascontiguousarray(image), target=np.ascontiguousarray(sample.target)
+        )
+
+    def _geometry(self, sample: Sample, rng: np.random.Generator) -> Sample:
+        """Zoom and elastic deformation, in one resampling of every array."""
         elastic = rng.random() < self.elastic_probability
         zoom = self.zoom_range > 1 and rng.random() < self.zoom_probability
-        if elastic or zoom:
-            coordinates = pixel_coordinates(sample.target.shape)
-            if zoom:
-                spread = np.log(self.zoom_range)
-                zoom_about_centre(coordinates, float(np.exp(rng.uniform(-spread, spread))))
-            if elastic:
-                add_elastic_field(coordinates, rng, self.elastic_grid, self.elastic_sigma)
-            sample = resample(sample, coordinates)
-        if self.intensity:
-            sample = sample._replace(
-                image=random_intensity(sample.image, rng, self.noise_probability)
-            )
-        return sample._replace(
-            image=np.ascontiguousarray(sample.image), target=np.ascontiguousarray(sample.target)
-        )
+        if not (elastic or zoom):
+            return sample
+        coordinates = pixel_coordinates(sample.target.shape)
+        if zoom:
+            zoom_about_centre(coordinates, log_uniform(rng, 1 / self.zoom_range, self.zoom_range))
+        if elastic:
+            add_elastic_field(coordinates, rng, self.elastic_grid, self.elastic_sigma)
+        return resample(sample, coordinates)
+
+    def _optics(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Blur and coarser pixels (each only when its chance is set)."""
+        if self.blur_probability and rng.random() < self.blur_probability:
+            image = gaussian_blur(image, rng.uniform(*self.blur_sigma))
+        if self.coarse_probability and rng.random() < self.coarse_probability:
+            image = coarser_pixels(image, rng.uniform(*self.coarse_factor))
+        return image
 
 
 def random_flip_rotate(sample: Sample, rng: np.random.Generator) -> Sample:
@@ -150,14 +243,18 @@ def resample(sample: Sample, coordinates: list[np.ndarray]) -> Sample:
 
 
 def random_intensity(
-    image: np.ndarray, rng: np.random.Generator, noise_probability: float = 0.3
+    image: np.ndarray,
+    rng: np.random.Generator,
+    noise_probability: float = 0.3,
+    gamma_range: float = 0.3,
+    contrast_range: tuple[float, float] = (0.8, 1.2),
 ) -> np.ndarray:
     """Random gamma, contrast scale, brightness shift and Gaussian noise on a normalised image."""
     low, high = float(image.min()), float(image.max())
     if high > low:
         unit = (image - low) / (high - low)
-        image = low + (high - low) * unit ** np.exp(rng.uniform(-0.3, 0.3))
-    image = image * rng.uniform(0.8, 1.2) + rng.uniform(-0.1, 0.1)
+        image = low + (high - low) * unit ** np.exp(rng.uniform(-gamma_range, gamma_range))
+    image = image * rng.uniform(*contrast_range) + rng.uniform(-0.1, 0.1)
     if rng.random() < noise_probability:
         image = image + rng.normal(0.0, rng.uniform(0.0, 0.05), size=image.shape)
     return image.astype(np.float32)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -13,8 +13,11 @@ from scipy import ndimage as ndi
 
 from napari_unet.core.models.network import UNet
 from napari_unet.core.models.registry import ModelDescription
+from napari_unet.core.normalize import model_input
 from napari_unet.core.train.augment import Augmenter, Sample
+from napari_unet.core.train.copy_paste import paste_objects
 from napari_unet.core.train.datasets import LabelledImage, PatchSampler, object_ids, read_pairs
+from napari_unet.core.train.robustness import stain_jitter
 from napari_unet.names import Target
 
 Data = str | os.PathLike[str] | Sequence[np.ndarray]
@@ -82,6 +85,8 @@ class TrainingData:
     augmenter: Augmenter | None
     batch_size: int
     steps_per_epoch: int
+    paste_probability: float = 0.0
+    """Chance per patch of copy-paste (instance targets only, as the augmenter asks)."""
 
     @classmethod
     def build(
@@ -112,18 +117,30 @@ class TrainingData:
         if steps_per_epoch is None:
             pixels = sum(item.target.size for item in training)
             steps_per_epoch = max(1, math.ceil(pixels / (math.prod(patch) * batch_size)))
+        sampled = training
+        if augmenter is not None and augmenter.stain_variants:
+            sampled = [copy for item in training for copy in stained(item, description, augmenter)]
         return cls(
             training,
             labelled(val_pairs),
-            PatchSampler(training, patch),
+            PatchSampler(sampled, patch),
             augmenter,
             batch_size,
             steps_per_epoch,
+            augmenter.paste_probability if augmenter and target == "instances" else 0.0,
         )
 
     def draw(self, rng: np.random.Generator) -> list[Sample]:
         """``batch_size`` random (augmented) patches."""
         batch = [self.sampler.sample(rng) for _ in range(self.batch_size)]
+        if self.paste_probability and self.augmenter is not None:
+            count = self.augmenter.paste_count
+            batch = [
+                paste_objects(sample, batch[:i] + batch[i + 1 :], rng, count)
+                if rng.random() < self.paste_probability
+                else sample
+                for i, sample in enumerate(batch)
+            ]
         return batch if self.augmenter is None else [self.augmenter(s, rng) for s in batch]
 
     def batch(
@@ -135,6 +152,28 @@ class TrainingData:
     ) -> Batch:
         """Draw a batch and return it as tensors on ``device``."""
         return to_tensors(self.draw(rng), network, device, memory_format)
+
+
+def stained(
+    item: LabelledImage, description: ModelDescription, augmenter: Augmenter
+) -> list[LabelledImage]:
+    """Return an image and its ``stain_variants`` other stainings, sharing its targets.
+
+    Every image comes ``1 + stain_variants`` times (gray ones as themselves), so that each
+    is still drawn as often. The variants are fixed per run (seeded), since each is
+    normalised over the whole image as prediction does.
+    """
+    count = augmenter.stain_variants
+    if not item.axes.endswith("C") or item.source.shape[-1] < 3:
+        return [item] * (1 + count)
+    rng = np.random.default_rng(0)
+    variants = [
+        stain_jitter(item.source, rng, augmenter.stain_scale, augmenter.stain_shift)
+        for _ in range(count)
+    ]
+    return [item] + [
+        replace(item, image=model_input(variant, item.axes, description)) for variant in variants
+    ]
 
 
 def patch_size(
