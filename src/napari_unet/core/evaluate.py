@@ -94,7 +94,8 @@ def tune_instance_postprocess(
 ) -> dict[str, Any]:
     """Pick the instance thresholds with the best mean AP@0.5 (then mAP) on labelled images.
 
-    Foreground and seed thresholds are searched together, then the minimum object size;
+    Foreground and seed thresholds are searched together (flows models have no seeds: their
+    foreground threshold alone), then the minimum object size;
     class-balanced training tends to widen the foreground, so high thresholds are included.
     Probabilities are computed in fp32, so the choice does not depend on the hardware.
     """
@@ -106,9 +107,11 @@ def tune_instance_postprocess(
         summary = _instance_summary(tuned, probabilities, list(masks))
         return summary["ap50"], summary["map"]
 
+    seeds = TUNING_GRID["seed"] if "seed_threshold" in object_labeller(model.description)[1] else ()
     thresholds = [
-        {"foreground_threshold": foreground, "seed_threshold": seed, "min_size": 16}
-        for foreground, seed in itertools.product(TUNING_GRID["foreground"], TUNING_GRID["seed"])
+        {"foreground_threshold": foreground, "min_size": 16}
+        | ({"seed_threshold": seed} if seed is not None else {})
+        for foreground, seed in itertools.product(TUNING_GRID["foreground"], seeds or (None,))
     ]
     best = max(thresholds, key=quality)
     sizes = [{**best, "min_size": size} for size in TUNING_GRID["min_size"]]

@@ -37,9 +37,11 @@ POSTPROCESS_RANGES = {
     "seed_threshold": (0.0, 1.0),
     "interior_threshold": (0.0, 1.0),
     "min_size": (0, 10**9),
+    "flow_steps": (1, 10**4),
 }
 """The post-processing settings a card may hold (``core.postprocess``), with their ranges;
-``min_size`` is a whole number of pixels, the thresholds are probabilities."""
+``min_size`` is a whole number of pixels, ``flow_steps`` of unit steps along a flows model's
+vectors, the thresholds are probabilities."""
 MAX_CARD_BYTES = 2**20
 """A card is a few kilobytes of JSON; a larger one is not read into memory."""
 MAX_LISTED = 3

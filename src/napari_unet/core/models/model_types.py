@@ -25,8 +25,14 @@ INSTANCE_CLASSES = ("background", "interior", "boundary")
 DISTANCE_CHANNEL = "distance"
 """Name of the extra output of *distance* instance models (each pixel's distance to its outline)."""
 
-Representation = Literal["boundaries", "distance"]
-REPRESENTATIONS: tuple[str, ...] = ("boundaries", "distance")
+FLOW_CHANNELS = ("flow_z", "flow_y", "flow_x")
+"""Names of the extra outputs of *flows* models, the last ``spatial_dims`` of them: vectors
+to each object's centre (the gradient of ``core.train.targets.center_potential``)."""
+FLOW_SCALE = 5.0
+"""Flows models output unit flows times this (as cellpose does), so errors weigh in the loss."""
+
+Representation = Literal["boundaries", "distance", "flows"]
+REPRESENTATIONS: tuple[str, ...] = ("boundaries", "distance", "flows")
 """How instance models encode objects in their outputs (docs/training.md)."""
 
 
@@ -36,8 +42,9 @@ class ModelDescription:
 
     ``output_kind="instances"`` means the network outputs three classes
     (background, interior, boundary), and for *distance* models a fourth channel (each
-    pixel's distance to its object's outline), that post-processing turns into one label
-    per object.
+    pixel's distance to its object's outline) or for *flows* models one channel per spatial
+    axis (vectors to each object's centre), that post-processing turns into one label per
+    object.
     ``normalization`` is e.g. ``{"kind": "percentile", "low": 1.0, "high": 99.8}``.
     ``postprocess`` holds tuned thresholds so every front end uses the same ones.
     ``object_diameter_px`` is the typical object size in the training images (median
@@ -73,10 +80,11 @@ class ModelDescription:
                 f"model {self.name!r} names {len(self.class_names)} classes but its network "
                 f"outputs {self.architecture.out_channels} channels"
             )
-        if self.output_kind == "instances" and self.architecture.out_channels not in (3, 4):
+        flows = 3 + self.architecture.spatial_dims
+        if self.output_kind == "instances" and self.architecture.out_channels not in (3, 4, flows):
             raise ValueError(
                 "an 'instances' model must output 3 channels (background, interior, boundary), "
-                "or 4 with a distance to the objects' outlines"
+                f"4 with a distance to the objects' outlines, or {flows} with flows"
             )
 
     @property

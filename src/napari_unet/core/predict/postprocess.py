@@ -10,12 +10,23 @@ import numpy as np
 from scipy import ndimage as ndi
 from skimage.segmentation import watershed
 
-from napari_unet.core.models.model_types import DISTANCE_CHANNEL, INSTANCE_CLASSES
+from napari_unet.core.models.model_types import (
+    DISTANCE_CHANNEL,
+    FLOW_CHANNELS,
+    FLOW_SCALE,
+    INSTANCE_CLASSES,
+)
+from napari_unet.core.predict.flows import group_by_sink
 
 INSTANCE_DEFAULTS: dict[str, Any] = {
     "foreground_threshold": 0.5,
     "seed_threshold": 0.5,
     "min_size": 16,
+}
+FLOW_DEFAULTS: dict[str, Any] = {
+    "foreground_threshold": 0.5,
+    "min_size": 16,
+    "flow_steps": 50,
 }
 CELL_DEFAULTS: dict[str, Any] = {
     "interior_threshold": 0.5,
@@ -59,6 +70,30 @@ def instance_labels(
     foreground = probabilities[1] + probabilities[2] > foreground_threshold
     relief = probabilities[3] if probabilities.shape[0] == 4 else probabilities[1]
     return _grow_seeds(relief, foreground, seed_threshold, min_size)
+
+
+def flow_instances(
+    probabilities: np.ndarray,
+    foreground_threshold: float = FLOW_DEFAULTS["foreground_threshold"],
+    min_size: int = FLOW_DEFAULTS["min_size"],
+    flow_steps: int = FLOW_DEFAULTS["flow_steps"],
+) -> np.ndarray:
+    """One label per object from the classes and flows ``(3 + dims, *spatial)`` of a flows model.
+
+    Foreground is where interior plus boundary probability exceeds ``foreground_threshold``;
+    its pixels follow the flows for ``flow_steps`` unit steps and are grouped by where they end
+    (:mod:`napari_unet.core.predict.flows`). ``flow_steps`` should reach about an object's
+    radius; a larger object still ends as one ring-shaped, connected sink, so it is not split.
+    """
+    dims = probabilities.ndim - 1
+    if probabilities.shape[0] != 3 + dims:
+        raise ValueError(
+            f"flow post-processing needs 3 classes and {dims} flow channels, "
+            f"got {probabilities.shape[0]} channels"
+        )
+    foreground = probabilities[1] + probabilities[2] > foreground_threshold
+    labels = group_by_sink(probabilities[3:], foreground, int(flow_steps))
+    return _relabel_removing_small(labels, min_size)
 
 
 def cell_instances(
@@ -118,27 +153,34 @@ def activate(logits: np.ndarray, description: Any) -> np.ndarray:
     import torch
 
     tensor = torch.from_numpy(logits)
-    if instance_source(description) != "distance":
+    source = instance_source(description)
+    if source not in ("distance", "flows"):
         return tensor.softmax(dim=0).numpy()
     classes = class_channels(description)
-    return torch.cat([tensor[:classes].softmax(dim=0), tensor[classes:].sigmoid()]).numpy()
+    extra = tensor[classes:].sigmoid() if source == "distance" else tensor[classes:] / FLOW_SCALE
+    return torch.cat([tensor[:classes].softmax(dim=0), extra]).numpy()
 
 
 def class_channels(description: Any) -> int:
-    """How many leading output channels are classes; a distance model's last one is not."""
-    channels = description.architecture.out_channels
-    return channels - 1 if instance_source(description) == "distance" else channels
+    """How many leading output channels are classes; a distance or flows model's last are not."""
+    if instance_source(description) in ("distance", "flows"):
+        return len(INSTANCE_CLASSES)
+    return description.architecture.out_channels
 
 
 def instance_source(description: Any) -> str | None:
-    """How a model's outputs become objects: ``"boundaries"``, ``"distance"``, ``"membranes"``.
+    """Name how a model's outputs become objects (``None``: they cannot).
 
-    Three classes are background, interior and boundary (seeded watershed); a fourth
-    ``distance`` channel makes a distance model; a model with a ``membrane`` class (EM) gives
-    one object per region between membranes. ``None``: the outputs cannot make objects.
+    ``"boundaries"``: three classes, background, interior and boundary (seeded watershed); a
+    fourth ``distance`` channel makes a ``"distance"`` model, one flow channel per spatial
+    axis a ``"flows"`` model; a model with a ``membrane`` class (EM) is ``"membranes"``: one
+    object per region between membranes. ``None``: the outputs cannot make objects.
     """
     if list(description.class_names) == [*INSTANCE_CLASSES, DISTANCE_CHANNEL]:
         return "distance"
+    flows = list(FLOW_CHANNELS[-description.spatial_dims :])
+    if list(description.class_names) == [*INSTANCE_CLASSES, *flows]:
+        return "flows"
     if description.architecture.out_channels == 3 and description.output_kind == "instances":
         return "boundaries"
     if "membrane" in description.class_names:
@@ -150,14 +192,18 @@ def object_labeller(description: Any) -> tuple[Callable[..., np.ndarray], dict[s
     """Return how a model's outputs become objects, and its thresholds.
 
     Membrane models (EM) give one object per region between membranes
-    (:func:`cell_instances`); the others a seeded watershed (:func:`instance_labels`). The
+    (:func:`cell_instances`), flows models the pixels gathered by their flows
+    (:func:`flow_instances`); the others a seeded watershed (:func:`instance_labels`). The
     thresholds are the card's, completed with that function's defaults. Prediction, the
     napari plugin's live re-labelling and evaluation all choose through here.
     """
-    if instance_source(description) == "membranes":
+    source = instance_source(description)
+    if source == "membranes":
         membrane = description.class_names.index("membrane")
         label: Callable[..., np.ndarray] = partial(cell_instances, membrane_class=membrane)
         defaults = CELL_DEFAULTS
+    elif source == "flows":
+        label, defaults = flow_instances, FLOW_DEFAULTS
     else:
         label, defaults = instance_labels, INSTANCE_DEFAULTS
     return label, {key: description.postprocess.get(key, value) for key, value in defaults.items()}

@@ -20,6 +20,7 @@ from napari_unet.core.train.augment import Sample
 from napari_unet.core.train.targets import (
     IGNORE_INDEX,
     center_distance,
+    center_potential,
     instance_target,
     object_labels,
     semantic_target,
@@ -176,7 +177,8 @@ class LabelledImage:
     foreground: np.ndarray
     """Flat indices of annotated non-background pixels (a subsample), for patch centres."""
     distance: np.ndarray | None = None
-    """The distance target, for distance models only."""
+    """The regression target after the classes: the distance of distance models, the potential
+    whose gradient is the flows of flows models (``None`` for other models)."""
     sparse: bool = False
     """Whether ``mask`` follows the sparse convention (0 not annotated; see ``targets``)."""
 
@@ -204,10 +206,13 @@ class LabelledImage:
         candidates = np.flatnonzero(classes >= (0 if sparse else 1))
         if candidates.size > 20_000:
             candidates = np.random.default_rng(0).choice(candidates, 20_000, replace=False)
-        distance = (
-            center_distance(mask, sparse) if instance_source(description) == "distance" else None
-        )
+        regression = REGRESSION_TARGETS.get(instance_source(description) or "")
+        distance = regression(mask, sparse) if regression is not None else None
         return cls(source, axes, image, mask, classes, weights, candidates, distance, sparse)
+
+
+REGRESSION_TARGETS = {"distance": center_distance, "flows": center_potential}
+"""What each representation regresses after its classes, from an instance mask."""
 
 
 def training_axes(image: np.ndarray, mask: np.ndarray, spatial_dims: int) -> str:

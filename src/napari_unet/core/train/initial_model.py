@@ -16,13 +16,14 @@ import torch
 
 from napari_unet.core.models.model_types import (
     DISTANCE_CHANNEL,
+    FLOW_CHANNELS,
     INSTANCE_CLASSES,
     REPRESENTATIONS,
     Representation,
 )
 from napari_unet.core.models.network import UNet, UNetConfig
 from napari_unet.core.models.registry import Model, ModelDescription, load_model
-from napari_unet.core.predict.postprocess import INSTANCE_DEFAULTS, instance_source
+from napari_unet.core.predict.postprocess import FLOW_DEFAULTS, INSTANCE_DEFAULTS, instance_source
 from napari_unet.core.train.datasets import semantic_class_count
 from napari_unet.names import DEFAULT_PERCENTILES, TARGETS, Target
 
@@ -32,6 +33,20 @@ DEFAULT_NORMALIZATION = {
     "high": DEFAULT_PERCENTILES[1],
     "rgb": "mean",
 }
+
+
+def representation_channels(representation: Representation, spatial_dims: int) -> list[str]:
+    """Names of the outputs an instance representation adds after the three classes."""
+    if representation == "distance":
+        return [DISTANCE_CHANNEL]
+    if representation == "flows":
+        return list(FLOW_CHANNELS[-spatial_dims:])
+    return []
+
+
+def instance_defaults(representation: Representation | None) -> dict[str, Any]:
+    """Return the post-processing settings a new instance model starts with, until tuned."""
+    return dict(FLOW_DEFAULTS if representation == "flows" else INSTANCE_DEFAULTS)
 
 
 def initial_model(
@@ -52,11 +67,9 @@ def initial_model(
     base = load_model(base_model) if base_model is not None else None
     if target == "instances":
         if representation is None:  # the base model's, else the better one in-domain
-            distance = base is not None and instance_source(base.description) == "distance"
-            representation = "distance" if distance else "boundaries"
-        names = list(INSTANCE_CLASSES)
-        if representation == "distance":
-            names.append(DISTANCE_CHANNEL)
+            inherited = instance_source(base.description) if base is not None else None
+            representation = inherited if inherited in REPRESENTATIONS else "boundaries"
+        names = [*INSTANCE_CLASSES, *representation_channels(representation, masks[0].ndim)]
     elif class_names is not None:
         names = list(class_names)
         needed = semantic_class_count(masks, sparse)
@@ -117,7 +130,7 @@ def initial_model(
         output_kind="instances" if target == "instances" else "semantic",
         class_names=names,
         normalization=dict(DEFAULT_NORMALIZATION),
-        postprocess=dict(INSTANCE_DEFAULTS) if target == "instances" else {},
+        postprocess=instance_defaults(representation) if target == "instances" else {},
         provenance={"trained_with": "napari_unet.core.train.loop.train"},
     )
     return Model.create(card)

@@ -23,7 +23,7 @@ import torch
 from napari_unet.core.device import autocast, resolve_device, resolve_precision
 from napari_unet.core.evaluate import tune_instance_postprocess, validation_metrics
 from napari_unet.core.models.card_checks import check_normalization
-from napari_unet.core.models.model_types import Representation
+from napari_unet.core.models.model_types import INSTANCE_CLASSES, Representation
 from napari_unet.core.models.network import UNet, UNetConfig
 from napari_unet.core.models.registry import Model, ModelDescription, load_model, save_model
 from napari_unet.core.progress import Cancelled, CancelToken, check_cancelled
@@ -44,7 +44,7 @@ from napari_unet.core.train.finetune_check import (
     describe_training,
 )
 from napari_unet.core.train.initial_model import initial_model
-from napari_unet.core.train.losses import LossName, distance_loss, segmentation_loss
+from napari_unet.core.train.losses import LossName, regression_loss, segmentation_loss
 from napari_unet.core.train.time_budget import ClosingWork, Schedule
 from napari_unet.core.train.training_data import (
     HOLD_OUT_SHARE,
@@ -146,7 +146,8 @@ def train(
         interior and boundary. ``"semantic"``: masks hold a class index per pixel.
     representation
         For instances: ``"distance"`` adds an output that regresses each pixel's distance to
-        its object's outline (seeds and watershed then use it), ``"boundaries"`` keeps the
+        its object's outline (seeds and watershed then use it), ``"flows"`` adds vectors that
+        point to each object's centre (followed to group pixels), ``"boundaries"`` keeps the
         three classes only. Default: the base model's, else ``"boundaries"`` (better on
         images like the training set; ``"distance"`` generalises better to other kinds).
     base_model
@@ -666,11 +667,12 @@ class _Loop:
 
 
 def _loss(logits: torch.Tensor, batch: Batch, name: LossName) -> torch.Tensor:
-    """Return the class loss, plus the distance loss of distance models (their last channel)."""
+    """Return the class loss, plus that of the outputs after the classes (distance or flows)."""
     if batch.distance is None:
         return segmentation_loss(logits, batch.target, batch.weights, name)
-    classes = segmentation_loss(logits[:, :-1], batch.target, batch.weights, name)
-    return classes + distance_loss(logits[:, -1], batch.distance, batch.target)
+    count = len(INSTANCE_CLASSES)
+    classes = segmentation_loss(logits[:, :count], batch.target, batch.weights, name)
+    return classes + regression_loss(logits[:, count:], batch.distance, batch.target)
 
 
 def _cpu_copy(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -7,6 +7,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
+from napari_unet.core.models.model_types import FLOW_SCALE
 from napari_unet.core.train.targets import IGNORE_INDEX
 
 LossName = Literal["ce", "dice", "ce+dice"]
@@ -77,3 +78,51 @@ def distance_loss(
     outside = annotated & (distance <= 0)
     halves = [per_pixel[part].mean() for part in (inside, outside) if part.any()]
     return torch.stack(halves).mean() if halves else logit.sum() * 0
+
+
+def potential_flows(potential: torch.Tensor) -> torch.Tensor:
+    """Return unit vectors up the gradient of ``potential`` ``(N, *spatial)``, ``(N, dims, ...)``.
+
+    Central differences, zero outside objects (where the potential is 0) and where the
+    gradient vanishes (an object's centre). See :func:`~napari_unet.core.train.targets.
+    center_potential`.
+    """
+    dims = potential.ndim - 1
+    padded = F.pad(potential.unsqueeze(1), (1, 1) * dims, mode="replicate")[:, 0]
+    inner = [slice(1, -1)] * dims
+    gradient = []
+    for axis in range(dims):
+        ahead, behind = list(inner), list(inner)
+        ahead[axis], behind[axis] = slice(2, None), slice(None, -2)
+        gradient.append(padded[(slice(None), *ahead)] - padded[(slice(None), *behind)])
+    vectors = torch.stack(gradient, dim=1)
+    length = vectors.norm(dim=1, keepdim=True)
+    inside = (potential > 0).unsqueeze(1) & (length > 1e-3)
+    return torch.where(inside, vectors / length.clamp(min=1e-3), torch.zeros_like(vectors))
+
+
+def flow_loss(
+    predicted: torch.Tensor, potential: torch.Tensor, target: torch.Tensor
+) -> torch.Tensor:
+    """Half the mean squared error of flow outputs ``(N, dims, *spatial)`` on annotated pixels.
+
+    The targets are the unit flows of ``potential`` times :data:`FLOW_SCALE`, zero outside
+    objects, as in cellpose's training.
+    """
+    flows = potential_flows(potential.float()) * FLOW_SCALE
+    annotated = (target != IGNORE_INDEX).unsqueeze(1).float()
+    squared = (predicted.float() - flows) ** 2 * annotated
+    return squared.sum() / (annotated.sum() * predicted.shape[1]).clamp(min=1) / 2
+
+
+def regression_loss(
+    extra: torch.Tensor, regression: torch.Tensor, target: torch.Tensor
+) -> torch.Tensor:
+    """Compute the loss of an instance model's outputs after its classes: distance or flows.
+
+    ``extra`` holds one channel for a distance model (:func:`distance_loss`) and one per
+    spatial axis for a flows model (:func:`flow_loss`); ``regression`` is its stored target.
+    """
+    if extra.shape[1] == 1:
+        return distance_loss(extra[:, 0], regression, target)
+    return flow_loss(extra, regression, target)

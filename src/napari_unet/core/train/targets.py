@@ -76,6 +76,34 @@ def center_distance(mask: np.ndarray, sparse: bool = False) -> np.ndarray:
     return distance
 
 
+def center_potential(mask: np.ndarray, sparse: bool = False) -> np.ndarray:
+    """Return a potential rising by one per pixel towards each object's centre (0 outside).
+
+    The centre is the object's innermost pixel (farthest from its outline), so it lies inside
+    even a bent object. *Flows* models learn the normalised gradient of this potential: unit
+    vectors that point from every pixel of an object straight to its centre, which
+    post-processing follows to group pixels (:mod:`napari_unet.core.predict.flows`). The
+    potential, not the vectors, is the stored target, because it is a scalar: flips, rotations
+    and deformations move it like an image, and its gradient is taken after them.
+    Every object's value is at least 1 on its own pixels, about 1 on its outline.
+    """
+    labels = mask.astype(np.int64, copy=False)
+    objects = np.where(labels >= 2, labels, 0) if sparse else labels
+    potential = np.zeros(mask.shape, dtype=np.float32)
+    for index, box in enumerate(ndi.find_objects(objects), start=1):
+        if box is None:
+            continue
+        inside = objects[box] == index
+        depth = ndi.distance_transform_edt(np.pad(inside, 1))[(slice(1, -1),) * inside.ndim]
+        centre = np.unravel_index(int(np.argmax(depth)), inside.shape)
+        grids = np.indices(inside.shape, dtype=np.float32)
+        offsets = [grid - c for grid, c in zip(grids, centre, strict=True)]
+        from_centre = np.sqrt(sum(offset**2 for offset in offsets))
+        local = from_centre[inside].max() + 1 - from_centre
+        potential[box][inside] = local[inside]
+    return potential
+
+
 def _label_edges(labels: np.ndarray, width: int) -> np.ndarray:
     """Pixels within ``width`` steps (full connectivity) of a pixel with a different label."""
     footprint = ndi.generate_binary_structure(labels.ndim, labels.ndim)
