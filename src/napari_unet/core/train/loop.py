@@ -53,7 +53,9 @@ from napari_unet.core.train.training_data import (
     Pairs,
     TrainingData,
     hold_out_objects,
+    read_rehearsal,
     read_split,
+    read_unlabelled,
 )
 from napari_unet.names import Target
 
@@ -133,6 +135,9 @@ def train(
     calibrate: bool | None = None,
     freeze_encoder: bool | None = None,
     holdout_objects: float | None = None,
+    unlabelled_images: Data | None = None,
+    rehearsal: tuple[Data, Data] | None = None,
+    rehearsal_share: float = 0.25,
 ) -> Model:
     """Train a U-Net on image/mask pairs; return its best validation epoch (or its mean).
 
@@ -207,6 +212,16 @@ def train(
         Share of the painted objects kept out of training to check a fine-tune that has no
         validation images (instances only; at least 8 objects, else none is held out).
         Default: 0.2 when fine-tuning without validation images, else 0.
+    unlabelled_images
+        Images of the same kind without masks (arrays or a folder of TIFFs): the
+        batch-norm statistics of the averaged weights are measured on them and the labelled
+        images together, so the network is normalised for your kind of image rather than
+        for the one image painted (needs ``average_weights`` > 0, as when fine-tuning).
+    rehearsal, rehearsal_share
+        Labelled images ``(images, masks)`` of the kind the base model was trained on;
+        ``rehearsal_share`` of every batch is drawn from them, so that fine-tuning on a few
+        images does not make the model forget the rest (batch-norm statistics still come
+        from your images only).
     progress, cancel
         Called with a :class:`TrainingProgress` after each step and epoch, and as each phase
         after the epochs begins; checked every step, raising
@@ -269,6 +284,9 @@ def train(
         patch_shape=patch_shape,
         batch_size=batch_size,
         steps_per_epoch=steps_per_epoch,
+        **_added_sources(
+            unlabelled_images, rehearsal, rehearsal_share, target, model, average_weights
+        ),
     )
     check = _check_data(data, validation is not None, train_pairs[0], check_masks, model)
     if learning_rate is None:
@@ -303,6 +321,28 @@ def train(
     if checkpointer.folder is not None:
         save_model(result, checkpointer.folder / BEST_DIR, overwrite=True)
     return result
+
+
+def _added_sources(
+    unlabelled: Data | None,
+    rehearsal: tuple[Data, Data] | None,
+    share: float,
+    target: Target,
+    model: Model,
+    average_weights: float,
+) -> dict[str, Any]:
+    """Read the unlabelled images and the rehearsal data, for ``TrainingData.build``."""
+    if unlabelled is not None and not average_weights:
+        raise ValueError(
+            "unlabelled_images set the batch-norm statistics of averaged weights; "
+            "give average_weights > 0 (the fine-tuning default) to use them"
+        )
+    dims = model.network.spatial_dims
+    return {
+        "unlabelled": () if unlabelled is None else read_unlabelled(unlabelled, dims),
+        "rehearsal": None if rehearsal is None else read_rehearsal(rehearsal, target),
+        "rehearsal_share": share,
+    }
 
 
 def _held_out_objects(
@@ -604,7 +644,9 @@ class _Loop:
         return self._finished(self.network, run.best_metrics)
 
     def _normalising_batches(self, counted: list[int]) -> Iterator[torch.Tensor]:
-        """Training batches for the averaged network's batch-norm statistics.
+        """Batches of the user's images for the averaged network's batch-norm statistics.
+
+        Training batches, with the unlabelled images and without the rehearsal data.
 
         Up to :data:`BATCH_NORM_BATCHES` (more for large data, at most 50), but under a time
         budget only as many as its share for them allows (at least
@@ -622,7 +664,7 @@ class _Loop:
             begun = time.monotonic()
             counted.append(index)
             yield self.data.batch(
-                self.state.rng, self.network, self.device, self.memory_format
+                self.state.rng, self.network, self.device, self.memory_format, statistics=True
             ).inputs
             batch_s = time.monotonic() - begun
 

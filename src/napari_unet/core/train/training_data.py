@@ -6,19 +6,27 @@ import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import numpy as np
 import torch
 from scipy import ndimage as ndi
 
+from napari_unet.core.io.images import read_image
 from napari_unet.core.models.network import UNet
 from napari_unet.core.models.registry import ModelDescription
 from napari_unet.core.normalize import model_input
 from napari_unet.core.train.augment import Augmenter, Sample
 from napari_unet.core.train.copy_paste import paste_objects
-from napari_unet.core.train.datasets import LabelledImage, PatchSampler, object_ids, read_pairs
+from napari_unet.core.train.datasets import (
+    LabelledImage,
+    PatchSampler,
+    check_pair,
+    object_ids,
+    read_pairs,
+)
 from napari_unet.core.train.robustness import stain_jitter
-from napari_unet.names import Target
+from napari_unet.names import TIFF_SUFFIXES, Target
 
 Data = str | os.PathLike[str] | Sequence[np.ndarray]
 Pairs = tuple[list[np.ndarray], list[np.ndarray]]
@@ -65,6 +73,28 @@ def _split(
     )
 
 
+def read_rehearsal(pairs: tuple[Data, Data], target: Target) -> Pairs:
+    """Rehearsal data (labelled images of the base model's kind), checked as training data."""
+    return _for_target(read_pairs(*pairs), target)
+
+
+def read_unlabelled(images: Data, spatial_dims: int) -> list[np.ndarray]:
+    """Images without masks (arrays or a folder of TIFFs), checked as training images are."""
+    if isinstance(images, str | os.PathLike):
+        folder = Path(images)
+        paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in TIFF_SUFFIXES)
+        if not paths:
+            raise FileNotFoundError(f"no TIFF images in {folder}")
+        arrays = [np.asarray(read_image(path, lazy=False).data) for path in paths]
+        names = [str(path) for path in paths]
+    else:
+        arrays = [np.asarray(image) for image in images]
+        names = [f"unlabelled image {index}" for index in range(len(arrays))]
+    for array, name in zip(arrays, names, strict=True):
+        check_pair(array, np.zeros(array.shape[:spatial_dims], np.uint8), name)
+    return arrays
+
+
 @dataclass
 class Batch:
     """One optimiser step's tensors; ``weights`` and ``distance`` only when the run uses them."""
@@ -77,7 +107,13 @@ class Batch:
 
 @dataclass
 class TrainingData:
-    """Targets of every image, and the patches and batches drawn from them."""
+    """Targets of every image, and the patches and batches drawn from them.
+
+    Fine-tuning may add images of two other sources: unlabelled images of the user's kind,
+    which join the labelled ones only where batch-norm statistics are measured (``draw(...,
+    statistics=True)``), and labelled base-model data, a share of every training batch
+    (rehearsal), so that the network keeps what it knew while it learns the new images.
+    """
 
     training: list[LabelledImage]
     validating: list[LabelledImage]
@@ -87,6 +123,11 @@ class TrainingData:
     steps_per_epoch: int
     paste_probability: float = 0.0
     """Chance per patch of copy-paste (instance targets only, as the augmenter asks)."""
+    statistics_sampler: PatchSampler | None = None
+    """Patches of the labelled and the unlabelled images, when unlabelled ones are given."""
+    rehearsal_sampler: PatchSampler | None = None
+    rehearsal_count: int = 0
+    """Patches of each training batch drawn from the rehearsal data."""
 
     @classmethod
     def build(
@@ -103,36 +144,60 @@ class TrainingData:
         patch_shape: int | Sequence[int] | None,
         batch_size: int,
         steps_per_epoch: int | None,
+        unlabelled: Sequence[np.ndarray] = (),
+        rehearsal: Pairs | None = None,
+        rehearsal_share: float = 0.0,
     ) -> TrainingData:
         """Normalise the images and compute their targets as ``description`` says."""
 
-        def labelled(pairs: Pairs) -> list[LabelledImage]:
+        def labelled(pairs: Pairs, sparse: bool = sparse) -> list[LabelledImage]:
             return [
                 LabelledImage.build(image, mask, description, target, sparse, weight_map)
                 for image, mask in zip(*pairs, strict=True)
             ]
+
+        def sampler(items: list[LabelledImage]) -> PatchSampler:
+            return PatchSampler(sampled_items(items, description, augmenter), patch)
 
         training = labelled(train_pairs)
         patch = patch_size(patch_shape, network, [item.target.shape for item in training])
         if steps_per_epoch is None:
             pixels = sum(item.target.size for item in training)
             steps_per_epoch = max(1, math.ceil(pixels / (math.prod(patch) * batch_size)))
-        sampled = training
-        if augmenter is not None and augmenter.stain_variants:
-            sampled = [copy for item in training for copy in stained(item, description, augmenter)]
+        blank = [np.zeros(image.shape[: network.spatial_dims], np.uint8) for image in unlabelled]
+        others = [
+            LabelledImage.build(image, mask, description, target, True, False)
+            for image, mask in zip(unlabelled, blank, strict=True)
+        ]
+        rehearsed = labelled(rehearsal, False) if rehearsal is not None else []
         return cls(
             training,
             labelled(val_pairs),
-            PatchSampler(sampled, patch),
+            sampler(training),
             augmenter,
             batch_size,
             steps_per_epoch,
             augmenter.paste_probability if augmenter and target == "instances" else 0.0,
+            sampler(training + others) if others else None,
+            sampler(rehearsed) if rehearsed else None,
+            rehearsal_patches(rehearsal_share, batch_size) if rehearsed else 0,
         )
 
-    def draw(self, rng: np.random.Generator) -> list[Sample]:
-        """``batch_size`` random (augmented) patches."""
-        batch = [self.sampler.sample(rng) for _ in range(self.batch_size)]
+    def draw(self, rng: np.random.Generator, statistics: bool = False) -> list[Sample]:
+        """``batch_size`` random (augmented) patches.
+
+        ``statistics``: patches of the user's images only (labelled and unlabelled), for
+        batch-norm statistics; else training patches, rehearsal data included.
+        """
+        sampler = self.sampler
+        if statistics and self.statistics_sampler is not None:
+            sampler = self.statistics_sampler
+        rehearsed = 0 if statistics or self.rehearsal_sampler is None else self.rehearsal_count
+        batch = [sampler.sample(rng) for _ in range(self.batch_size - rehearsed)]
+        if statistics:  # only the images count; unlabelled ones have no weights to stack
+            batch = [sample._replace(weights=None, distance=None) for sample in batch]
+        if rehearsed and self.rehearsal_sampler is not None:
+            batch += [self.rehearsal_sampler.sample(rng) for _ in range(rehearsed)]
         if self.paste_probability and self.augmenter is not None:
             count = self.augmenter.paste_count
             batch = [
@@ -149,9 +214,26 @@ class TrainingData:
         network: UNet,
         device: torch.device,
         memory_format: torch.memory_format,
+        statistics: bool = False,
     ) -> Batch:
-        """Draw a batch and return it as tensors on ``device``."""
-        return to_tensors(self.draw(rng), network, device, memory_format)
+        """Draw a batch (see :meth:`draw`) and return it as tensors on ``device``."""
+        return to_tensors(self.draw(rng, statistics), network, device, memory_format)
+
+
+def rehearsal_patches(share: float, batch_size: int) -> int:
+    """Patches of a batch taken from rehearsal data: ``share`` of it, at least one, not all."""
+    if not 0.0 < share < 1.0:
+        raise ValueError(f"rehearsal_share is a share of each batch, above 0 and below 1: {share}")
+    return min(batch_size - 1, max(1, round(share * batch_size)))
+
+
+def sampled_items(
+    items: list[LabelledImage], description: ModelDescription, augmenter: Augmenter | None
+) -> list[LabelledImage]:
+    """Return the items patches are drawn from: with stain variants when the augmenter asks."""
+    if augmenter is None or not augmenter.stain_variants:
+        return items
+    return [copy for item in items for copy in stained(item, description, augmenter)]
 
 
 def stained(
