@@ -2,6 +2,7 @@
 
     python benchmarks/bench_representation.py unseen    # models trained without histology
     python benchmarks/bench_representation.py shipped   # old (boundaries) vs new built-in nuclei
+    python benchmarks/bench_representation.py unseen --runs unseen-distance unseen-distance-robust
 
 ``unseen``: ``runs/unseen-boundaries`` and ``runs/unseen-distance`` (scripts/
 train_builtin_models.py) are the same 16-channel network and schedule, trained on the DSB
@@ -110,6 +111,13 @@ def main() -> None:
         default="nuclei",
         help="shipped: the distance run in runs/ to compare with the built-in nuclei",
     )
+    parser.add_argument(
+        "--runs",
+        nargs=2,
+        default=["unseen-boundaries", "unseen-distance"],
+        metavar=("A", "B"),
+        help="unseen: the two runs compared (e.g. unseen-distance unseen-distance-robust)",
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
@@ -117,7 +125,7 @@ def main() -> None:
     if args.comparison == "unseen":
         _, (tune_images, tune_masks) = dsb_without_unseen_kind()
         models = {}
-        for name in ("unseen-boundaries", "unseen-distance"):
+        for name in args.runs:
             model = load_model(RUNS / name / "best")
             model.description.postprocess = tune_instance_postprocess(
                 model, tune_images, tune_masks
