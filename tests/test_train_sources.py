@@ -98,3 +98,30 @@ def test_unlabelled_images_set_the_batch_norm_statistics_of_the_result():
     assert with_unlabelled.mean() < 0.5 * plain.mean()
     with pytest.raises(ValueError, match="average_weights"):
         tuned(unlabelled_images=flat, average_weights=0)
+
+
+def test_the_cli_fine_tunes_with_a_folder_of_unlabelled_images(tmp_path, capsys):
+    import tifffile
+
+    from napari_unet.cli import main
+    from napari_unet.core.models.registry import load_model, save_model
+    from tiny_models import make_model
+
+    for folder in ("images", "masks", "unlabelled", "empty"):
+        (tmp_path / folder).mkdir()
+    image, mask = discs()
+    tifffile.imwrite(tmp_path / "images" / "a.tif", image.astype(np.float32))
+    tifffile.imwrite(tmp_path / "masks" / "a.tif", mask)
+    tifffile.imwrite(tmp_path / "unlabelled" / "b.tif", discs(seed=5)[0].astype(np.float32))
+    base = save_model(make_model(output_kind="instances"), tmp_path / "base")
+    command = [
+        "train",
+        *("--images", str(tmp_path / "images"), "--masks", str(tmp_path / "masks")),
+        *("--from", str(base), "--minutes", "0.02", "--patch", "32", "--batch-size", "2"),
+    ]
+    tuned = tmp_path / "tuned"
+    assert main([*command, "--out", str(tuned), "--unlabelled", str(tmp_path / "unlabelled")]) == 0
+    assert load_model(tuned).description.provenance["fine_tuned_from"] == "tiny-2d-same"
+    empty = ["--out", str(tmp_path / "other"), "--unlabelled", str(tmp_path / "empty")]
+    assert main([*command, *empty]) != 0
+    assert "no TIFF images" in capsys.readouterr().err

@@ -52,6 +52,13 @@ def register_train(subparsers: Any) -> None:
         help="with --from and no validation images: keep this share of the objects out of "
         "training to check the result (default 0.2, from 8 objects; 0 to train on all)",
     )
+    parser.add_argument(
+        "--unlabelled",
+        type=Path,
+        metavar="FOLDER",
+        help="with --from: TIFFs of the same kind without masks; the fine-tuned model's "
+        "batch-norm statistics are measured on them and the labelled images",
+    )
     parser.add_argument("--patch", type=int, default=None, help="patch size in pixels per axis")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--val-fraction", type=float, default=0.2)
@@ -159,6 +166,7 @@ def _train(args: argparse.Namespace, validation: Any, report: _TrainingBar) -> A
         freeze_encoder=args.freeze_encoder,
         validation=validation,
         holdout_objects=args.holdout_objects,
+        unlabelled_images=args.unlabelled,
     )
 
 
