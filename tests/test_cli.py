@@ -1,3 +1,4 @@
+import json
 import subprocess
 import sys
 
@@ -7,7 +8,7 @@ import tifffile
 
 from napari_unet.cli import main
 from napari_unet.core.io.images import read_image
-from napari_unet.core.models.registry import USER_MODELS_ENV, save_model
+from napari_unet.core.models.registry import USER_MODELS_ENV, load_model, save_model
 from tiny_models import make_model
 
 
@@ -70,9 +71,16 @@ def test_predict_folder_and_glob_into_a_folder_with_probabilities(tiny, image_fi
     assert code == 0
     assert sorted(p.name for p in out.iterdir()) == [
         "b_probabilities.tif",
+        "b_probabilities.tif.json",
         "cells_probabilities.tif",
+        "cells_probabilities.tif.json",
     ]
     assert read_image(out / "cells_probabilities.tif").axes == "CZYX"
+    record = json.loads((out / "cells_probabilities.tif.json").read_text())  # provenance
+    assert record["input"] == str(tmp_path / "cells.tif")
+    assert record["options"]["tile_shape"] == 32 and record["options"]["overlap"] == 8
+    assert record["options"]["output"] == "probabilities"
+    assert record["model"]["name"] == load_model(tiny).description.name
 
 
 def test_existing_output_is_not_overwritten_without_the_flag(tiny, image_file, tmp_path, capsys):
@@ -169,7 +177,7 @@ def test_an_output_with_a_suffix_we_do_not_write_is_refused_not_made_a_folder(
     assert "cannot write 'out.png'" in error and ".tif, .tiff" in error and ".ome.zarr" in error
     assert _tree(tmp_path) == before  # no folder named out.png
     assert main([*argv, str(tmp_path / "out.png") + "/"]) == 0  # a folder, when asked for one
-    assert _tree(tmp_path / "out.png") == ["cells_labels.tif"]
+    assert _tree(tmp_path / "out.png") == ["cells_labels.tif", "cells_labels.tif.json"]
 
 
 @pytest.mark.parametrize(

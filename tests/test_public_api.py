@@ -25,9 +25,12 @@ def test_predictor_options_are_keywords_past_the_model():
     parameters = inspect.signature(napari_unet.Predictor).parameters
     kinds = {name: parameter.kind for name, parameter in parameters.items()}
     assert kinds.pop("model") is inspect.Parameter.POSITIONAL_OR_KEYWORD
+    assert kinds.pop("changes") is inspect.Parameter.VAR_KEYWORD  # any PredictOptions field
     assert set(kinds.values()) == {inspect.Parameter.KEYWORD_ONLY}
     with pytest.raises(TypeError):
         napari_unet.Predictor("nuclei", "cpu")
+    with pytest.raises(ValueError, match="unknown prediction options: tile"):
+        napari_unet.Predictor("nuclei", tile=64)  # the CLI's spelling is not the API's
 
 
 @pytest.mark.parametrize("flag", ["-o", "--out"])

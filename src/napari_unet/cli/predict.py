@@ -11,7 +11,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from napari_unet.names import DEFAULT_MODEL, OUTPUTS, TIFF_SUFFIXES, ZARR_SUFFIX, image_stem
+from napari_unet.cli.option_flags import add_option_flags, options_from_args
+from napari_unet.core.predict.options import PredictOptions
+from napari_unet.names import DEFAULT_MODEL, TIFF_SUFFIXES, ZARR_SUFFIX, image_stem
 
 OUTPUT_SUFFIX = {"probabilities": "_probabilities", "semantic": "_classes"}
 
@@ -38,34 +40,7 @@ def register_predict(subparsers: Any) -> None:
     )
     parser.add_argument("--model", default=None, help="built-in or saved model name, or folder")
     parser.add_argument("--axes", help="axes of the inputs, e.g. ZYX (default: from the file)")
-    parser.add_argument("--tile", type=_ints, help="largest tile, e.g. 512 or 64,256,256")
-    parser.add_argument("--overlap", type=_ints, help="pixels shared by neighbouring tiles")
-    parser.add_argument("--batch-size", type=int, help="tiles per forward pass")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
-    parser.add_argument("--precision", default="auto", help="auto, fp32, bf16 or fp16")
-    parser.add_argument("--channel", type=int, help="segment this channel of multichannel images")
-    parser.add_argument(
-        "--diameter",
-        type=float,
-        metavar="PX",
-        help="typical object diameter in pixels: images are rescaled to the model's training "
-        "object size (see `napari-unet models`) and the labels back",
-    )
-    parser.add_argument(
-        "--output",
-        dest="kind",
-        default="labels",
-        choices=OUTPUTS,
-        help="labels (the model's own kind), instances, semantic, probabilities",
-    )
-    parser.add_argument(
-        "--memory",
-        help="most memory this process may use, e.g. 2GB (default: a quarter of the free "
-        "memory, at most 4 GB more than the model takes); blocks and tiles are sized to it",
-    )
-    parser.add_argument(
-        "--block", type=_ints, help="block size in pixels, e.g. 2048 or 16,1024,1024"
-    )
+    add_option_flags(parser, PredictOptions)
     parser.add_argument("--level", type=int, default=0, help="OME-Zarr resolution level to segment")
     parser.add_argument(
         "--workers", type=int, help="run the blocks on a local dask cluster of N processes"
@@ -76,11 +51,6 @@ def register_predict(subparsers: Any) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(run=run_predict)
-
-
-def _ints(text: str) -> int | tuple[int, ...]:
-    values = tuple(int(part) for part in text.split(","))
-    return values[0] if len(values) == 1 else values
 
 
 def expand_inputs(inputs: list[str]) -> list[Path]:
@@ -169,8 +139,9 @@ def run_predict(args: argparse.Namespace) -> int:
     from napari_unet.core.io.output_checks import check_outputs
     from napari_unet.core.predict.predictor import Predictor
 
+    options = options_from_args(args, PredictOptions)  # checked before anything is read
     inputs = expand_inputs(args.inputs)
-    outputs = output_paths(inputs, args.target, args.kind)
+    outputs = output_paths(inputs, args.target, options.output)
     if _on_cluster(args) and not all(_is_zarr(path) for path in inputs):
         raise ValueError(
             "--workers/--scheduler need OME-Zarr inputs: cluster workers read their own blocks "
@@ -178,16 +149,8 @@ def run_predict(args: argparse.Namespace) -> int:
         )
     with new_folders_removed_on_failure(outputs):  # a failed run leaves no empty folders
         check_outputs(inputs, outputs, args.overwrite)  # before loading the model: fast
-        predictor = Predictor(  # checks the model, device, precision, memory and tiles
-            args.model or DEFAULT_MODEL,
-            device=args.device,
-            tile_shape=args.tile,
-            overlap=args.overlap,
-            batch_size=args.batch_size,
-            precision=args.precision,
-            memory_limit=args.memory,
-            block_shape=args.block,
-        )
+        # checks the options, then the model, device and tiles
+        predictor = Predictor(args.model or DEFAULT_MODEL, options=options)
         _predict_all(args, predictor, inputs, outputs)
     return 0
 
@@ -198,12 +161,14 @@ def _predict_all(
     """Segment each input into its output, one lazily read image at a time."""
     from napari_unet.core.io.images import read_image
     from napari_unet.core.io.results import result_file
+    from napari_unet.core.provenance import provenance_record
 
     with _cluster(args) as client:
         for source, target in zip(inputs, outputs, strict=True):
             image = read_image(source, lazy=True, level=args.level)
             axes = (args.axes or image.axes).upper()
-            request = predictor.request(image.data, axes, args.kind, args.channel)
+            options = predictor.options
+            request = predictor.request(image.data, axes, options.output, options.channel)
             out_axes = request.out_axes
             with (
                 _progress_bar(source.name, args.quiet) as progress,
@@ -216,20 +181,14 @@ def _predict_all(
                     args.overwrite,
                 ) as result,
             ):
-                if args.diameter is None:
+                if options.diameter is None:
                     labels = predictor.run(request, progress, None, result.array, client)
                 else:  # at the model's object size; comes back on the image's grid
                     labels = predictor.predict(
-                        image.data,
-                        axes,
-                        args.kind,
-                        progress,
-                        out=result.array,
-                        channel=args.channel,
-                        client=client,
-                        diameter=args.diameter,
+                        image.data, axes, progress=progress, out=result.array, client=client
                     )
-                result.save(labels)
+                record = provenance_record(predictor.model, options, str(source), axes)
+                result.save(labels, record)
             if not args.quiet:
                 print(f"{source} -> {target}", file=sys.stderr)
 

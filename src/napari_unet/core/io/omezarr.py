@@ -528,14 +528,20 @@ class LabelsWriter:
             chunk_key_encoding={"name": "default" if v3 else "v2", "separator": "/"},
         )
 
-    def finish(self) -> list[Any]:
-        """Build the pyramid, write the metadata, move the result into place; return its levels."""
+    def finish(self, provenance: dict[str, Any] | None = None) -> list[Any]:
+        """Build the pyramid, write the metadata, move the result into place; return its levels.
+
+        ``provenance`` (which model and options made the labels) is kept in the label
+        image's attributes under ``"napari_unet"``.
+        """
         previous = self.array
         for level in range(1, len(self.layout.shapes)):
             current = self._create_level(level)
             downsample_into(previous, current)
             previous = current
         self._write_metadata()
+        if provenance is not None:
+            self._group.attrs["napari_unet"] = provenance
         self._move_into_place()
         if self.layout.container is not None:
             _list_label(self.layout.container, self.path.name, self.layout.version)

@@ -19,6 +19,7 @@ import numpy as np
 
 from napari_unet.core.io.files import new_folders_removed_on_failure
 from napari_unet.core.io.images import write_image, write_labels
+from napari_unet.core.provenance import write_sidecar
 
 OBJECT_DTYPE = np.dtype(np.uint32)
 """Object labels are written in this dtype: wide enough that blocks number objects in place."""
@@ -37,9 +38,13 @@ class ResultFile:
         """Where the engine writes (``None``: the engine returns the result in memory)."""
         self._save = save
 
-    def save(self, result: Any) -> Path:
-        """Finish the file from ``result`` (what the engine returned)."""
-        return self._save(result)
+    def save(self, result: Any, provenance: dict[str, Any] | None = None) -> Path:
+        """Finish the file from ``result`` (what the engine returned), with its provenance.
+
+        ``provenance`` (:func:`~napari_unet.core.provenance.provenance_record`) goes into an
+        OME-Zarr's attributes, or beside a TIFF as ``<file>.json``.
+        """
+        return self._save(result, provenance)
 
 
 @contextlib.contextmanager
@@ -65,17 +70,19 @@ def result_file(
             path, shape, axes, pixel_size_um=pixel_size_um, dtype=dtype, overwrite=overwrite
         ) as writer:
 
-            def save_zarr(_: Any) -> Path:  # the engine wrote level 0 already
-                writer.finish()
+            def save_zarr(_: Any, provenance: dict[str, Any] | None) -> Path:
+                writer.finish(provenance)  # the engine wrote level 0 already
                 return path
 
             yield ResultFile(writer.array, save_zarr)
         return
 
-    def save_tiff(result: Any) -> Path:
-        if kind == "probabilities":
-            return write_image(path, result, axes, pixel_size_um, overwrite=overwrite)
-        return write_labels(path, result, axes, pixel_size_um, overwrite=overwrite)
+    def save_tiff(result: Any, provenance: dict[str, Any] | None) -> Path:
+        write = write_image if kind == "probabilities" else write_labels
+        written = write(path, result, axes, pixel_size_um, overwrite=overwrite)
+        if provenance is not None:
+            write_sidecar(written, provenance)
+        return written
 
     omezarr.check_write_place(path, labels=False)  # before the work, not only at its end
     try:

@@ -27,7 +27,7 @@ from napari_unet.core.models.model_types import (
 
 WEIGHTS_FILE = "weights.safetensors"
 CARD_FILE = "model.json"
-BUILTIN_DIR = Path(__file__).resolve().parent.parent / "models"
+BUILTIN_DIR = Path(__file__).resolve().parents[2] / "models"
 USER_MODELS_ENV = "NAPARI_UNET_MODELS_DIR"
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import importlib.util
+import math
 import os
 import tempfile
 from collections.abc import Callable, Iterator
@@ -25,7 +26,16 @@ import numpy as np
 
 from napari_unet.core.axes import WindowView, to_axes
 from napari_unet.core.io.results import OBJECT_DTYPE, result_dtype
-from napari_unet.core.memory import MAX_BLOCK_EDGE_2D, MAX_BLOCK_VOXELS_3D, plan_memory
+from napari_unet.core.memory import (
+    MAX_BLOCK_EDGE_2D,
+    MAX_BLOCK_VOXELS_3D,
+    MEMORY_OPTION,
+    format_bytes,
+    plan_memory,
+    post_bytes_per_pixel,
+    process_rss_bytes,
+    reachable_bytes,
+)
 from napari_unet.core.predict.blocks import (
     AxisGeometry,
     Block,
@@ -35,6 +45,7 @@ from napari_unet.core.predict.blocks import (
     seam_slab,
 )
 from napari_unet.core.predict.inference import OutOfMemoryForTile
+from napari_unet.core.predict.options import BLOCK_OPTION
 from napari_unet.core.predict.postprocess import (
     activate,
     class_channels,
@@ -52,8 +63,9 @@ from napari_unet.core.progress import (
 
 if TYPE_CHECKING:
     from napari_unet.core.models.registry import ModelDescription
+    from napari_unet.core.predict.engine import Engine
     from napari_unet.core.predict.inference import RunSettings
-    from napari_unet.core.predict.predictor import Predictor, Request
+    from napari_unet.core.predict.request import Request
 
 DEFAULT_HALO = (2, 32, 32)
 """Post-processing context of object labels per side of a block: (Z slices, Y, X pixels)."""
@@ -83,16 +95,47 @@ class BlockPlan:
         return self.seams_by_block.get(block.index, [])
 
 
+def block_halo(engine: Engine, instances: bool) -> tuple[int, int, int]:
+    """Post-processing context per side of a block: objects need some, per-pixel outputs none."""
+    return tuple(h if instances else 0 for h in (engine.halo or DEFAULT_HALO))  # type: ignore[return-value]
+
+
+def check_block_shape(engine: Engine, spatial_shape: tuple[int, ...], kind: str) -> None:
+    """Refuse a ``block_shape`` that cannot work on this image, before any work starts.
+
+    Its maps alone must fit the memory (``memory_limit``, else all the free memory), and
+    objects joined across a Z split need blocks at least as deep as the seam slab.
+    """
+    if engine.block_shape is None:
+        return
+    core = tuple(min(b, n) for b, n in zip(engine.block_shape, spatial_shape, strict=True))
+    config = engine.model.description.architecture
+    needed = math.prod(core) * post_bytes_per_pixel(config, kind)
+    room = (engine.memory_limit or reachable_bytes()) - process_rss_bytes()
+    if needed > room:
+        source = MEMORY_OPTION if engine.memory_limit else "the free memory"
+        raise ValueError(
+            f"{BLOCK_OPTION} {engine.block_shape} needs at least {format_bytes(needed)} for "
+            f"one block of this image; {source} leaves {format_bytes(max(0, room))}: give "
+            "a smaller block, or leave it out to size blocks to the memory"
+        )
+    slab = min(SLAB_WIDTH, block_halo(engine, True)[0])
+    if kind == "instances" and core[0] < min(slab, spatial_shape[0]):
+        raise ValueError(
+            f"{BLOCK_OPTION} {engine.block_shape}: objects are joined across blocks in Z "
+            f"through {slab} slices on each side, so blocks need at least {slab} slices"
+        )
+
+
 def plan_blocks(
-    predictor: Predictor, request: Request, settings: RunSettings, align: tuple[int, ...] | None
+    engine: Engine, request: Request, settings: RunSettings, align: tuple[int, ...] | None
 ) -> BlockPlan:
     """Cut the image's ``(Z, Y, X)`` into blocks that fit the memory limit (or ``block_shape``)."""
-    description = predictor.model.description
+    description = engine.model.description
     network = settings.network
     volume_model = description.spatial_dims == 3
     instances = request.kind == "instances"
-    halo = predictor.halo or DEFAULT_HALO
-    halo = tuple(h if instances else 0 for h in halo)
+    halo = block_halo(engine, instances)
     shape = request.spatial_shape
     context, multiple = network.context, network.size_multiple
     geometry = [
@@ -101,14 +144,14 @@ def plan_blocks(
         AxisGeometry(context, multiple, halo[2]),
     ]
     three_d = volume_model or (instances and shape[0] > 1)
-    if predictor.block_shape is not None:  # whole chunks, so no two blocks write one chunk
+    if engine.block_shape is not None:  # whole chunks, so no two blocks write one chunk
         core = tuple(
             -(-size // step) * step
-            for size, step in zip(predictor.block_shape, align or (1, 1, 1), strict=False)
+            for size, step in zip(engine.block_shape, align or (1, 1, 1), strict=False)
         )
     else:
         memory = plan_memory(
-            predictor.memory_limit,
+            engine.memory_limit,
             description.architecture,
             settings.autocast_dtype is not None,
             request.kind,
@@ -136,7 +179,7 @@ def plan_blocks(
 
 
 def predict_blockwise(
-    predictor: Predictor,
+    engine: Engine,
     request: Request,
     out: Any,
     progress: ProgressCallback | None,
@@ -148,17 +191,17 @@ def predict_blockwise(
     window goes through the network, so the cores the network leaves idle are used; the memory
     plan gives each of the two its own half of the limit. 3D blocks take turns.
     """
-    check_out_dtype(out, request, predictor.model.description.architecture.out_channels)
-    settings = predictor.settings(request.kind)
-    plan = plan_blocks(predictor, request, settings, spatial_chunks(out, request.out_axes))
+    check_out_dtype(out, request, engine.model.description.architecture.out_channels)
+    settings = engine.settings(request.kind)
+    plan = plan_blocks(engine, request, settings, spatial_chunks(out, request.out_axes))
     blocks = plan.grid.blocks()
     total = request.times * sum(
-        predictor.tiles_per_window(_lengths(block.window), settings) for block in blocks
+        engine.tiles_per_window(_lengths(block.window), settings) for block in blocks
     )
     counter = WorkCounter(total, progress, cancel)
     target = out if out is not None else np.zeros(request.out_shape, result_dtype(request.kind))
     z_halo = plan.grid.geometry[0].halo
-    two_d = predictor.model.description.spatial_dims == 2
+    two_d = engine.model.description.spatial_dims == 2
     slices = SliceCache(2 * z_halo) if two_d and z_halo and plan.grid.counts[0] > 1 else None
     most_objects = 0
     with (
@@ -171,12 +214,12 @@ def predict_blockwise(
             for block in blocks:
                 check_cancelled(cancel)
                 logits, settings = block_logits(
-                    predictor, request, settings, t, block, counter.add, slices
+                    engine, request, settings, t, block, counter.add, slices
                 )
                 if pending is not None:
                     _collect(results, pending.result())
                 pending = finisher.submit(
-                    finish_block, predictor, request, plan, t, block, logits, scratch
+                    finish_block, engine, request, plan, t, block, logits, scratch
                 )
                 del logits
                 if plan.volumetric:  # a 3D block's maps are large: never two at once
@@ -185,7 +228,7 @@ def predict_blockwise(
             if pending is not None:
                 _collect(results, pending.result())
             if request.kind == "instances":
-                count = renumber(request, plan, t, blocks, results, scratch, target, predictor)
+                count = renumber(request, plan, t, blocks, results, scratch, target, engine)
                 most_objects = max(most_objects, count)
     if out is None and request.kind == "instances":
         return target.astype(np.min_scalar_type(most_objects))
@@ -193,7 +236,7 @@ def predict_blockwise(
 
 
 def block_logits(
-    predictor: Predictor,
+    engine: Engine,
     request: Request,
     settings: RunSettings,
     t: int,
@@ -210,17 +253,17 @@ def block_logits(
     window = block.window
     reused = slices.take(t, window) if slices is not None else None
     if reused is not None and on_batch is not None:
-        on_batch(reused.shape[1] * predictor.tiles_per_window((1, *_lengths(window)[1:]), settings))
+        on_batch(reused.shape[1] * engine.tiles_per_window((1, *_lengths(window)[1:]), settings))
     start = window[0].start + (0 if reused is None else reused.shape[1])
     view = WindowView(request.view, t, (slice(start, window[0].stop), *window[1:]))
     logits = reused
     while start < window[0].stop:
         try:
-            new = predictor.window_logits(view, request, settings, on_batch)
+            new = engine.window_logits(view, request, settings, on_batch)
             logits = new if reused is None else np.concatenate([reused, new], axis=1)
             break
         except OutOfMemoryForTile:
-            settings = predictor.smaller_settings(settings, _lengths(window))
+            settings = engine.smaller_settings(settings, _lengths(window))
     assert logits is not None
     if slices is not None:
         slices.keep(t, window, logits)
@@ -259,7 +302,7 @@ class SliceCache:
 
 
 def finish_block(
-    predictor: Predictor,
+    engine: Engine,
     request: Request,
     plan: BlockPlan,
     t: int,
@@ -270,7 +313,7 @@ def finish_block(
     """Post-process a block's window logits, write its core; return what stitching needs."""
     region = logits[(slice(None), *block.region_in_window())]
     del logits
-    finished = finish(region, request.kind, predictor.model.description)
+    finished = finish(region, request.kind, engine.model.description)
     del region
     core = finished[(Ellipsis, *block.core_in_region())]
     write_core(target, request, t, block, core)
@@ -344,10 +387,10 @@ def renumber(
     results: dict[tuple[int, ...], BlockLabels],
     scratch: Any,
     target: Any,
-    predictor: Predictor,
+    engine: Engine,
 ) -> int:
     """Join one time point's objects across seams and write final labels block by block."""
-    tables, count = join_objects(plan, blocks, results, predictor)
+    tables, count = join_objects(plan, blocks, results, engine)
     check_label_capacity(target, count)
     for block in blocks:
         remap_block(scratch, target, request, t, block, tables[block.index])
@@ -358,10 +401,10 @@ def join_objects(
     plan: BlockPlan,
     blocks: list[Block],
     results: dict[tuple[int, ...], BlockLabels],
-    predictor: Predictor,
+    engine: Engine,
 ) -> tuple[dict[tuple[int, ...], np.ndarray], int]:
     """Lookup tables per block after merging objects across seams and dropping small ones."""
-    min_size = int(predictor.model.description.postprocess.get("min_size", 1))
+    min_size = int(engine.model.description.postprocess.get("min_size", 1))
     return merge_tables(
         [block.index for block in blocks],
         results,

@@ -45,7 +45,9 @@ from napari_unet.core.progress import CancelToken, ProgressCallback, WorkCounter
 
 if TYPE_CHECKING:
     from napari_unet.core.predict.blocks import Block
-    from napari_unet.core.predict.predictor import Predictor, Request
+    from napari_unet.core.predict.engine import Engine
+    from napari_unet.core.predict.options import PredictOptions
+    from napari_unet.core.predict.request import Request
 
 CONNECT_TIMEOUT = "10s"
 """How long to wait for a scheduler before saying it cannot be reached."""
@@ -58,7 +60,7 @@ FILES_PER_WORKER = 16
 FILES_KEPT_FREE = 64
 """Open files left for reading images and writing results beside the workers."""
 
-_PREDICTORS: dict[str, Predictor] = {}
+_PREDICTORS: dict[str, Engine] = {}
 _PREDICTORS_LOCK = threading.Lock()
 
 
@@ -259,7 +261,7 @@ def _unreachable(address: str, reason: str) -> str:
 
 
 def predict_on_cluster(
-    predictor: Predictor,
+    engine: Engine,
     request: Request,
     client: Any,
     out: Any,
@@ -268,22 +270,22 @@ def predict_on_cluster(
 ) -> Any:
     """Run every block as a task on ``client``'s workers; return ``out`` (or a numpy copy)."""
     _check_shareable(request.view.source, "the image")
-    check_out_dtype(out, request, predictor.model.description.architecture.out_channels)
-    settings = predictor.settings(request.kind)
+    check_out_dtype(out, request, engine.model.description.architecture.out_channels)
+    settings = engine.settings(request.kind)
     with _output(out, request) as target:
         _check_shareable(target, "out")
-        plan = plan_blocks(predictor, request, settings, spatial_chunks(target, request.out_axes))
+        plan = plan_blocks(engine, request, settings, spatial_chunks(target, request.out_axes))
         blocks = plan.grid.blocks()
         with scratch_for(target, request, plan, shared=True) as scratch:
-            model = client.scatter(predictor.model, broadcast=True, hash=False)
+            model = client.scatter(engine.model, broadcast=True, hash=False)
             tracker = _Tracker(request.times * len(blocks), progress, cancel)
             for t in range(request.times):
                 futures = {
                     block.index: client.submit(
                         _block_task,
-                        type(predictor),
+                        type(engine),
                         model,
-                        predictor.options,
+                        engine.options,
                         request,
                         plan,
                         t,
@@ -296,14 +298,14 @@ def predict_on_cluster(
                 results = tracker.gather(client, futures)
                 if request.kind == "instances":
                     _renumber_on_cluster(
-                        client, predictor, request, plan, t, blocks, results, scratch, target
+                        client, engine, request, plan, t, blocks, results, scratch, target
                     )
         return target if out is not None else np.asarray(target[...])
 
 
 def _renumber_on_cluster(
     client: Any,
-    predictor: Predictor,
+    engine: Engine,
     request: Request,
     plan: BlockPlan,
     t: int,
@@ -312,7 +314,7 @@ def _renumber_on_cluster(
     scratch: Any,
     target: Any,
 ) -> None:
-    tables, count = join_objects(plan, blocks, results, predictor)
+    tables, count = join_objects(plan, blocks, results, engine)
     check_label_capacity(target, count)
     futures = [
         client.submit(
@@ -324,9 +326,9 @@ def _renumber_on_cluster(
 
 
 def _block_task(
-    build: Callable[..., Predictor],
+    build: Callable[..., Engine],
     model: Any,
-    options: dict[str, Any],
+    options: PredictOptions,
     request: Request,
     plan: BlockPlan,
     t: int,
@@ -334,24 +336,22 @@ def _block_task(
     target: Any,
 ) -> Any:
     """On a worker: predict one block with the worker's own loaded model; return its summary."""
-    predictor = _worker_predictor(build, model, options)
-    settings = predictor.settings(request.kind)
-    logits, _ = block_logits(predictor, request, settings, t, block, None)
-    return finish_block(predictor, request, plan, t, block, logits, target)
+    engine = _worker_predictor(build, model, options)
+    settings = engine.settings(request.kind)
+    logits, _ = block_logits(engine, request, settings, t, block, None)
+    return finish_block(engine, request, plan, t, block, logits, target)
 
 
-def _worker_predictor(
-    build: Callable[..., Predictor], model: Any, options: dict[str, Any]
-) -> Predictor:
-    """One Predictor per worker process and model, built on the first task that needs it.
+def _worker_predictor(build: Callable[..., Engine], model: Any, options: PredictOptions) -> Engine:
+    """One engine per worker process and model, built on the first task that needs it.
 
-    ``build`` is the client's Predictor class, handed in so that this strategy never imports
-    the engine above it (no import circle).
+    ``build`` is the client's engine class (the Predictor), handed in so that this
+    strategy never imports the engine above it (no import circle).
     """
-    key = f"{model.name}:{sorted(options.items())}"
+    key = f"{model.name}:{sorted(options.as_dict().items())}"
     with _PREDICTORS_LOCK:
         if key not in _PREDICTORS:
-            _PREDICTORS[key] = build(model, **options)
+            _PREDICTORS[key] = build(model, options=options)
         return _PREDICTORS[key]
 
 

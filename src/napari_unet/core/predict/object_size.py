@@ -19,7 +19,7 @@ from napari_unet.core.axes import normalize_axes
 
 if TYPE_CHECKING:
     from napari_unet.core.models.registry import ModelDescription
-    from napari_unet.core.predict.predictor import Predictor
+    from napari_unet.core.predict.engine import Engine
 
 MIN_OUTPUT_SIDE = 8
 """A rescaled image keeps at least this many pixels per axis."""
@@ -120,7 +120,7 @@ def nearest_back(result: np.ndarray, axes: dict[int, int]) -> np.ndarray:
 
 
 def predict_at_object_size(
-    predictor: Predictor,
+    engine: Engine,
     image: Any,
     axes: str | None,
     diameter: float,
@@ -128,20 +128,21 @@ def predict_at_object_size(
     out: Any = None,
     **options: Any,
 ) -> Any:
-    """Run ``predictor.predict`` on the image resampled to the model's object size.
+    """Run the engine on the image resampled to the model's object size.
 
     The result (labels or probabilities) comes back on the image's own grid, into ``out`` when
     given. The resampled result is held in memory; a cluster ``client`` cannot read the
     resampled view, so it is refused.
     """
-    description = predictor.model.description
+    description = engine.model.description
     if options.get("client") is not None:
         raise ValueError("diameter cannot be combined with a dask client; rescale the image first")
     factor = rescale_factor(diameter, description)
     axes = normalize_axes(axes, tuple(int(n) for n in image.shape), description)
     scaled = rescaled_axes(axes, description.spatial_dims)
     factors = {axes.index(letter): factor for letter in scaled}
-    result = predictor.predict(ResampledArray(image, factors), axes=axes, output=output, **options)
+    request = engine.request(ResampledArray(image, factors), axes, output, options.get("channel"))
+    result = engine.run(request, options.get("progress"), options.get("cancel"))
     kind = description.output_kind if output == "labels" else output
     output_axes = ("C" if kind == "probabilities" else "") + axes.replace("C", "")
     lengths = {output_axes.index(letter): int(image.shape[axes.index(letter)]) for letter in scaled}

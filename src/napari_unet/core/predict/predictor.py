@@ -16,18 +16,16 @@ batch, then the tile, is halved, and finally the CPU takes over, each time with 
 from __future__ import annotations
 
 import math
-import numbers
 import os
-import reprlib
 import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 
-from napari_unet.core.axes import CanonicalView, normalize_axes
+from napari_unet.core.axes import CanonicalView
 from napari_unet.core.device import (
     available_devices,
     memory_budget_bytes,
@@ -35,26 +33,27 @@ from napari_unet.core.device import (
     resolve_precision,
 )
 from napari_unet.core.memory import (
-    MEMORY_OPTION,
     check_memory_limit,
-    format_bytes,
     forward_bytes_per_pixel,
-    parse_memory,
     plan_memory,
-    post_bytes_per_pixel,
-    process_rss_bytes,
-    reachable_bytes,
 )
 from napari_unet.core.models.network import UNet
 from napari_unet.core.models.registry import Model, load_model
-from napari_unet.core.normalize import Normalizer, check_dtype, fit_normalizer, model_channels
-from napari_unet.core.predict.blocks import MIN_BLOCK_EDGE
+from napari_unet.core.predict.blockwise import check_block_shape, predict_blockwise
 from napari_unet.core.predict.inference import (
     RunSettings,
     forward,
     inference_network,
 )
-from napari_unet.core.predict.postprocess import instance_source
+from napari_unet.core.predict.object_size import predict_at_object_size
+from napari_unet.core.predict.options import (
+    OVERLAP_OPTION,
+    TILE_OPTION,
+    PredictOptions,
+    per_axis,
+    with_options,
+)
+from napari_unet.core.predict.request import Request, build_request
 from napari_unet.core.predict.tiling import Tile, TileGrid, plan_axis
 from napari_unet.core.progress import CancelToken, ProgressCallback
 from napari_unet.names import DEFAULT_MODEL, OUTPUTS, Output
@@ -72,36 +71,6 @@ CPU_BATCH_PIXELS = 2**20
 """On the CPU, larger batches are no faster (they fall out of cache) and make progress jump."""
 SMALLEST_TILE_EDGE = 32
 """The out-of-memory ladder stops shrinking tiles below this edge (then CPU, then an error)."""
-TILE_OPTION, OVERLAP_OPTION = "tile_shape/--tile", "overlap/--overlap"
-BLOCK_OPTION, BATCH_OPTION = "block_shape/--block", "batch_size/--batch-size"
-"""How messages name the options: as the API and the CLI spell them."""
-
-
-@dataclass(frozen=True)
-class Request:
-    """One validated prediction: what to read, how to normalise it, what to produce.
-
-    Built once by :meth:`Predictor.request`, shared by every block (and shipped to dask
-    workers: it holds a reference to the image, never its pixels).
-    """
-
-    view: CanonicalView
-    channels: slice
-    normalizer: Normalizer
-    kind: str
-    out_axes: str
-    out_shape: tuple[int, ...]
-
-    @property
-    def times(self) -> int:
-        """Time points: each is segmented on its own."""
-        return self.view.shape[0]
-
-    @property
-    def spatial_shape(self) -> tuple[int, int, int]:
-        """``(Z, Y, X)`` lengths, 1 where the image lacks the axis."""
-        _, _, z, y, x = self.view.shape
-        return z, y, x
 
 
 @dataclass(frozen=True)
@@ -154,40 +123,23 @@ class Predictor:
         self,
         model: str | os.PathLike[str] | Model = DEFAULT_MODEL,
         *,
-        device: str = "auto",
-        tile_shape: int | Sequence[int] | None = None,
-        overlap: int | Sequence[int] | None = None,
-        batch_size: int | None = None,
-        precision: str = "auto",
-        memory_limit: int | str | None = None,
-        block_shape: int | Sequence[int] | None = None,
-        halo: int | Sequence[int] | None = None,
+        options: PredictOptions | None = None,
+        **changes: Any,
     ) -> None:
-        # Every size is checked before the model loads: a bad option costs nothing.
-        tiles = _whole_numbers(tile_shape, TILE_OPTION, 1)
-        overlaps = _whole_numbers(overlap, OVERLAP_OPTION, 0)
-        self.batch_size = _batch_size(batch_size)
-        self.block_shape = _block_shape(block_shape)
-        self.halo = _per_axis(_whole_numbers(halo, "halo", 0), 3, "halo")
-        limit = None if memory_limit is None else parse_memory(memory_limit)
+        # Every option is checked before the model loads: a bad option costs nothing.
+        self.options = with_options(options, changes)
+        """The checked options (a dask worker builds the same Predictor from them)."""
         self.model = load_model(model)
-        self.options: dict[str, Any] = {
-            "device": device,
-            "tile_shape": tile_shape,
-            "overlap": overlap,
-            "batch_size": batch_size,
-            "precision": precision,
-            "memory_limit": memory_limit,
-            "block_shape": block_shape,
-            "halo": halo,
-        }
-        """The constructor's settings, so a dask worker can build the same Predictor."""
-        self.device = resolve_device(device)
-        self.precision = precision
+        self.device = resolve_device(self.options.device)
+        self.precision = self.options.precision
         dims = self.model.description.spatial_dims
-        self.tile_shape = _per_axis(tiles, dims, TILE_OPTION)
+        self.tile_shape = per_axis(self.options.tile_shape, dims, TILE_OPTION)
         _check_tile_minimum(self.tile_shape, self.model)
-        self.overlap = _per_axis(overlaps, dims, OVERLAP_OPTION)
+        self.overlap = per_axis(self.options.overlap, dims, OVERLAP_OPTION)
+        self.batch_size = self.options.batch_size
+        self.block_shape = self.options.block_shape
+        self.halo = self.options.halo
+        limit = self.options.memory_limit
         self.memory_limit = None if limit is None else check_memory_limit(limit)
         self._autocast_dtype = resolve_precision(self.precision, self.device)
         self.network = inference_network(self.model.network, self.device)
@@ -198,7 +150,7 @@ class Predictor:
         self,
         image: Any,
         axes: str | None = None,
-        output: Output = "labels",
+        output: Output | None = None,
         progress: ProgressCallback | None = None,
         cancel: CancelToken | None = None,
         out: Any = None,
@@ -208,18 +160,20 @@ class Predictor:
     ) -> Any:
         """Segment ``image`` (any array-like); return labels or probabilities (or ``out``).
 
-        Labels have the image's axes without C. Probabilities are float32 with the class
-        axis first, then the image's axes without C. ``channel`` picks one channel of a
-        multichannel image for a one-channel model. ``client`` (a ``dask.distributed``
-        client) runs the blocks on its workers: the image and ``out`` must then be arrays
-        the workers can open themselves (zarr). Raises :class:`Cancelled` when ``cancel``
-        is set; nothing is written to ``out`` after that point. ``diameter`` (the objects'
-        typical size, pixels) rescales the image to the model's training object size and the
-        result back (:mod:`napari_unet.core.predict.object_size`).
+        ``output``, ``channel`` and ``diameter`` default to the Predictor's options. Labels
+        have the image's axes without C. Probabilities are float32 with the class axis first,
+        then the image's axes without C. ``channel`` picks one channel of a multichannel
+        image for a one-channel model. ``client`` (a ``dask.distributed`` client) runs the
+        blocks on its workers: the image and ``out`` must then be arrays the workers can open
+        themselves (zarr). Raises :class:`Cancelled` when ``cancel`` is set; nothing is
+        written to ``out`` after that point. ``diameter`` (the objects' typical size, pixels)
+        rescales the image to the model's training object size and the result back
+        (:mod:`.object_size`).
         """
+        output = output or self.options.output
+        channel = self.options.channel if channel is None else channel
+        diameter = self.options.diameter if diameter is None else diameter
         if diameter is not None:
-            from napari_unet.core.predict.object_size import predict_at_object_size
-
             options = {"progress": progress, "cancel": cancel, "channel": channel, "client": client}
             return predict_at_object_size(self, image, axes, diameter, output, out, **options)
         return self.run(self.request(image, axes, output, channel), progress, cancel, out, client)
@@ -232,83 +186,23 @@ class Predictor:
         out: Any = None,
         client: Any = None,
     ) -> Any:
-        """Carry out a checked :meth:`request` (see :meth:`predict` for the other arguments)."""
-        from napari_unet.core.predict import blockwise
-
+        """Carry out a checked :meth:`request` here, block by block, or on a dask cluster."""
         if out is not None and tuple(out.shape) != request.out_shape:
             raise ValueError(f"out has shape {tuple(out.shape)}; expected {request.out_shape}")
-        if client is not None:
+        if client is not None:  # dask is imported only for a cluster run
             from napari_unet.core.predict.distributed import predict_on_cluster
 
             return predict_on_cluster(self, request, client, out, progress, cancel)
-        return blockwise.predict_blockwise(self, request, out, progress, cancel)
+        return predict_blockwise(self, request, out, progress, cancel)
 
     def request(
         self, image: Any, axes: str | None, output: str = "labels", channel: int | None = None
     ) -> Request:
         """Check the image and options against the model; compute the normalisation once."""
-        if output not in OUTPUTS:
-            raise ValueError(f"output must be one of {', '.join(OUTPUTS)}; not {output!r}")
-        if np.ma.isMaskedArray(image):
-            raise ValueError(
-                "the image is a masked array; fill its masked pixels first "
-                "(image.filled(value)), so that what they hold is your choice"
-            )
-        description = self.model.description
-        shape = tuple(int(n) for n in image.shape)
-        check_dtype(np.dtype(image.dtype))
-        axes = normalize_axes(axes, shape, description)
-        view, channels = model_channels(CanonicalView(image, axes), axes, description, channel)
-        if description.spatial_dims == 3 and "Z" not in axes:
-            raise ValueError(
-                f"model {description.name!r} is 3D but the image (shape {shape}, axes {axes}) "
-                "has no Z axis"
-            )
-        if 0 in shape:
-            raise ValueError(f"the image is empty: shape {shape}")
-        kind = description.output_kind if output == "labels" else output
-        if kind == "instances" and instance_source(description) is None:
-            raise ValueError(
-                f"model {self.model.name!r} predicts {description.architecture.out_channels} "
-                "classes; instance labels need 3 (background, interior, boundary) or a "
-                "'membrane' class: use output='semantic'"
-            )
-        plain_axes = axes.replace("C", "")
-        out_axes = "C" + plain_axes if kind == "probabilities" else plain_axes
-        sizes = dict(zip(axes, shape, strict=True))
-        sizes["C"] = description.architecture.out_channels
-        out_shape = tuple(sizes[letter] for letter in out_axes)
-        self._check_block(view.shape[2:], kind)
-        normalizer = fit_normalizer(view, description.normalization, channels)
-        return Request(view, channels, normalizer, kind, out_axes, out_shape)
+        def check_blocks(spatial_shape: tuple[int, ...], kind: str) -> None:
+            check_block_shape(self, spatial_shape, kind)
 
-    def _check_block(self, spatial_shape: tuple[int, ...], kind: str) -> None:
-        """Refuse a ``block_shape`` that cannot work on this image, before any work starts.
-
-        Its maps alone must fit the memory (``memory_limit``, else all the free memory), and
-        objects joined across a Z split need blocks at least as deep as the seam slab.
-        """
-        if self.block_shape is None:
-            return
-        from napari_unet.core.predict.blockwise import DEFAULT_HALO, SLAB_WIDTH
-
-        core = tuple(min(b, n) for b, n in zip(self.block_shape, spatial_shape, strict=True))
-        config = self.model.description.architecture
-        needed = math.prod(core) * post_bytes_per_pixel(config, kind)
-        room = (self.memory_limit or reachable_bytes()) - process_rss_bytes()
-        if needed > room:
-            source = MEMORY_OPTION if self.memory_limit else "the free memory"
-            raise ValueError(
-                f"{BLOCK_OPTION} {self.block_shape} needs at least {format_bytes(needed)} for "
-                f"one block of this image; {source} leaves {format_bytes(max(0, room))}: give "
-                "a smaller block, or leave it out to size blocks to the memory"
-            )
-        slab = min(SLAB_WIDTH, (self.halo or DEFAULT_HALO)[0])
-        if kind == "instances" and core[0] < min(slab, spatial_shape[0]):
-            raise ValueError(
-                f"{BLOCK_OPTION} {self.block_shape}: objects are joined across blocks in Z "
-                f"through {slab} slices on each side, so blocks need at least {slab} slices"
-            )
+        return build_request(self.model, image, axes, output, channel, check_blocks)
 
     def settings(self, kind: str, device: str | None = None) -> RunSettings:
         """Return one call's device, network and memory sizes, from the Predictor's own.
@@ -478,127 +372,29 @@ def segment(
     image: Any,
     model: str | os.PathLike[str] | Model = DEFAULT_MODEL,
     *,
+    options: PredictOptions | None = None,
     axes: str | None = None,
-    tile_shape: int | Sequence[int] | None = None,
-    overlap: int | Sequence[int] | None = None,
-    batch_size: int | None = None,
-    device: str = "auto",
-    output: Output = "labels",
     progress: ProgressCallback | None = None,
     cancel: CancelToken | None = None,
     out: Any = None,
-    precision: str = "auto",
-    channel: int | None = None,
-    memory_limit: int | str | None = None,
-    block_shape: int | Sequence[int] | None = None,
-    halo: int | Sequence[int] | None = None,
     client: Any = None,
-    diameter: float | None = None,
+    **changes: Any,
 ) -> Any:
     """Segment an image with a U-Net and return a label image (or probabilities).
 
     ``image`` is a numpy, dask or zarr array or a memory-mapped TIFF, read block by block.
     ``axes`` are letters from ``TCZYX`` (inferred when ``None``: see
-    :data:`napari_unet.core.axes.INFERENCE_RULE`). ``output`` is ``"labels"`` (the model's
-    own kind), ``"instances"``, ``"semantic"`` or ``"probabilities"``. ``out`` (e.g. a zarr
-    array on disk) receives the result block by block, so nothing image-sized is held in
-    memory. ``client`` runs the blocks on a ``dask.distributed`` cluster. ``diameter``
-    (pixels) segments at the model's training object size. The rest is
-    documented on :class:`Predictor`, which keeps a model loaded between calls.
+    :data:`napari_unet.core.axes.INFERENCE_RULE`). ``options`` (a :class:`PredictOptions`)
+    and any of its fields as keywords say how: ``output`` is ``"labels"`` (the model's own
+    kind), ``"instances"``, ``"semantic"`` or ``"probabilities"``; ``diameter`` (pixels)
+    segments at the model's training object size; tiles, blocks, memory, device and
+    precision are sized for you unless given. ``out`` (e.g. a zarr array on disk) receives
+    the result block by block, so nothing image-sized is held in memory. ``client`` runs the
+    blocks on a ``dask.distributed`` cluster. :class:`Predictor` keeps a model loaded
+    between calls.
     """
-    predictor = Predictor(
-        model,
-        device=device,
-        tile_shape=tile_shape,
-        overlap=overlap,
-        batch_size=batch_size,
-        precision=precision,
-        memory_limit=memory_limit,
-        block_shape=block_shape,
-        halo=halo,
-    )
-    return predictor.predict(
-        image,
-        axes=axes,
-        output=output,
-        progress=progress,
-        cancel=cancel,
-        out=out,
-        channel=channel,
-        client=client,
-        diameter=diameter,
-    )
-
-
-def _whole_numbers(value: Any, name: str, minimum: int) -> int | tuple[int, ...] | None:
-    """``value`` (one number, or one per axis) as whole numbers of at least ``minimum``.
-
-    Integral floats pass (``512.0``); booleans, fractions, NaN, infinities and text do not.
-    Values beyond the image are fine: they mean the whole image.
-    """
-    if value is None:
-        return None
-    single = (
-        not isinstance(value, Iterable)
-        or isinstance(value, str | bytes)
-        or (isinstance(value, np.ndarray) and value.ndim == 0)
-    )
-    wholes = tuple(_whole(v, name) for v in ([value] if single else value))
-    if wholes and min(wholes) < minimum:  # none at all: the axis count says what is wrong
-        raise ValueError(f"{name} must be at least {minimum}; got {reprlib.repr(value)}")
-    return wholes[0] if single else wholes
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool | np.bool_)
-
-
-def _whole(value: Any, name: str) -> int:
-    """One whole number of ``name``; one line naming the option for anything else."""
-    if _is_number(value) and (
-        isinstance(value, numbers.Integral) or (math.isfinite(value) and value == int(value))
-    ):
-        return int(value)
-    raise ValueError(f"{name} takes whole numbers of pixels; {reprlib.repr(value)} is not one")
-
-
-def _per_axis(value: int | tuple[int, ...] | None, count: int, name: str) -> tuple[int, ...] | None:
-    """One value for each of ``count`` spatial axes: one number for all, or one per axis."""
-    if value is None:
-        return None
-    if isinstance(value, int):
-        return (value,) * count
-    if len(value) != count:
-        axes = ", ".join("ZYX"[-count:])
-        raise ValueError(
-            f"{name} takes one number or {count}, one per spatial axis ({axes}); "
-            f"got {len(value)}: {value}"
-        )
-    return value
-
-
-def _batch_size(value: Any) -> int | None:
-    """Tiles per forward pass: one whole number of at least 1.
-
-    A batch larger than a block's tiles runs all of them at once (the out-of-memory ladder
-    halves it where they do not fit).
-    """
-    batch = _whole_numbers(value, BATCH_OPTION, 1)
-    if isinstance(batch, tuple):
-        raise ValueError(f"{BATCH_OPTION} takes one whole number; got {reprlib.repr(value)}")
-    return batch
-
-
-def _block_shape(value: Any) -> tuple[int, ...] | None:
-    """``(Z, Y, X)`` block cores; at least :data:`MIN_BLOCK_EDGE` pixels in Y and X."""
-    block = _per_axis(_whole_numbers(value, BLOCK_OPTION, 1), 3, BLOCK_OPTION)
-    if block is not None and min(block[1:]) < MIN_BLOCK_EDGE:
-        raise ValueError(
-            f"{BLOCK_OPTION} {reprlib.repr(value)}: blocks must be at least {MIN_BLOCK_EDGE} "
-            "pixels in Y and X (smaller ones read their network context again for every few "
-            "pixels); leave it out to size blocks to the memory"
-        )
-    return block
+    predictor = Predictor(model, options=with_options(options, changes))
+    return predictor.predict(image, axes, progress=progress, cancel=cancel, out=out, client=client)
 
 
 def _check_tile_minimum(tile_shape: tuple[int, ...] | None, model: Model) -> None:
