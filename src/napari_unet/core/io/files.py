@@ -81,6 +81,16 @@ def _move_exclusively(temporary: str, target: Path) -> None:
         os.replace(temporary, target)
 
 
+def write_places(path: str | os.PathLike[str]) -> tuple[Path, ...]:
+    """Where a write at ``path`` lands: as typed, and with the folders above it resolved.
+
+    ``path`` itself is replaced, never followed, so only the links above it redirect a write;
+    both names are checked against places no output may go (once when no link is involved).
+    """
+    typed = Path(os.path.abspath(path))
+    return tuple(dict.fromkeys((typed, typed.parent.resolve() / typed.name)))
+
+
 def already_exists(target: Path | str) -> FileExistsError:
     """Return the error for an output that exists and may not be replaced."""
     return FileExistsError(f"{target} exists; pass overwrite=True (--overwrite) to replace it")

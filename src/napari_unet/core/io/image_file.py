@@ -6,7 +6,7 @@ which imports neither, so the two formats do not import each other.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import reduce
 from pathlib import Path
@@ -33,6 +33,29 @@ class ImageFile:
     def shape(self) -> tuple[int, ...]:
         """The data's shape."""
         return tuple(self.data.shape)
+
+
+CHUNK_SIDE_2D, CHUNK_SIDE_3D, CHUNK_DEPTH = 1024, 256, 16
+"""About a million pixels a chunk: 1024x1024 planes, or 16x256x256 blocks in 3D."""
+
+
+def default_chunks(
+    shape: Sequence[int], axes: str, *, whole_channels: bool = False, planes: bool = False
+) -> tuple[int, ...]:
+    """Return the chunks of an array we create: about a million pixels each.
+
+    T is one chunk per time point; C one per channel, or all channels together
+    (``whole_channels``, e.g. probabilities written per block); Z 16 slices with 256x256 in Y
+    and X, or with ``planes`` (arrays streamed into a TIFF plane by plane) one slice of
+    1024x1024.
+    """
+    volume = "Z" in axes and not planes
+    side = CHUNK_SIDE_3D if volume else CHUNK_SIDE_2D
+    sizes = {"T": 1, "C": 1, "Z": 1 if planes else CHUNK_DEPTH, "Y": side, "X": side}
+    return tuple(
+        int(n) if letter == "C" and whole_channels else min(int(n), sizes[letter])
+        for letter, n in zip(axes, shape, strict=True)
+    )
 
 
 def smallest_label_dtype(labels: Any) -> np.dtype:

@@ -27,8 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from napari_unet.core.io.files import missing_folders, remove_empty
-from napari_unet.core.io.image_file import ImageFile, smallest_label_dtype_of
+from napari_unet.core.io.files import missing_folders, remove_empty, write_places
+from napari_unet.core.io.image_file import ImageFile, default_chunks, smallest_label_dtype_of
 from napari_unet.names import ZARR_SUFFIX
 
 WRITE_VERSION = "0.5"
@@ -433,9 +433,9 @@ def check_write_place(path: str | os.PathLike[str], labels: bool) -> None:
     there. Links are resolved first (the folders above ``path``; ``path`` itself is replaced,
     never followed), and must lead where the path seems to, so none redirects a write.
     """
-    typed = Path(os.path.abspath(path))
-    landing = typed.parent.resolve() / typed.name
-    for place in dict.fromkeys((typed, landing)):  # once when no link is involved
+    places = write_places(path)
+    landing = places[-1]
+    for place in places:
         for image in filter(_has_multiscales, place.parents):
             relative = place.relative_to(image)
             allowed = labels and is_labels_place(image, relative)
@@ -643,13 +643,6 @@ def create_labels(
     if chunks is None:
         chunks = default_chunks(shape, axes)
     return LabelsWriter(path, layout, dtype, tuple(int(c) for c in chunks), overwrite)
-
-
-def default_chunks(shape: Sequence[int], axes: str) -> tuple[int, ...]:
-    """About a million pixels a chunk: 1024x1024 planes, or 16x256x256 blocks in 3D."""
-    side = 256 if "Z" in axes else 1024
-    sizes = {"T": 1, "C": 1, "Z": 16, "Y": side, "X": side}
-    return tuple(min(int(n), sizes[a]) for a, n in zip(axes, shape, strict=True))
 
 
 def _standalone_layout(

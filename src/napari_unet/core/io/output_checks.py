@@ -12,7 +12,7 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from napari_unet.core.io.files import already_exists
+from napari_unet.core.io.files import already_exists, write_places
 from napari_unet.core.io.omezarr import is_labels_place, is_ome_zarr
 from napari_unet.names import ZARR_SUFFIX
 
@@ -61,8 +61,7 @@ def _refuse_inside(output: Path, target: Path, stores: Sequence[Path]) -> None:
     typed too (its folders resolved), since a link there is replaced, not followed. The one
     place inside an input that is written is an image's ``labels/<name>``.
     """
-    typed = Path(os.path.abspath(output))
-    for place in {target, typed.parent.resolve() / typed.name}:
+    for place in {target, write_places(output)[-1]}:
         for store in stores:
             if place.is_relative_to(store):
                 if not is_labels_place(store, place.relative_to(store)):

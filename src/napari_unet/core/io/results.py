@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from napari_unet.core.io.files import new_folders_removed_on_failure
+from napari_unet.core.io.image_file import default_chunks
 from napari_unet.core.io.images import write_image, write_labels
 from napari_unet.core.provenance import write_sidecar
 
@@ -93,10 +94,7 @@ def result_file(
     with new_folders_removed_on_failure([path]):
         path.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix=f".{path.name}.", dir=path.parent) as folder:
-            chunks = tuple(
-                n if letter == "C" else 1 if letter in "TZ" else min(n, 1024)
-                for n, letter in zip(shape, axes, strict=True)
-            )
+            chunks = default_chunks(shape, axes, whole_channels=True, planes=True)
             array = zarr.create_array(
                 store=folder, shape=shape, chunks=chunks, dtype=dtype, fill_value=0
             )
