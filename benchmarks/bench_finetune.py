@@ -63,6 +63,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--start", default=str(RUNS / "unseen-distance" / "best"))
     parser.add_argument("--minutes", type=float, default=4.5)
+    parser.add_argument(
+        "--steps",
+        type=int,
+        help="train this many steps instead of --minutes (the same work whatever the load)",
+    )
     parser.add_argument("--images", type=int, default=1, help="repeat with this many images")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--learning-rate", type=float, help="default: train()'s for fine-tuning")
@@ -140,7 +145,9 @@ def main() -> None:
             [train_images[index]],
             [train_masks[index]],
             base_model=start,
-            minutes=args.minutes,
+            minutes=None if args.steps else args.minutes,
+            epochs=args.steps,
+            steps_per_epoch=1 if args.steps else None,
             learning_rate=args.learning_rate,
             batch_size=args.batch_size,
             patch_shape=args.patch,
