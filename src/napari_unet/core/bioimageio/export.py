@@ -127,52 +127,14 @@ def export_bioimageio(
             f"model {model.name!r} was imported from a bioimage.io package; only napari-unet "
             "U-Nets are exported (share the original package instead)"
         )
-    description = model.description
-    if description.normalization.get("dark_background"):
-        warnings.warn(
-            f"model {model.name!r} flips bright-background images after normalisation; "
-            "bioimage.io preprocessing cannot say that, so other tools get the unflipped "
-            "image (napari-unet re-imports the package with the flip)",
-            UserWarning,
-            stacklevel=2,
-        )
-    if description.normalization.get("rgb") == "hematoxylin":
-        warnings.warn(
-            f"model {model.name!r} reads colour images as their hematoxylin stain; bioimage.io "
-            "preprocessing cannot say that, so other tools must be given that one channel "
-            "(napari-unet re-imports the package with the stain separation)",
-            UserWarning,
-            stacklevel=2,
-        )
-    if _softmax_free(description):
-        warnings.warn(
-            f"model {model.name!r} has a distance output next to its class logits; a bioimage.io "
-            "postprocessing step cannot apply a softmax to part of a tensor, so the package "
-            "outputs logits (napari-unet re-imports it with the right activations)",
-            UserWarning,
-            stacklevel=2,
-        )
+    _warn_what_the_package_cannot_say(model)
     network = model.network.eval()
     test_input = _test_input(network, sample)
     test_output = _reference_output(model, test_input)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         files = _write_files(folder, model, test_input, test_output)
-        descr = v0_5.ModelDescr(
-            name=package_name(model.name),
-            description=_package_description(description.description, model.name),
-            authors=[v0_5.Author(name=name) for name in authors],
-            cite=[v0_5.CiteEntry(**entry) for entry in _citations(model.name, cite)],
-            license=license,
-            documentation=v0_5.FileDescr(source=files["README.md"]),
-            covers=[v0_5.FileDescr(source=files["cover.png"])],
-            tags=["napari-unet", "unet", "segmentation", f"{description.spatial_dims}d"],
-            inputs=[_input_descr(v0_5, network, description, files)],
-            outputs=[_output_descr(v0_5, network, description, files)],
-            weights=_weights_descr(v0_5, network, files),
-            attachments=[v0_5.FileDescr(source=files[name]) for name in (CARD_FILE, WEIGHTS_FILE)],
-            config={CONFIG_KEY: {"card": CARD_FILE, "weights": WEIGHTS_FILE}},
-        )
+        descr = _model_descr(v0_5, model, network, files, authors, license, cite)
         with new_folders_removed_on_failure([path]):
             path.parent.mkdir(parents=True, exist_ok=True)
             atomic_write(  # stored, not deflated: weights hardly compress, deflating took seconds
@@ -183,6 +145,63 @@ def export_bioimageio(
                 overwrite=overwrite,
             )
     return path
+
+
+def _warn_what_the_package_cannot_say(model: Model) -> None:
+    """Warn about steps bioimage.io preprocessing cannot express (napari-unet keeps them)."""
+    description = model.description
+    if description.normalization.get("dark_background"):
+        warnings.warn(
+            f"model {model.name!r} flips bright-background images after normalisation; "
+            "bioimage.io preprocessing cannot say that, so other tools get the unflipped "
+            "image (napari-unet re-imports the package with the flip)",
+            UserWarning,
+            stacklevel=3,
+        )
+    if description.normalization.get("rgb") == "hematoxylin":
+        warnings.warn(
+            f"model {model.name!r} reads colour images as their hematoxylin stain; bioimage.io "
+            "preprocessing cannot say that, so other tools must be given that one channel "
+            "(napari-unet re-imports the package with the stain separation)",
+            UserWarning,
+            stacklevel=3,
+        )
+    if _softmax_free(description):
+        warnings.warn(
+            f"model {model.name!r} has a distance output next to its class logits; a bioimage.io "
+            "postprocessing step cannot apply a softmax to part of a tensor, so the package "
+            "outputs logits (napari-unet re-imports it with the right activations)",
+            UserWarning,
+            stacklevel=3,
+        )
+
+
+def _model_descr(
+    v0_5: Any,
+    model: Model,
+    network: UNet,
+    files: dict[str, Path],
+    authors: Sequence[str],
+    license: str,
+    cite: Sequence[dict[str, str]],
+) -> Any:
+    """Describe the package (its ``rdf.yaml``) for the files written into it."""
+    description = model.description
+    return v0_5.ModelDescr(
+        name=package_name(model.name),
+        description=_package_description(description.description, model.name),
+        authors=[v0_5.Author(name=name) for name in authors],
+        cite=[v0_5.CiteEntry(**entry) for entry in _citations(model.name, cite)],
+        license=license,
+        documentation=v0_5.FileDescr(source=files["README.md"]),
+        covers=[v0_5.FileDescr(source=files["cover.png"])],
+        tags=["napari-unet", "unet", "segmentation", f"{description.spatial_dims}d"],
+        inputs=[_input_descr(v0_5, network, description, files)],
+        outputs=[_output_descr(v0_5, network, description, files)],
+        weights=_weights_descr(v0_5, network, files),
+        attachments=[v0_5.FileDescr(source=files[name]) for name in (CARD_FILE, WEIGHTS_FILE)],
+        config={CONFIG_KEY: {"card": CARD_FILE, "weights": WEIGHTS_FILE}},
+    )
 
 
 def package_name(name: str) -> str:
