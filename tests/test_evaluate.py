@@ -28,11 +28,14 @@ def test_semantic_evaluation_reports_pixel_error_iou_and_rand_per_group(monkeypa
     truth[:, 10] = 0  # a membrane between two cells
     prediction = np.stack([truth == 0, truth == 1]).astype(np.float32)
     monkeypatch.setattr("napari_unet.core.evaluate._probabilities", lambda model, image: prediction)
-    results = evaluate(semantic_model(), [truth, truth], [truth, truth], groups=["a", "b"])
+    results = evaluate([truth, truth], [truth, truth], semantic_model(), groups=["a", "b"])
     assert set(results) == {"overall", "a", "b"}
     overall = results["overall"]
     assert overall["pixel_error"] == 0 and overall["iou_interior"] == 1
     assert overall["rand_error"] == pytest.approx(0) and overall["n_images"] == 2
+    with pytest.warns(DeprecationWarning, match=r"evaluate\(images, masks, model\)"):
+        old_order = evaluate(semantic_model(), [truth, truth], [truth, truth], groups=["a", "b"])
+    assert old_order == results
 
 
 def test_tuning_picks_thresholds_that_split_touching_objects(monkeypatch):

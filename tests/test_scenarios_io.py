@@ -171,7 +171,7 @@ def test_bilevel_em_labels_score_as_the_same_labels_in_bytes(
     (tmp_path / "bytes").mkdir()
     tifffile.imwrite(tmp_path / "bytes" / "s.tif", (labels.data[crop] > 0).astype(np.uint8))
     scores = {
-        kind: evaluate("em-membranes", tmp_path / "images", tmp_path / kind)["overall"]
+        kind: evaluate(tmp_path / "images", tmp_path / kind, "em-membranes")["overall"]
         for kind in ("bits", "bytes")
     }
     assert scores["bits"] == scores["bytes"], scores
@@ -213,7 +213,7 @@ def test_a_bilevel_nuclei_mask_scores_its_connected_regions_as_objects(
     (tmp_path / "ids").mkdir()
     tifffile.imwrite(tmp_path / "ids" / "a.tif", objects)
     with pytest.warns(UserWarning, match="1-bit mask"):
-        bits = evaluate("nuclei", tmp_path / "images", tmp_path / "bits")["overall"]
-    ids = evaluate("nuclei", tmp_path / "images", tmp_path / "ids")["overall"]
+        bits = evaluate(tmp_path / "images", tmp_path / "bits", "nuclei")["overall"]
+    ids = evaluate(tmp_path / "images", tmp_path / "ids", "nuclei")["overall"]
     assert ids["ap50"] > 0.85  # 0.949 measured
     assert bits["ap50"] > ids["ap50"] - 0.1, (bits, ids)  # was 0.000: one object of all nuclei

@@ -225,7 +225,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     """Print the metrics as a table (or JSON)."""
     from napari_unet.core.evaluate import evaluate
 
-    results = evaluate(args.model, args.images, args.masks)
+    results = evaluate(args.images, args.masks, args.model)
     if args.json:
         print(json.dumps(results, indent=2))
         return 0

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import itertools
 import os
+import warnings
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -17,10 +19,11 @@ from napari_unet.core.metrics import (
     instance_scores,
     membrane_scores,
 )
-from napari_unet.core.models.registry import Model
+from napari_unet.core.models.registry import CARD_FILE, Model
 from napari_unet.core.predict.postprocess import object_labeller
 from napari_unet.core.predict.predictor import Predictor
 from napari_unet.core.train.datasets import LabelledImage, object_ids, read_pairs
+from napari_unet.names import DEFAULT_MODEL
 
 
 def validation_metrics(
@@ -56,19 +59,31 @@ def validation_metrics(
 
 
 def evaluate(
-    model: str | os.PathLike[str] | Model,
     images: str | os.PathLike[str] | Sequence[np.ndarray],
     masks: str | os.PathLike[str] | Sequence[np.ndarray],
+    model: str | os.PathLike[str] | Model = DEFAULT_MODEL,
+    *,
     groups: Sequence[str] | None = None,
+    device: str = "auto",
 ) -> dict[str, Any]:
     """Score ``model`` on labelled images; per group (e.g. modality) too when ``groups`` is given.
 
-    Instance models get the DSB 2018 scores (AP at IoU 0.5 and mAP over 0.5:0.95, averaged over
-    images, plus precision, recall and F1 at 0.5). Semantic models get pixel error, per-class
-    IoU and Dice, and the adapted Rand error and variation of information of the regions of
-    non-first classes (the cells between membranes, for an EM membrane model).
+    The arguments come in :func:`~napari_unet.segment`'s order (data, then model). Instance
+    models get the DSB 2018 scores (AP at IoU 0.5 and mAP over 0.5:0.95, averaged over images,
+    plus precision, recall and F1 at 0.5). Semantic models get pixel error, per-class IoU and
+    Dice, and the adapted Rand error and variation of information of the regions of non-first
+    classes (the cells between membranes, for an EM membrane model). The order of earlier
+    versions, ``evaluate(model, images, masks)``, still works with a ``DeprecationWarning``.
     """
-    predictor = Predictor(model)
+    if _model_first(images, model):
+        warnings.warn(
+            "evaluate(model, images, masks) is deprecated: pass evaluate(images, masks, model), "
+            "the order of segment(image, model)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        images, masks, model = masks, model, images
+    predictor = Predictor(model, device=device)
     model = predictor.model
     images, masks = read_pairs(images, masks)
     probabilities = [_probabilities(predictor, image) for image in images]
@@ -84,6 +99,15 @@ def evaluate(
                 model, [probabilities[i] for i in chosen], [masks[i] for i in chosen]
             )
     return results
+
+
+def _model_first(images: Any, model: Any) -> bool:
+    """Whether a call used the old order: a model where images go, images where the model goes."""
+    if isinstance(images, Model):
+        return True
+    if isinstance(model, Model) or not isinstance(model, str | os.PathLike):
+        return not isinstance(model, Model)  # a list of arrays in the model's place
+    return Path(model).is_dir() and not (Path(model) / CARD_FILE).is_file()
 
 
 def tune_instance_postprocess(
