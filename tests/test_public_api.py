@@ -39,3 +39,12 @@ def test_predict_and_train_name_their_output_alike(flag):
     predict = parser.parse_args(["predict", "in.tif", flag, "out.tif"])
     train = parser.parse_args(["train", "--images", "i", "--masks", "m", flag, "models/mine"])
     assert str(predict.target) == "out.tif" and str(train.out) == "models/mine"
+
+
+def test_data_comes_first_and_the_model_second_with_one_device_default():
+    for function in (napari_unet.segment, napari_unet.evaluate):
+        parameters = list(inspect.signature(function).parameters.values())
+        model = next(p for p in parameters if p.name == "model")
+        assert parameters.index(model) in (1, 2) and parameters[0].name.startswith("image")
+    assert inspect.signature(napari_unet.evaluate).parameters["device"].default == "auto"
+    assert napari_unet.PredictOptions().device == "auto"

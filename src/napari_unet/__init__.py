@@ -24,6 +24,7 @@ _API = {
     "Cancelled": "napari_unet.core.progress",
     "segment": "napari_unet.core.predict.predictor",
     "Predictor": "napari_unet.core.predict.predictor",
+    "PredictOptions": "napari_unet.core.predict.options",
     "read_image": "napari_unet.core.io.images",
     "write_labels": "napari_unet.core.io.images",
     "segment_layer": "napari_unet._napari.layer_data",
@@ -51,6 +52,7 @@ if TYPE_CHECKING:
         load_model,
         save_model,
     )
+    from napari_unet.core.predict.options import PredictOptions
     from napari_unet.core.predict.predictor import Predictor, segment
     from napari_unet.core.progress import Cancelled, CancelToken
     from napari_unet.core.train.augment import Augmenter
