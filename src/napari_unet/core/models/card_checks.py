@@ -77,6 +77,10 @@ def check_card(card: Any) -> None:
         size is None or (_is_number(size) and 0 < size < 1e5),
         f"'pixel_size_um' must be a positive number of micrometres or null, not {size!r:.40}",
     )
+    _require(
+        isinstance(card.get("test_time_augmentation", False), bool),
+        "'test_time_augmentation' must be true or false",
+    )
     version = card.get("format_version", 1)
     _check_int("format_version", version, 1, 10**6)
     for key in ("provenance", "metrics"):

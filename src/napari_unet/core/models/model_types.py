@@ -49,6 +49,8 @@ class ModelDescription:
     ``postprocess`` holds tuned thresholds so every front end uses the same ones.
     ``object_diameter_px`` is the typical object size in the training images (median
     equivalent diameter, pixels): a ``diameter`` at prediction rescales images to it.
+    ``test_time_augmentation``: prediction averages over the eight flips and transposes of
+    the YX plane by default (8x the time), set where that measured better.
     """
 
     name: str
@@ -65,6 +67,7 @@ class ModelDescription:
     postprocess: dict[str, Any] = field(default_factory=dict)
     pixel_size_um: float | None = None
     object_diameter_px: float | None = None
+    test_time_augmentation: bool = False
     description: str = ""
     provenance: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
