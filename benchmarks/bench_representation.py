@@ -41,6 +41,8 @@ from train_builtin_models import (
 
 from napari_unet.core.evaluate import image_scores, tune_instance_postprocess
 from napari_unet.core.models.registry import Model, load_model
+from napari_unet.core.predict.postprocess import object_labeller
+from napari_unet.core.predict.predictor import Predictor
 
 
 def paired_interval(a: np.ndarray, b: np.ndarray, draws: int = 10_000) -> tuple[float, float]:
@@ -50,6 +52,20 @@ def paired_interval(a: np.ndarray, b: np.ndarray, draws: int = 10_000) -> tuple[
     means = differences[rng.integers(0, len(differences), (draws, len(differences)))].mean(1)
     low, high = np.percentile(means, [2.5, 97.5])
     return float(low), float(high)
+
+
+def postprocess_seconds_per_megapixel(model: Model, images: list) -> float:
+    """Seconds that turning probabilities into objects takes per megapixel of ``images``."""
+    predictor = Predictor(model, precision="fp32")
+    label, thresholds = object_labeller(model.description)
+    seconds, pixels = 0.0, 0
+    for image in images:
+        probabilities = predictor.predict(image, output="probabilities")
+        started = time.perf_counter()
+        label(probabilities, **thresholds)
+        seconds += time.perf_counter() - started
+        pixels += probabilities[0].size
+    return seconds / (pixels / 1e6)
 
 
 def compare(
@@ -132,7 +148,13 @@ def main() -> None:
             )
             print(f"{name}: thresholds {json.dumps(model.description.postprocess)}", flush=True)
             models[name.removeprefix("unseen-")] = model
-        results = compare(models, unseen_groups())
+        groups = unseen_groups()
+        results = compare(models, groups)
+        unseen = groups[f"{UNSEEN_KIND} (unseen kind)"][0]
+        for name, model in models.items():
+            speed = postprocess_seconds_per_megapixel(model, unseen)
+            results[f"postprocess s/MP {name}"] = {"seconds_per_megapixel": speed}
+            print(f"{name}: post-processing {speed:.3f} s per megapixel ({UNSEEN_KIND})")
     else:
         if args.run == "nuclei":
             distance = load_model("nuclei")  # the exported copy: float16, tuned thresholds
