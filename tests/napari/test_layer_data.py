@@ -5,7 +5,7 @@ import numpy as np
 from napari.layers import Image
 
 from napari_unet import segment_layer
-from napari_unet._napari.layer_data import layer_axes
+from napari_unet._napari.placement import layer_axes
 
 
 def test_dask_layer_is_segmented_to_labels_of_its_shape(tiny_model, blobs) -> None:

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 from napari.layers import Image, Labels
 
-from napari_unet._napari.layer_data import training_pairs
 from napari_unet._napari.loss_plot import LossPlot, nice_ticks
 from napari_unet._napari.train_widget import TrainWidget, painting_problem
+from napari_unet._napari.training_layers import training_pairs
 from napari_unet.core.models.registry import list_models, load_model, save_model, user_models_dir
 
 

@@ -1,15 +1,15 @@
 """napari layer data to and from the core engine, without Qt.
 
-The reader, the sample data, both widgets and scripted sessions share this module, so each
-front end places data the same way.
+The reader, the sample data, the Segment dock and scripted sessions share this module, so each
+front end makes layers the same way (where they sit: :mod:`.placement`; training on painted
+layers: :mod:`.training_layers`).
 
 :func:`segment_layer` is the documented scripted-session entry point (also
 ``napari_unet.segment_layer``): it segments an Image layer with
 :func:`napari_unet.core.predict.segment` and returns a napari ``LayerDataTuple`` placed exactly
 over the image (same scale, translate and affine), so
 ``viewer.add_layer(Layer.create(*segment_layer(layer)))`` or a magicgui function returning
-``napari.types.LayerDataTuple`` shows it where it belongs. :func:`train_on_layers` does the
-same for training on painted labels.
+``napari.types.LayerDataTuple`` shows it where it belongs.
 """
 
 from __future__ import annotations
@@ -18,28 +18,31 @@ import atexit
 import shutil
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from napari_unet._napari.model_choices import model_label
+from napari_unet._napari.placement import (
+    Mode,
+    Placement,
+    file_placement,
+    layer_axes,
+    layer_placement,
+    plane_through,
+)
 from napari_unet.core.io.omezarr import OmeZarrImage
 from napari_unet.core.progress import CancelToken, ProgressCallback
 from napari_unet.names import DEFAULT_MODEL, Output, image_stem
 
 if TYPE_CHECKING:
-    from napari.layers import Image, Labels
+    from napari.layers import Image
 
     from napari_unet.core.io.images import ImageFile
     from napari_unet.core.models.registry import Model, ModelDescription
 
 LayerDataTuple = tuple[Any, dict[str, Any], str]
-Mode = Literal["2D", "3D"]
-
-SPATIAL_AXES = "TZYX"
-"""Axis letters a napari layer can carry (channels are split off or kept as RGB)."""
 
 RESULT_SUFFIXES = {"semantic": " classes", "probabilities": " probabilities"}
 """What follows ``<image> (<model>)`` in a result's name; instances have no suffix."""
@@ -49,55 +52,6 @@ BACKGROUND_CLASS = "background"
 CLASS_COLORS = ("green", "magenta", "cyan", "yellow", "red", "blue")
 """Colours of the classes in class order: napari colormaps for probability layers, their
 brightest colour for semantic labels, so a class has one colour in both."""
-
-
-@dataclass(frozen=True)
-class Placement:
-    """Where a layer sits in the world: napari's data-to-world transform, plus axis names.
-
-    Results copy their image's placement, so a segmentation lies exactly over its image.
-    """
-
-    scale: tuple[float, ...]
-    translate: tuple[float, ...]
-    affine: np.ndarray
-    axis_labels: tuple[str, ...]
-    units: tuple[str, ...]
-
-    def meta(self) -> dict[str, Any]:
-        """Return the layer keyword arguments for this placement."""
-        return {
-            "scale": self.scale,
-            "translate": self.translate,
-            "affine": self.affine,
-            "axis_labels": self.axis_labels,
-            "units": self.units,
-        }
-
-    def with_leading_axis(self, label: str) -> Placement:
-        """Place a result that has one extra, unscaled axis in front (the classes)."""
-        affine = np.eye(self.affine.shape[0] + 1)
-        affine[1:, 1:] = self.affine
-        return Placement(
-            (1.0, *self.scale),
-            (0.0, *self.translate),
-            affine,
-            (label, *self.axis_labels),
-            ("pixel", *self.units),
-        )
-
-
-def file_placement(image: ImageFile) -> Placement:
-    """Place a file: its pixel sizes (micrometres) as scale, its axes as axis labels."""
-    axes = image.axes.upper().replace("C", "")
-    sizes = image.pixel_size_um
-    return Placement(
-        scale=tuple(float(sizes.get(axis, 1.0)) for axis in axes),
-        translate=(0.0,) * len(axes),
-        affine=np.eye(len(axes) + 1),
-        axis_labels=tuple(axis.lower() for axis in axes),
-        units=tuple("micrometer" if axis in sizes else "pixel" for axis in axes),
-    )
 
 
 def image_file_layer(image: ImageFile) -> LayerDataTuple:
@@ -192,34 +146,6 @@ def class_display(description: ModelDescription) -> dict[str, Any]:
     }
 
 
-def axes_from_labels(axis_labels: Sequence[str], ndim: int) -> str:
-    """Read axis letters from a layer's axis labels when they are ours (``z``, ``y``, ``x``...).
-
-    Other labels (napari's default ``-2``, ``-1``) give Y and X last with Z, then T, before.
-    """
-    letters = "".join(str(label).upper() for label in axis_labels)
-    if len(letters) == ndim and len(set(letters)) == ndim and set(letters) <= set(SPATIAL_AXES):
-        if letters.endswith("YX"):
-            return letters
-    if ndim > len(SPATIAL_AXES):
-        raise ValueError(f"data with {ndim} axes is not supported; at most 4 (TZYX)")
-    return SPATIAL_AXES[-ndim:]
-
-
-def layer_axes(layer: Image, mode: Mode | None = None) -> str:
-    """Name the axes of a layer's data for the engine, e.g. ``"ZYX"`` or ``"TYXC"``.
-
-    ``mode="2D"`` turns Z into T, so that every plane is segmented on its own (a 2D model on
-    Z finds objects in 3D); ``mode="3D"`` makes the axis before Y a Z axis.
-    """
-    letters = axes_from_labels(layer.axis_labels, layer.ndim)
-    if mode == "2D" and "Z" in letters and "T" not in letters:
-        letters = letters.replace("Z", "T")
-    elif mode == "3D" and layer.ndim >= 3 and "Z" not in letters:
-        letters = letters[:-3] + "ZYX"
-    return letters + ("C" if layer.rgb else "")
-
-
 def segment_layer(
     layer: Image,
     model: str | Path | Model = DEFAULT_MODEL,
@@ -280,9 +206,9 @@ def segment_layer(
     model = load_model(model)  # once, for the engine and the result's name and colours
     data = layer.data[level] if layer.multiscale else layer.data
     axes = layer_axes(layer, mode)
-    placement = _layer_placement(layer, level)
+    placement = layer_placement(layer, level)
     if position is not None:
-        data, placement = _plane_through(layer, data, axes, placement, level, position)
+        data, placement = plane_through(layer, data, axes, placement, level, position)
     options = {
         "axes": axes,
         "tile_shape": tile_shape,
@@ -338,103 +264,3 @@ def _temporary_store() -> Path:
     folder = Path(tempfile.mkdtemp(prefix="napari-unet-"))
     atexit.register(shutil.rmtree, folder, ignore_errors=True)
     return folder / "labels.ome.zarr"
-
-
-def _level_factors(layer: Image, level: int) -> np.ndarray:
-    """How many full-resolution pixels one pixel of ``level`` spans, per axis."""
-    if not layer.multiscale:
-        return np.ones(layer.ndim)
-    full, coarse = layer.data[0].shape, layer.data[level].shape
-    return np.array([f / c for f, c in zip(full[: layer.ndim], coarse[: layer.ndim], strict=True)])
-
-
-def _layer_placement(layer: Image, level: int) -> Placement:
-    return Placement(
-        scale=tuple(np.asarray(layer.scale) * _level_factors(layer, level)),
-        translate=tuple(float(t) for t in layer.translate),
-        affine=np.asarray(layer.affine.affine_matrix),
-        axis_labels=tuple(layer.axis_labels),
-        units=tuple(str(unit) for unit in layer.units),
-    )
-
-
-def _plane_through(
-    layer: Image,
-    data: Any,
-    axes: str,
-    placement: Placement,
-    level: int,
-    position: Sequence[float],
-) -> tuple[Any, Placement]:
-    """Keep one index along each axis the model does not see, and shift the placement there.
-
-    The kept axes stay (with length 1) so the result still has the image's dimensions and
-    lands on the right slice.
-    """
-    factors = _level_factors(layer, level)
-    full_index = np.asarray(layer.world_to_data(position))
-    index = [slice(None)] * data.ndim
-    translate = list(placement.translate)
-    for axis, letter in enumerate(axes.replace("C", "")):
-        if letter == "T":
-            at = int(np.clip(round(full_index[axis] / factors[axis]), 0, data.shape[axis] - 1))
-            index[axis] = slice(at, at + 1)
-            translate[axis] += at * placement.scale[axis]
-    return data[tuple(index)], replace(placement, translate=tuple(translate))
-
-
-def training_pairs(
-    image: Image, labels: Labels, spatial_dims: int = 2
-) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Cut an image layer and its painted Labels layer into the planes (or volumes) to train on.
-
-    Only planes with at least one painted pixel are kept: on a stack the user annotates a few
-    slices, and an unpainted slice means "not done yet", not "all background".
-    """
-    image_data, label_data = np.asarray(image.data), np.asarray(labels.data)
-    if image_data.shape[: label_data.ndim] != label_data.shape:
-        raise ValueError(
-            f"labels {labels.name!r} {label_data.shape} do not match image {image.name!r} "
-            f"{image_data.shape[: label_data.ndim]}: paint on a Labels layer of the image's shape"
-        )
-    if label_data.ndim < spatial_dims:
-        raise ValueError(f"a {spatial_dims}D model needs {spatial_dims}D images")
-    planes = label_data.shape[-spatial_dims:]
-    channels = image_data.shape[label_data.ndim :]
-    images = image_data.reshape(-1, *planes, *channels)
-    masks = label_data.reshape(-1, *planes)
-    painted = [index for index, mask in enumerate(masks) if mask.any()]
-    if not painted:
-        raise ValueError(f"labels {labels.name!r} are empty: paint a few objects first")
-    return [images[i] for i in painted], [masks[i] for i in painted]
-
-
-def train_on_layers(
-    image: Image,
-    labels: Labels,
-    *,
-    name: str,
-    base_model: str | Path | Model | None = None,
-    **options: Any,
-) -> Path:
-    """Train a model on painted labels and save it as a user model; return its folder.
-
-    The saved model appears in :func:`napari_unet.core.models.registry.list_models` at once, hence
-    in the Segment widget. ``options`` go to :func:`napari_unet.core.train.loop.train` (``target``,
-    ``epochs``, ``sparse``, ``progress``, ``cancel``...).
-    """
-    from napari_unet.core.models.registry import (
-        list_models,
-        load_model,
-        save_model,
-        user_models_dir,
-    )
-    from napari_unet.core.train.loop import train
-
-    if name in list_models(include_user=False):
-        raise ValueError(f"{name!r} is a built-in model; save under another name")
-    start = load_model(base_model) if base_model is not None else None
-    spatial_dims = start.description.spatial_dims if start is not None else 2
-    images, masks = training_pairs(image, labels, spatial_dims)
-    model = train(images, masks, base_model=start, name=name, **options)
-    return save_model(model, user_models_dir() / name, overwrite=True)

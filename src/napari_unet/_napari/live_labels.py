@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from napari_unet._napari.layer_data import LayerDataTuple, layer_axes, result_name, segment_layer
+from napari_unet._napari.layer_data import LayerDataTuple, result_name, segment_layer
+from napari_unet._napari.placement import layer_axes
 from napari_unet.core.predict.postprocess import instance_labels, object_labeller
 
 if TYPE_CHECKING:

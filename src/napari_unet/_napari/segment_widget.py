@@ -25,9 +25,7 @@ from napari_unet._napari.layer_data import (
     CLASS_COLORS,
     RESULT_SUFFIXES,
     LayerDataTuple,
-    axes_from_labels,
     is_background,
-    layer_axes,
     segment_layer,
     semantic_class_names,
 )
@@ -44,6 +42,7 @@ from napari_unet._napari.model_choices import (
     saved_models,
     suggested_model,
 )
+from napari_unet._napari.placement import axes_from_labels, layer_axes
 from napari_unet.core.bioimageio import is_bioimageio_source
 from napari_unet.core.models.registry import (
     ModelDescription,

@@ -19,9 +19,9 @@ from napari.utils.notifications import show_warning
 from qtpy.QtWidgets import QMessageBox, QSizePolicy
 
 from napari_unet._napari.job_widget import JobWidget
-from napari_unet._napari.layer_data import train_on_layers
 from napari_unet._napari.loss_plot import LossPlot
 from napari_unet._napari.model_choices import models_changed, saved_models
+from napari_unet._napari.training_layers import train_on_layers
 from napari_unet.names import TARGETS
 
 if TYPE_CHECKING:

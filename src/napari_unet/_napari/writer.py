@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from napari_unet._napari.layer_data import axes_from_labels
+from napari_unet._napari.placement import axes_from_labels
 from napari_unet.core.io.images import write_labels as write_labels_file
 
 SPACE_AXES = "ZYX"
