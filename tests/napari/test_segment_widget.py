@@ -8,7 +8,7 @@ import tifffile
 from napari.layers import Image, Labels
 from qtpy.QtCore import QTimer
 
-from napari_unet._napari import live_labels, segment_widget
+from napari_unet._napari import live_labels, result_layers, segment_widget
 from napari_unet._napari.segment_widget import LOAD_FROM_FILE, SegmentWidget, open_and_segment
 from napari_unet.core.device import resolve_device
 from napari_unet.core.models.registry import save_model, user_models_dir
@@ -199,7 +199,7 @@ def semantic_model(models_dir) -> str:
 
 
 def test_only_what_the_model_can_do_is_offered(
-    viewer_and_widget, tiny_model, tiny_3d_model, semantic_model, blobs
+    viewer_and_widget, tiny_model, tiny_3d_model, semantic_model, blobs, qtbot, monkeypatch
 ) -> None:
     viewer, widget = viewer_and_widget
     viewer.add_image(np.stack([blobs] * 3), name="stack")
@@ -213,11 +213,11 @@ def test_only_what_the_model_can_do_is_offered(
     assert widget.mode.choices == ("3D",)
     viewer.add_image(blobs, name="flat")
     widget.image.value = viewer.layers["flat"]
-    widget.run_button.clicked.emit()
-    assert not widget.running
-    assert (
-        widget.status.value
-        == f"cannot run: model {tiny_3d_model!r} is 3D: it needs a stack, and 'flat' is 2D"
+    monkeypatch.setattr("napari_unet._napari.job_widget.show_error", lambda _: None)
+    run(widget, qtbot)  # the engine says what the model needs
+    assert widget.status.value == (
+        f"failed: model {tiny_3d_model!r} is 3D but the image (shape (96, 128), axes YX) "
+        "has no Z axis"
     )
 
 
@@ -248,7 +248,7 @@ def test_thresholds_relabel_the_kept_probabilities_without_the_network(
     widget.seed.value = 0.3
     run(widget, qtbot)
     layer = viewer.layers[f"blobs ({tiny_model})"]
-    probabilities = widget._kept.probabilities
+    probabilities = widget.live.kept.probabilities
     np.testing.assert_array_equal(layer.data, instance_labels(probabilities, **widget.thresholds()))
     monkeypatch.setattr(live_labels, "segment_layer", None)  # the network must not run again
     in_viewer_thread: list[bool] = []
@@ -284,16 +284,16 @@ def test_large_results_relabel_in_a_thread_with_the_latest_thresholds(
     viewer_and_widget, tiny_model, blobs, qtbot, monkeypatch
 ) -> None:
     viewer, widget = viewer_and_widget
-    monkeypatch.setattr(segment_widget, "LIVE_PIXELS", 0)
+    monkeypatch.setattr(result_layers, "LIVE_PIXELS", 0)
     viewer.add_image(blobs, name="blobs")
     widget.seed.value = 0.3
     run(widget, qtbot)
-    probabilities = widget._kept.probabilities
+    probabilities = widget.live.kept.probabilities
     widget.foreground.value = 0.6
     assert widget.status.value.endswith("re-labelling with the new thresholds...")
     widget.min_size.value = 40  # moved while the first re-labelling runs
     qtbot.waitUntil(lambda: "re-labelled" in widget.status.value, timeout=10_000)
-    qtbot.waitUntil(lambda: not widget._relabelling, timeout=10_000)
+    qtbot.waitUntil(lambda: not widget.live.busy, timeout=10_000)
     expected = instance_labels(probabilities, 0.6, 0.3, 40)
     np.testing.assert_array_equal(viewer.layers[f"blobs ({tiny_model})"].data, expected)
 
@@ -330,7 +330,7 @@ def test_membrane_models_offer_cells_as_instances_with_live_thresholds(
     viewer.add_image(blobs, name="em")
     widget.output.value = "instances"
     run(widget, qtbot)
-    probabilities = widget._kept.probabilities
+    probabilities = widget.live.kept.probabilities
     widget.seed.value = 0.55
     expected = cell_instances(probabilities, 0, **{**widget.thresholds(), "seed_threshold": 0.55})
     np.testing.assert_array_equal(viewer.layers["em (tiny-membranes)"].data, expected)
@@ -449,7 +449,7 @@ def test_a_failure_in_showing_the_result_ends_the_job_with_its_reason(
     def broken(_):
         raise RuntimeError("the layer cannot take it")
 
-    monkeypatch.setattr(widget, "_show_layer", broken)
+    monkeypatch.setattr(widget, "show_layer", broken)
     monkeypatch.setattr("napari_unet._napari.job_widget.show_error", lambda _: None)
     run(widget, qtbot)
     assert widget.status.value == "failed: the layer cannot take it"

@@ -127,6 +127,16 @@ class JobWidget(Container):
         return choices
 
     @property
+    def viewer(self) -> napari.Viewer:
+        """The viewer this dock works in."""
+        return self._viewer
+
+    @property
+    def closed(self) -> bool:
+        """Whether the dock (or its viewer) was closed: nothing more is shown."""
+        return self._gone
+
+    @property
     def running(self) -> bool:
         """Whether a job of this dock is running now."""
         return self._worker is not None

@@ -33,7 +33,10 @@ from napari_unet._napari.placement import (
     plane_through,
 )
 from napari_unet.core.io.omezarr import OmeZarrImage
+from napari_unet.core.predict.options import PredictOptions, with_options
 from napari_unet.core.progress import CancelToken, ProgressCallback
+from napari_unet.core.provenance import KEY as PROVENANCE_KEY
+from napari_unet.core.provenance import provenance_record
 from napari_unet.names import DEFAULT_MODEL, Output, image_stem
 
 if TYPE_CHECKING:
@@ -150,26 +153,23 @@ def segment_layer(
     layer: Image,
     model: str | Path | Model = DEFAULT_MODEL,
     *,
-    output: Output = "labels",
+    options: PredictOptions | None = None,
     mode: Mode | None = None,
-    channel: int | None = None,
     level: int = 0,
     position: Sequence[float] | None = None,
-    device: str = "auto",
-    tile_shape: int | Sequence[int] | None = None,
-    overlap: int | Sequence[int] | None = None,
     progress: ProgressCallback | None = None,
     cancel: CancelToken | None = None,
     store: str | Path | None = None,
-    diameter: float | None = None,
+    **changes: Any,
 ) -> LayerDataTuple:
     """Segment a napari Image layer and return the result as a ``LayerDataTuple``.
 
     Scripted sessions and the Segment widget both call this, so a script reproduces exactly
     what the widget shows. The result is named ``"<image> (<model>)"`` for instances, with
     `` classes`` or `` probabilities`` after it for the other outputs (:func:`result_name`),
-    and placed over the image: same scale, translate and affine (times the level's
-    downsampling for multiscale). Semantic labels colour every class that is not background.
+    placed over the image (same scale, translate and affine, times the level's downsampling
+    for multiscale), and its ``metadata["napari_unet"]`` holds the provenance record (model,
+    version, options, source layer) that the plugin's writer saves beside the file.
 
     Parameters
     ----------
@@ -177,22 +177,21 @@ def segment_layer(
         An Image layer; numpy, dask or zarr data are all read lazily by the engine, tile by tile.
     model
         A built-in or saved model name, a model folder, or a loaded :class:`Model`.
-    output
-        ``"labels"`` (the model's own kind), ``"instances"``, ``"semantic"``, or
-        ``"probabilities"`` (an Image layer with a leading class axis).
+    options, changes
+        A :class:`~napari_unet.core.predict.options.PredictOptions` and any of its fields as
+        keywords on top (``output``, ``channel``, ``diameter``, ``device``, ``tile_shape``...),
+        checked by the engine before the model loads. ``output="probabilities"`` gives an
+        Image layer with a leading class axis.
     mode
         ``"2D"`` segments each plane on its own; ``"3D"`` treats the axis before Y as Z, so
         objects keep one label across slices. ``None`` follows the layer's axis labels.
-    channel
-        For an RGB layer, segment only this channel (for one-channel models).
     level
         For a multiscale layer, which level to segment (0 = full resolution).
     position
         A world position (e.g. ``viewer.dims.point``): segment only the plane (2D) or volume
         (3D) through it, as a quick preview on big stacks. ``None`` segments everything.
-    device, tile_shape, overlap, progress, cancel, diameter
-        Passed to :func:`napari_unet.core.predict.predictor.segment` (``diameter``: the objects'
-        typical size in pixels of the segmented data, to segment at the model's object size).
+    progress, cancel
+        Passed to :func:`napari_unet.core.predict.segment`.
     store
         For a multiscale layer, the OME-Zarr path (``.ome.zarr``) that receives the labels
         (default: a temporary folder, deleted when Python exits). Labels of a multiscale layer
@@ -202,6 +201,7 @@ def segment_layer(
     from napari_unet.core.models.registry import load_model
     from napari_unet.core.predict.predictor import segment
 
+    options = with_options(options, changes)  # the engine's checks, before the model loads
     label = model_label(model)
     model = load_model(model)  # once, for the engine and the result's name and colours
     data = layer.data[level] if layer.multiscale else layer.data
@@ -209,24 +209,16 @@ def segment_layer(
     placement = layer_placement(layer, level)
     if position is not None:
         data, placement = plane_through(layer, data, axes, placement, level, position)
-    options = {
-        "axes": axes,
-        "tile_shape": tile_shape,
-        "overlap": overlap,
-        "device": device,
-        "output": output,
-        "progress": progress,
-        "cancel": cancel,
-        "channel": channel,
-        "diameter": diameter,
-    }
-    if layer.multiscale and position is None and output != "probabilities":
-        result = segment_into_pyramid(data, model, placement, store, **options)
+    record = provenance_record(model, options, layer.name, axes)
+    run = {"options": options, "axes": axes, "progress": progress, "cancel": cancel}
+    if layer.multiscale and position is None and options.output != "probabilities":
+        result = segment_into_pyramid(data, model, placement, store, record, **run)
     else:
-        result = segment(data, model, **options)
-    kind = model.description.output_kind if output == "labels" else output
+        result = segment(data, model, **run)
+    kind = model.description.output_kind if options.output == "labels" else options.output
     name = result_name(layer.name, label, kind)
-    return result_layer(result, kind, name, placement, model.description)
+    data, meta, layer_kind = result_layer(result, kind, name, placement, model.description)
+    return data, {**meta, "metadata": {PROVENANCE_KEY: record}}, layer_kind
 
 
 def segment_into_pyramid(
@@ -234,17 +226,19 @@ def segment_into_pyramid(
     model: str | Path | Model,
     placement: Placement,
     store: str | Path | None,
-    **options: Any,
+    provenance: dict[str, Any] | None = None,
+    **run: Any,
 ) -> Any:
     """Segment into a new OME-Zarr label image; return its levels, or its one level if small.
 
     Levels are lazy zarr arrays. The engine writes level 0 through ``out=`` block by block
     and the pyramid is built one chunk at a time, so memory stays bounded at any image size.
+    ``provenance`` goes into the label image's attributes, as the CLI writes it.
     """
     from napari_unet.core.io.omezarr import create_labels
     from napari_unet.core.predict.predictor import segment
 
-    axes = options["axes"]
+    axes = run["axes"]
     label_axes = axes.replace("C", "")
     shape = tuple(n for n, letter in zip(data.shape, axes, strict=True) if letter != "C")
     pixel_size_um = {
@@ -254,8 +248,8 @@ def segment_into_pyramid(
     }
     target = Path(store) if store is not None else _temporary_store()
     with create_labels(target, shape, label_axes, pixel_size_um=pixel_size_um) as labels:
-        segment(data, model, out=labels.array, **options)
-        levels = labels.finish()
+        segment(data, model, out=labels.array, **run)
+        levels = labels.finish(provenance)
     return levels if len(levels) > 1 else levels[0]
 
 

@@ -21,11 +21,13 @@ import numpy as np
 from napari_unet._napari.layer_data import LayerDataTuple, result_name, segment_layer
 from napari_unet._napari.placement import layer_axes
 from napari_unet.core.predict.postprocess import instance_labels, object_labeller
+from napari_unet.core.provenance import KEY as PROVENANCE_KEY
 
 if TYPE_CHECKING:
     from napari.layers import Image
 
     from napari_unet.core.models.registry import Model
+    from napari_unet.core.predict.options import PredictOptions
 
 Labeller = Callable[..., np.ndarray]
 """The engine's post-processing: probabilities and thresholds in, object labels out."""
@@ -74,43 +76,68 @@ def planewise_instances(
 def without_leading_axis(meta: dict[str, Any]) -> dict[str, Any]:
     """Place one class plane of a result with a leading class axis: its placement keywords."""
     placed = {key: tuple(meta[key][1:]) for key in ("scale", "translate", "axis_labels", "units")}
-    return {**placed, "affine": np.asarray(meta["affine"])[1:, 1:]}
+    return {**placed, "affine": np.asarray(meta["affine"])[1:, 1:], "metadata": meta["metadata"]}
 
 
 def segment_instances(
     layer: Image,
     model: str | Path | Model,
     *,
+    options: PredictOptions,
     thresholds: dict[str, Any],
     label: str,
     mode: str | None = None,
     position: Any = None,
     level: int = 0,
-    **options: Any,
+    **run: Any,
 ) -> tuple[LayerDataTuple, KeptProbabilities | None, int]:
     """Segment into instances with ``thresholds``, keeping the probabilities when they are small.
 
-    ``label`` names the model in the layer name (``"<image> (<label>)"``); the other options
-    go to :func:`segment_layer`. Returns the Labels layer data, the kept probabilities (or
-    ``None``) and the object count.
+    ``label`` names the model in the layer name (``"<image> (<label>)"``); ``options`` and
+    the other keywords go to :func:`segment_layer`. Returns the Labels layer data (its
+    provenance with the thresholds), the kept probabilities (or ``None``) and the object count.
     """
     from napari_unet.core.models.registry import load_model
 
     model = with_thresholds(load_model(model), thresholds)
     name = result_name(layer.name, label, "instances")
     axes = layer_axes(layer, mode).replace("C", "")
-    common = {"mode": mode, "position": position, "level": level, **options}
+    common = {"options": options, "mode": mode, "position": position, "level": level, **run}
     channels = model.description.architecture.out_channels
     too_big = _probability_bytes(layer, axes, level, position, channels) > KEEP_LIMIT_BYTES
     # Rescaled images are labelled at the model's scale, as the API does; multiscale layers
     # go to a lazy zarr pyramid, never held whole.
-    if too_big or options.get("diameter") or (layer.multiscale and position is None):
+    if too_big or options.diameter or (layer.multiscale and position is None):
         labels, meta, kind = segment_layer(layer, model, output="instances", **common)
-        return (labels, {**meta, "name": name}, kind), None, label_count(labels)
+        meta = {**meta, "name": name, "metadata": _instances_record(meta, thresholds)}
+        return (labels, meta, kind), None, label_count(labels)
     probabilities, meta, _ = segment_layer(layer, model, output="probabilities", **common)
     kept = KeptProbabilities(probabilities, axes, name, object_labeller(model.description)[0])
     labels, count = kept.labels(thresholds)
-    return (labels, {**without_leading_axis(meta), "name": name}, "labels"), kept, count
+    meta = {**without_leading_axis(meta), "name": name}
+    meta["metadata"] = _instances_record(meta, thresholds)
+    return (labels, meta, "labels"), kept, count
+
+
+def _instances_record(meta: dict[str, Any], thresholds: dict[str, Any]) -> dict[str, Any]:
+    """Layer metadata whose provenance says *instances*, with the thresholds that made them."""
+    record = meta["metadata"][PROVENANCE_KEY]
+    options = {**record["options"], "output": "instances"}
+    return with_provenance_thresholds({PROVENANCE_KEY: {**record, "options": options}}, thresholds)
+
+
+def with_provenance_thresholds(
+    metadata: dict[str, Any], thresholds: dict[str, Any]
+) -> dict[str, Any]:
+    """Return layer ``metadata`` whose provenance record names the post-processing thresholds.
+
+    Instances depend on them as much as on the options, and the dock's may differ from the
+    model card's.
+    """
+    record = metadata.get(PROVENANCE_KEY)
+    if record is None:
+        return metadata
+    return {**metadata, PROVENANCE_KEY: {**record, "thresholds": dict(thresholds)}}
 
 
 def label_count(labels: Any) -> int:
