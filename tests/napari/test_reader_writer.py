@@ -1,12 +1,16 @@
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import tifffile
-from napari.layers import Labels
+from napari.layers import Labels, Layer
 
+from napari_unet._napari.layer_data import segment_layer
 from napari_unet._napari.reader import get_reader
 from napari_unet.core.io.images import read_image, write_labels
+from napari_unet.core.provenance import sidecar_path
 
 
 def test_labels_layer_round_trips_through_writer_and_reader(make_napari_viewer, tmp_path) -> None:
@@ -77,3 +81,18 @@ def test_a_tiff_without_pixel_size_claims_none(make_napari_viewer, blobs, tmp_pa
     [opened] = viewer.open(str(zarr_labels), plugin="napari-unet-segment")  # as the CLI writes
     assert opened.multiscale and tuple(map(str, opened.units)) == ("pixel", "pixel")
     assert viewer.layers.extent.units is not None
+
+
+def test_a_segmented_layer_is_saved_with_its_provenance_beside_it(
+    make_napari_viewer, tiny_model, blobs, tmp_path
+) -> None:
+    viewer = make_napari_viewer()
+    image = viewer.add_image(blobs, name="blobs")
+    labels = viewer.add_layer(Layer.create(*segment_layer(image, tiny_model, device="cpu")))
+    [written] = labels.save(str(tmp_path / "cells.tif"), plugin="napari-unet-segment")
+    record = json.loads(sidecar_path(written).read_text())
+    assert record == json.loads(json.dumps(labels.metadata["napari_unet"]))
+    assert record["input"] == "blobs" and record["options"]["device"] == "cpu"
+    plain = viewer.add_labels(np.zeros(blobs.shape, np.uint8))  # no provenance
+    plain.save(written, plugin="napari-unet-segment")
+    assert not sidecar_path(written).exists()  # the old record described other labels

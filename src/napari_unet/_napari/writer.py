@@ -1,4 +1,9 @@
-"""napari writer: a Labels layer to TIFF, keeping its scale as the file's pixel size."""
+"""napari writer: a Labels layer to TIFF, keeping its scale as the file's pixel size.
+
+A result of the Segment dock carries its provenance (model, version, options, source layer)
+in ``metadata["napari_unet"]``; it is written beside the file as ``<file>.json``, as
+``napari-unet predict`` writes it.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,7 @@ import numpy as np
 
 from napari_unet._napari.placement import axes_from_labels
 from napari_unet.core.io.images import write_labels as write_labels_file
+from napari_unet.core.provenance import KEY, sidecar_path, write_sidecar
 
 SPACE_AXES = "ZYX"
 
@@ -18,6 +24,8 @@ def write_labels(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
 
     The layer's axis labels (``z``, ``y``, ``x`` as our reader sets them) name the axes, and
     its scale becomes the pixel size in micrometres, so reading the file back restores both.
+    The layer's provenance goes beside the file; a layer without one removes a record an
+    earlier file of that name left there, which would describe other labels.
     """
     labels = np.asarray(data[0] if meta.get("multiscale") else data)
     axes = axes_from_labels(meta.get("axis_labels", ()), labels.ndim)
@@ -25,6 +33,11 @@ def write_labels(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
     units = meta.get("units") or ("pixel",) * labels.ndim
     pixel_size_um = layer_pixel_size_um(axes, scale, units)
     written = write_labels_file(path, labels, axes, pixel_size_um=pixel_size_um, overwrite=True)
+    record = (meta.get("metadata") or {}).get(KEY)
+    if record is not None:
+        write_sidecar(written, record)
+    else:
+        sidecar_path(written).unlink(missing_ok=True)
     return [str(written)]
 
 
