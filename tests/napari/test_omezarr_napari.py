@@ -58,6 +58,9 @@ def test_segment_on_a_multiscale_layer_gives_lazy_multiscale_labels(tiny_model, 
     np.testing.assert_array_equal(data[1][:], expected[::2, ::2])
     assert io.read_image(store).is_labels
     assert Layer.create(data, meta, kind).multiscale
+    record = meta["metadata"]["napari_unet"]
+    assert zarr.open_group(store, mode="r").attrs["napari_unet"] == record  # as the CLI writes
+    assert record["input"] == "big" and record["options"]["output"] == "instances"
 
 
 def test_a_cancelled_multiscale_segment_leaves_no_store(tiny_model, blobs, tmp_path):
