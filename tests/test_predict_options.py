@@ -92,3 +92,17 @@ def test_a_provenance_record_names_model_version_and_options():
     assert record["model"]["name"] == model.description.name
     assert record["options"]["diameter"] == 12.0
     json.dumps(record)  # JSON as written
+
+
+def test_test_time_augmentation_follows_the_card_unless_asked(monkeypatch):
+    from napari_unet.core.predict.predictor import Predictor
+
+    model = make_model()
+    assert Predictor(model).settings("semantic").augmentation is None  # the card says no
+    model.description.test_time_augmentation = True
+    assert Predictor(model).settings("semantic").augmentation is not None
+    assert Predictor(model, test_time_augmentation=False).settings("semantic").augmentation is None
+    args = build_parser().parse_args(["predict", "in.tif", "-o", "out.tif", "--no-tta"])
+    assert args.test_time_augmentation is False
+    with pytest.raises(ValueError, match="test_time_augmentation/--tta"):
+        PredictOptions(test_time_augmentation="yes")

@@ -26,9 +26,14 @@ def add_option_flags(parser: argparse.ArgumentParser, options_class: type) -> No
             kwargs["metavar"] = meta["metavar"]
         if meta.get("choices"):  # shown, but checked by the options: one line, exit status 1
             kwargs["metavar"] = "{" + ",".join(meta["choices"]) + "}"
-        kwargs["type"] = (
-            _sizes if meta.get("sizes") else meta.get("type") or _scalar_type(hints[option.name])
-        )
+        if bool in typing.get_args(hints[option.name]):  # --flag / --no-flag, else the default
+            kwargs["action"] = argparse.BooleanOptionalAction
+        else:
+            kwargs["type"] = (
+                _sizes
+                if meta.get("sizes")
+                else meta.get("type") or _scalar_type(hints[option.name])
+            )
         parser.add_argument(meta["flag"], **kwargs)
 
 

@@ -72,6 +72,14 @@ class PredictOptions:
             "PX",
         ),
     )
+    test_time_augmentation: bool | None = field(
+        default=None,
+        metadata=_option(
+            "--tta",
+            "average each tile over its 8 flips and rotations (8x the time; the paper's EM "
+            "result used it); default: as the model's card says, --no-tta to turn it off",
+        ),
+    )
     tile_shape: int | tuple[int, ...] | None = field(
         default=None,
         metadata=_option("--tile", "largest tile, e.g. 512 or 64,256,256", "PX", sizes=True),
@@ -117,6 +125,7 @@ class PredictOptions:
             "device": _device_name(self.device),
             "channel": _channel(self.channel),
             "diameter": _diameter(self.diameter),
+            "test_time_augmentation": _flag(self.test_time_augmentation, "test_time_augmentation"),
             "tile_shape": whole_numbers(self.tile_shape, TILE_OPTION, 1),
             "overlap": whole_numbers(self.overlap, OVERLAP_OPTION, 0),
             "batch_size": _batch_size(self.batch_size),
@@ -239,6 +248,13 @@ def _diameter(value: Any) -> float | None:
             f"diameter/--diameter must be a positive number of pixels; not {reprlib.repr(value)}"
         )
     return float(value)
+
+
+def _flag(value: Any, name: str) -> bool | None:
+    """Check an on/off option: ``True``, ``False`` or ``None`` (the model decides)."""
+    if value is None or isinstance(value, bool | np.bool_):
+        return None if value is None else bool(value)
+    raise ValueError(f"{name}/--tta must be True, False or None; not {reprlib.repr(value)}")
 
 
 def _batch_size(value: Any) -> int | None:

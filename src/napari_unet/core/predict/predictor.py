@@ -44,6 +44,7 @@ from napari_unet.core.predict.inference import (
     RunSettings,
     forward,
     inference_network,
+    symmetry_averaging,
 )
 from napari_unet.core.predict.object_size import predict_at_object_size
 from napari_unet.core.predict.options import (
@@ -137,6 +138,11 @@ class Predictor:
         _check_tile_minimum(self.tile_shape, self.model)
         self.overlap = per_axis(self.options.overlap, dims, OVERLAP_OPTION)
         self.batch_size = self.options.batch_size
+        augment = self.options.test_time_augmentation
+        self.test_time_augmentation = (
+            self.model.description.test_time_augmentation if augment is None else augment
+        )
+        """Whether tiles are averaged over the 8 symmetries of the plane (option, else card)."""
         self.block_shape = self.options.block_shape
         self.halo = self.options.halo
         limit = self.options.memory_limit
@@ -199,6 +205,7 @@ class Predictor:
         self, image: Any, axes: str | None, output: str = "labels", channel: int | None = None
     ) -> Request:
         """Check the image and options against the model; compute the normalisation once."""
+
         def check_blocks(spatial_shape: tuple[int, ...], kind: str) -> None:
             check_block_shape(self, spatial_shape, kind)
 
@@ -222,7 +229,13 @@ class Predictor:
         else:
             forward = memory_budget_bytes(device) // forward_bytes_per_pixel(config, half)
         return RunSettings(
-            device, network, autocast_dtype, self.tile_shape, self.batch_size, max(1, forward)
+            device,
+            network,
+            autocast_dtype,
+            self.tile_shape,
+            self.batch_size,
+            max(1, forward),
+            symmetry_averaging(self.model.description, self.test_time_augmentation),
         )
 
     # -- one block's window, tile by tile ------------------------------------------------------
