@@ -44,7 +44,7 @@ def test_run_adds_labels_layer_over_the_image(viewer_and_widget, tiny_model, blo
     np.testing.assert_allclose(labels.scale, (0.5, 0.25))
     np.testing.assert_allclose(labels.translate, (10, 20))
     assert widget.run_button.text == "Run"
-    count = len(np.unique(labels.data)) - 1
+    count = len(np.unique(labels.data[labels.data > 0]))  # an untrained model may leave no 0
     assert widget.status.value.startswith(f"blobs ({tiny_model}): {count} objects in ")
 
 
