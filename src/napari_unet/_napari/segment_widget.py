@@ -1,9 +1,11 @@
 """The Segment dock widget: its fields become one :func:`segment_layer` call in a worker.
 
-It offers only what the chosen model can do (outputs, 2D/3D, channels) and checks every option
-before any compute. The result lands as a Labels layer named after the image and the model,
-placed over the image; running again updates that layer. *Instances* keep their probabilities,
-so the thresholds re-label them live (:mod:`napari_unet._napari.live_labels`).
+It offers only what the chosen model can do (outputs, 2D/3D, channels), and makes one
+``PredictOptions`` of its fields (:mod:`.prediction_fields`) that the engine checks, so a bad
+value ends the run with the engine's message. The result lands as a Labels layer named after
+the image and the model, placed over the image, with its provenance; running again updates
+that layer. *Instances* keep their probabilities, so the thresholds re-label them live
+(:mod:`.result_layers`, :mod:`.live_labels`).
 """
 
 from __future__ import annotations
