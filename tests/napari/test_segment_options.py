@@ -19,6 +19,7 @@ FIELDS = {
     "diameter": "diameter",
     "device": "device",
     "precision": "precision",
+    "tta": "test_time_augmentation",
     "tile_size": "tile_shape",
     "overlap": "overlap",
 }
@@ -47,6 +48,7 @@ def test_option_fields_are_labelled_and_explained_by_the_option_table(dock) -> N
         assert shown.tooltip.startswith(meta["help"]), field
         assert shown.label.startswith(meta["flag"].removeprefix("--")), field
     assert widget.precision.choices == table["precision"]["choices"]
+    assert widget.tta.choices == (None, True, False)  # None: as the model's card says
 
 
 def test_a_changed_option_table_changes_the_dock(make_napari_viewer, monkeypatch) -> None:
@@ -104,10 +106,13 @@ def test_a_result_layer_carries_its_provenance_with_the_dock_options(
     viewer, widget = dock
     viewer.add_image(blobs, name="blobs")
     widget.device.value, widget.tile_size.value, widget.overlap.value = "cpu", 64, 8
+    widget.tta.value = True
     run(widget, qtbot)
     layer = viewer.layers[f"blobs ({tiny_model})"]
     record = layer.metadata["napari_unet"]
-    options = PredictOptions(output="instances", device="cpu", tile_shape=64, overlap=8)
+    options = PredictOptions(
+        output="instances", device="cpu", tile_shape=64, overlap=8, test_time_augmentation=True
+    )
     assert record["options"] == options.as_dict()
     assert (record["input"], record["model"]["name"]) == ("blobs", tiny_model)
     assert record["napari_unet"] == napari_unet.__version__

@@ -17,6 +17,8 @@ from magicgui.widgets import ComboBox, SpinBox, Widget
 from napari_unet.core.predict.options import PredictOptions, option_fields
 
 DIAMETER_NOTE = "0 uses the image as it is"
+AS_THE_CARD_SAYS = [("as the model's card says", None), ("on", True), ("off", False)]
+"""An on/off option left to the model: ``None`` takes its card's choice."""
 UNITS = {"PX": "px"}
 """How a metavar reads as a unit in a field's label (``--tile PX``: ``tile (px)``)."""
 
@@ -68,6 +70,7 @@ def prediction_fields(channel_choices: Any, device_choices: Any) -> dict[str, Wi
         ),
         "device": option_field("device", ComboBox, choices=device_choices),
         "precision": option_field("precision", ComboBox),
+        "tta": option_field("test_time_augmentation", ComboBox, choices=AS_THE_CARD_SAYS),
         "tile_size": option_field(
             "tile_shape",
             SpinBox,
@@ -109,6 +112,7 @@ def prediction_options(
         diameter=(fields["diameter"].value or None) if sized else None,
         device=fields["device"].value,
         precision=fields["precision"].value,
+        test_time_augmentation=fields["tta"].value,
         tile_shape=fields["tile_size"].value or None,
         overlap=fields["overlap"].value or None,
     )

@@ -51,7 +51,7 @@ JOINED, PLANES = "3D", "2D"
 """Stack modes: the axis before Y is Z (2D models: slices, objects joined in 3D), or each
 plane on its own. The first is the default of the CLI and the API on Z stacks too."""
 PICKED = ("channel", "diameter", "device")
-ADVANCED = ("precision", "tile_size", "overlap")
+ADVANCED = ("precision", "tta", "tile_size", "overlap")
 """The engine's options the dock always shows (when they apply), and those under *advanced*."""
 
 
@@ -113,17 +113,19 @@ class SegmentWidget(JobWidget):
             text="current slice only (preview)",
             tooltip="segment only the plane (or volume) on screen: a quick look at big stacks",
         )
-        self.advanced = CheckBox(text="advanced", tooltip="show the tiling and precision options")
+        self.advanced = CheckBox(
+            text="advanced", tooltip="show precision, symmetry averaging (tta) and tiling"
+        )
         self.prediction = prediction_fields(self._channel_choices, _device_choices())
         """The fields of the engine's options, by name (also attributes of the dock)."""
         fields = self.prediction
         self.channel, self.diameter, self.device = (fields[n] for n in PICKED)
-        self.precision, self.tile_size, self.overlap = (fields[n] for n in ADVANCED)
+        self.precision, self.tta, self.tile_size, self.overlap = (fields[n] for n in ADVANCED)
         self.add_fields(
             [
                 *(self.image, self.model, self.mode, self.channel, self.level, self.output),
                 *(self.foreground, self.seed, self.min_size, self.diameter, self.device),
-                *(self.current_slice, self.advanced, self.precision, self.tile_size, self.overlap),
+                *(self.current_slice, self.advanced, *(fields[n] for n in ADVANCED)),
             ]
         )
 
