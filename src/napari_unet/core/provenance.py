@@ -40,6 +40,7 @@ def provenance_record(
             "spatial_dims": description.spatial_dims,
             "pixel_size_um": description.pixel_size_um,
             "class_names": list(description.class_names),
+            "postprocess": dict(description.postprocess),  # the thresholds objects were cut by
             "provenance": description.provenance,
         },
         "options": options.as_dict(),
