@@ -197,5 +197,6 @@ def test_a_distance_model_fine_tuned_back_to_boundaries_keeps_its_class_weights(
 
 def test_time_budgets_are_checked():
     images, masks = touching_discs()
-    with pytest.raises(ValueError, match="positive time budget"):
-        train([images], [masks], architecture=TINY, minutes=0)
+    for minutes in (0, -1, float("nan"), True):
+        with pytest.raises(ValueError, match="minutes must be a positive number"):
+            train([images], [masks], architecture=TINY, minutes=minutes)

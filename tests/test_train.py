@@ -297,7 +297,7 @@ def test_a_time_budget_averages_the_epochs_that_end_in_its_last_share(monkeypatc
 
 def test_weight_averaging_share_must_be_a_fraction():
     images, masks = squares(2)
-    with pytest.raises(ValueError, match="share of the epochs"):
+    with pytest.raises(ValueError, match="average_weights must be a share from 0 to 1"):
         train(images, masks, target="semantic", architecture=TINY, epochs=1, average_weights=2)
 
 

@@ -20,6 +20,14 @@ Target = Literal["instances", "semantic"]
 TARGETS: tuple[Target, ...] = ("instances", "semantic")
 """What a model learns: one label per object, or one class per pixel."""
 
+Representation = Literal["boundaries", "distance", "flows"]
+REPRESENTATIONS: tuple[Representation, ...] = ("boundaries", "distance", "flows")
+"""How instance models encode objects in their outputs (docs/training.md)."""
+
+LossName = Literal["ce", "dice", "ce+dice"]
+LOSSES: tuple[LossName, ...] = ("ce", "dice", "ce+dice")
+"""Training losses: cross-entropy, soft Dice, or their sum."""
+
 DEFAULT_PERCENTILES = (1.0, 99.8)
 """Percentile normalisation: these percentiles of the image become 0 and 1 unless a card
 says otherwise."""

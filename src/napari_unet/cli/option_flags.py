@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import types
-import typing
 from typing import Any
 
 
 def add_option_flags(parser: argparse.ArgumentParser, options_class: type) -> None:
-    """Add one flag per field of ``options_class`` that has a ``flag`` in its metadata."""
-    hints = typing.get_type_hints(options_class)
+    """Add one flag per field of ``options_class`` that has a ``flag`` in its metadata.
+
+    On/off options become ``--flag``/``--no-flag``; the rest take text, whole numbers or
+    numbers by their annotation, and sizes (``512`` or ``64,256,256``) where marked. Choices
+    are shown, but checked by the options class: one line and exit status 1, as for any bad
+    value.
+    """
     for option in dataclasses.fields(options_class):
         meta = option.metadata
         if "flag" not in meta:
@@ -24,16 +27,13 @@ def add_option_flags(parser: argparse.ArgumentParser, options_class: type) -> No
         kwargs: dict[str, Any] = {"dest": option.name, "default": None, "help": meta["help"]}
         if meta.get("metavar"):
             kwargs["metavar"] = meta["metavar"]
-        if meta.get("choices"):  # shown, but checked by the options: one line, exit status 1
+        if meta.get("choices"):
             kwargs["metavar"] = "{" + ",".join(meta["choices"]) + "}"
-        if bool in typing.get_args(hints[option.name]):  # --flag / --no-flag, else the default
+        kind = _kind(str(option.type))
+        if kind is bool:
             kwargs["action"] = argparse.BooleanOptionalAction
         else:
-            kwargs["type"] = (
-                _sizes
-                if meta.get("sizes")
-                else meta.get("type") or _scalar_type(hints[option.name])
-            )
+            kwargs["type"] = _sizes if meta.get("sizes") else meta.get("type") or kind
         parser.add_argument(meta["flag"], **kwargs)
 
 
@@ -47,11 +47,11 @@ def options_from_args(args: argparse.Namespace, options_class: type) -> Any:
     return options_class(**given)
 
 
-def _scalar_type(hint: Any) -> Any:
-    """``int`` for ``int | None``, ``float`` for ``float | None``, else text (checked later)."""
-    members = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
-    for kind in (int, float):
-        if kind in members:
+def _kind(annotation: str) -> type:
+    """``bool``, ``int``, ``float`` or ``str``, read from a field's annotation text."""
+    members = {part.strip() for part in annotation.split("|")}
+    for kind in (bool, int, float):
+        if kind.__name__ in members:
             return kind
     return str
 

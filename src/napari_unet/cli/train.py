@@ -8,11 +8,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from napari_unet.names import TARGETS
+from napari_unet.cli.option_flags import add_option_flags, options_from_args
+from napari_unet.core.train.options import TrainOptions
 
 
 def register_train(subparsers: Any) -> None:
-    """Add ``napari-unet train``."""
+    """Add ``napari-unet train``: the data here, every training option from ``TrainOptions``."""
     parser = subparsers.add_parser(
         "train",
         help="train or fine-tune a U-Net on folders of image/mask TIFF pairs",
@@ -22,21 +23,6 @@ def register_train(subparsers: Any) -> None:
     parser.add_argument("--masks", required=True, type=Path, help="folder of mask TIFFs")
     parser.add_argument("-o", "--out", required=True, type=Path, help="folder to save the model in")
     parser.add_argument("--from", dest="base_model", help="fine-tune this model (name or folder)")
-    parser.add_argument("--target", choices=TARGETS, default="instances")
-    parser.add_argument(
-        "--representation",
-        choices=["distance", "boundaries"],
-        help="instances: add a distance-to-outline output (generalises better to other kinds "
-        "of images) or keep the three classes; default: the --from model's, else boundaries",
-    )
-    parser.add_argument("--epochs", type=int, default=None, help="passes (default 50)")
-    parser.add_argument(
-        "--minutes",
-        type=float,
-        default=None,
-        help="train for this long instead (e.g. 5 to fine-tune on 1-3 images)",
-    )
-    parser.add_argument("--steps-per-epoch", type=int, default=None)
     parser.add_argument(
         "--val-images",
         type=Path,
@@ -45,67 +31,14 @@ def register_train(subparsers: Any) -> None:
     )
     parser.add_argument("--val-masks", type=Path, help="folder of the validation masks")
     parser.add_argument(
-        "--holdout-objects",
-        type=float,
-        default=None,
-        metavar="SHARE",
-        help="with --from and no validation images: keep this share of the objects out of "
-        "training to check the result (default 0.2, from 8 objects; 0 to train on all)",
-    )
-    parser.add_argument(
         "--unlabelled",
         type=Path,
         metavar="FOLDER",
         help="with --from: TIFFs of the same kind without masks; the fine-tuned model's "
         "batch-norm statistics are measured on them and the labelled images",
     )
-    parser.add_argument("--patch", type=int, default=None, help="patch size in pixels per axis")
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--val-fraction", type=float, default=0.2)
-    parser.add_argument(
-        "--learning-rate", type=float, default=None, help="default 1e-3, or 1e-4 with --from"
-    )
-    # The core checks the loss: importing its list here would load torch for every command.
-    parser.add_argument("--loss", default="ce+dice", help="ce, dice or ce+dice (default)")
-    parser.add_argument(
-        "--weight-map",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="the paper's border weights (default: on with --from, off for a new network)",
-    )
-    parser.add_argument("--sparse", action="store_true", help="mask value 0 = not annotated")
-    parser.add_argument("--no-augment", dest="augment", action="store_false")
-    parser.add_argument(
-        "--average-weights",
-        type=float,
-        default=None,
-        metavar="SHARE",
-        help="average the weights of this share of the last epochs or minutes "
-        "(default: 0.5 with --from, else off)",
-    )
-    parser.add_argument(
-        "--freeze-encoder",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="train the expanding path only (default: on with --from)",
-    )
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="auto")
-    parser.add_argument(
-        "--precision",
-        default="auto",
-        choices=["auto", "fp32", "bf16", "fp16"],
-        help="auto: bf16 on CPUs with bf16 hardware and on CUDA, else fp32",
-    )
-    parser.add_argument(
-        "--no-calibrate",
-        dest="calibrate",
-        action="store_false",
-        default=None,
-        help="keep the --from model's post-processing thresholds instead of tuning them",
-    )
+    add_option_flags(parser, TrainOptions)
     parser.add_argument("--checkpoint-dir", type=Path, help="checkpoints (default OUT/checkpoints)")
-    parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
     parser.add_argument("--name", help="model name (default: the name of OUT)")
     parser.add_argument("--overwrite", action="store_true", help="replace a model at OUT")
     parser.set_defaults(run=run_train)
@@ -140,33 +73,13 @@ def _train(args: argparse.Namespace, validation: Any, report: _TrainingBar) -> A
     return train(
         args.images,
         args.masks,
-        target=args.target,
-        representation=args.representation,
-        base_model=args.base_model,
-        epochs=args.epochs,
-        minutes=args.minutes,
-        steps_per_epoch=args.steps_per_epoch,
-        patch_shape=args.patch,
-        batch_size=args.batch_size,
-        val_fraction=args.val_fraction,
-        learning_rate=args.learning_rate,
-        loss=args.loss,
-        weight_map=args.weight_map,
-        sparse=args.sparse,
-        augment=args.augment,
-        seed=args.seed,
-        device=args.device,
-        precision=args.precision,
-        calibrate=args.calibrate,
-        checkpoint_dir=args.checkpoint_dir or args.out / "checkpoints",
-        resume=args.resume,
-        name=args.name or args.out.name,
-        progress=report,
-        average_weights=args.average_weights,
-        freeze_encoder=args.freeze_encoder,
+        options=options_from_args(args, TrainOptions),
         validation=validation,
-        holdout_objects=args.holdout_objects,
+        base_model=args.base_model,
+        checkpoint_dir=args.checkpoint_dir or args.out / "checkpoints",
         unlabelled_images=args.unlabelled,
+        progress=report,
+        name=args.name or args.out.name,
     )
 
 

@@ -31,10 +31,6 @@ to each object's centre (the gradient of ``core.train.targets.center_potential``
 FLOW_SCALE = 5.0
 """Flows models output unit flows times this (as cellpose does), so errors weigh in the loss."""
 
-Representation = Literal["boundaries", "distance", "flows"]
-REPRESENTATIONS: tuple[str, ...] = ("boundaries", "distance", "flows")
-"""How instance models encode objects in their outputs (docs/training.md)."""
-
 
 @dataclass
 class ModelDescription:

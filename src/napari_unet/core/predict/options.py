@@ -25,7 +25,9 @@ from napari_unet.names import OUTPUTS, Output
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
-def _option(flag: str, help: str, metavar: str | None = None, **extra: Any) -> dict[str, Any]:
+def describe_option(
+    flag: str, help: str, metavar: str | None = None, **extra: Any
+) -> dict[str, Any]:
     """Describe an option once: its CLI flag, help and metavar (and choices, sizes)."""
     return {"flag": flag, "help": help, "metavar": metavar, **extra}
 
@@ -41,7 +43,7 @@ class PredictOptions:
 
     output: Output = field(
         default="labels",
-        metadata=_option(
+        metadata=describe_option(
             "--output",
             "labels (the model's own kind), instances, semantic or probabilities",
             choices=OUTPUTS,
@@ -49,11 +51,11 @@ class PredictOptions:
     )
     device: str = field(
         default="auto",
-        metadata=_option("--device", "auto (cuda > mps > cpu), cpu, cuda, cuda:1, mps"),
+        metadata=describe_option("--device", "auto (cuda > mps > cpu), cpu, cuda, cuda:1, mps"),
     )
     precision: str = field(
         default="auto",
-        metadata=_option(
+        metadata=describe_option(
             "--precision",
             "auto (bf16 on CPUs with bf16 hardware, bf16/fp16 on GPUs), fp32, bf16 or fp16",
             choices=PRECISIONS,
@@ -61,11 +63,11 @@ class PredictOptions:
     )
     channel: int | None = field(
         default=None,
-        metadata=_option("--channel", "segment this channel of multichannel images", "N"),
+        metadata=describe_option("--channel", "segment this channel of multichannel images", "N"),
     )
     diameter: float | None = field(
         default=None,
-        metadata=_option(
+        metadata=describe_option(
             "--diameter",
             "typical object diameter in pixels: images are rescaled to the model's training "
             "object size (see `napari-unet models`) and the labels back",
@@ -74,7 +76,7 @@ class PredictOptions:
     )
     test_time_augmentation: bool | None = field(
         default=None,
-        metadata=_option(
+        metadata=describe_option(
             "--tta",
             "average each tile over its 8 flips and rotations (8x the time; the paper's EM "
             "result used it); default: as the model's card says, --no-tta to turn it off",
@@ -82,18 +84,22 @@ class PredictOptions:
     )
     tile_shape: int | tuple[int, ...] | None = field(
         default=None,
-        metadata=_option("--tile", "largest tile, e.g. 512 or 64,256,256", "PX", sizes=True),
+        metadata=describe_option(
+            "--tile", "largest tile, e.g. 512 or 64,256,256", "PX", sizes=True
+        ),
     )
     overlap: int | tuple[int, ...] | None = field(
         default=None,
-        metadata=_option("--overlap", "pixels shared by neighbouring tiles", "PX", sizes=True),
+        metadata=describe_option(
+            "--overlap", "pixels shared by neighbouring tiles", "PX", sizes=True
+        ),
     )
     batch_size: int | None = field(
-        default=None, metadata=_option("--batch-size", "tiles per forward pass", "N")
+        default=None, metadata=describe_option("--batch-size", "tiles per forward pass", "N")
     )
     memory_limit: int | None = field(
         default=None,
-        metadata=_option(
+        metadata=describe_option(
             "--memory",
             "most memory this process may use, e.g. 2GB (default: a quarter of the free "
             "memory, at most 4 GB more than the model takes); blocks and tiles are sized to it",
@@ -103,13 +109,13 @@ class PredictOptions:
     )
     block_shape: tuple[int, int, int] | None = field(
         default=None,
-        metadata=_option(
+        metadata=describe_option(
             "--block", "block size in pixels, e.g. 2048 or 16,1024,1024", "PX", sizes=True
         ),
     )
     halo: tuple[int, int, int] | None = field(
         default=None,
-        metadata=_option(
+        metadata=describe_option(
             "--halo",
             "post-processing context around each block, e.g. 32 or 2,32,32 "
             "(default: 2 slices in Z and 32 pixels in Y and X for objects)",

@@ -18,14 +18,18 @@ from napari_unet.core.models.model_types import (
     DISTANCE_CHANNEL,
     FLOW_CHANNELS,
     INSTANCE_CLASSES,
-    REPRESENTATIONS,
-    Representation,
 )
 from napari_unet.core.models.network import UNet, UNetConfig
 from napari_unet.core.models.registry import Model, ModelDescription, load_model
 from napari_unet.core.predict.postprocess import FLOW_DEFAULTS, INSTANCE_DEFAULTS, instance_source
 from napari_unet.core.train.datasets import semantic_class_count
-from napari_unet.names import DEFAULT_PERCENTILES, TARGETS, Target
+from napari_unet.names import (
+    DEFAULT_PERCENTILES,
+    REPRESENTATIONS,
+    TARGETS,
+    Representation,
+    Target,
+)
 
 DEFAULT_NORMALIZATION = {
     "kind": "percentile",

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,11 +23,10 @@ import torch
 from napari_unet.core.device import autocast, resolve_device, resolve_precision
 from napari_unet.core.evaluate import tune_instance_postprocess, validation_metrics
 from napari_unet.core.models.card_checks import check_normalization
-from napari_unet.core.models.model_types import INSTANCE_CLASSES, Representation
+from napari_unet.core.models.model_types import INSTANCE_CLASSES
 from napari_unet.core.models.network import UNet, UNetConfig
 from napari_unet.core.models.registry import Model, ModelDescription, load_model, save_model
 from napari_unet.core.progress import Cancelled, CancelToken, check_cancelled
-from napari_unet.core.train.augment import Augmenter
 from napari_unet.core.train.averaging import (
     BATCH_NORM_BATCHES,
     MIN_BATCH_NORM_BATCHES,
@@ -45,6 +44,7 @@ from napari_unet.core.train.finetune_check import (
 )
 from napari_unet.core.train.initial_model import initial_model
 from napari_unet.core.train.losses import LossName, regression_loss, segmentation_loss
+from napari_unet.core.train.options import TrainOptions, with_train_options
 from napari_unet.core.train.time_budget import ClosingWork, Schedule
 from napari_unet.core.train.training_data import (
     HOLD_OUT_SHARE,
@@ -59,13 +59,6 @@ from napari_unet.core.train.training_data import (
 )
 from napari_unet.names import Target
 
-NEW_MODEL_LEARNING_RATE = 1e-3
-FINE_TUNE_LEARNING_RATE = 1e-4
-"""Default learning rates; fine-tuning moves learned weights less (see docs/training.md)."""
-FINE_TUNE_ZOOM = 1.25
-"""Fine-tuning zooms patches by up to this factor: one image shows one size of object."""
-FINE_TUNE_AVERAGE = 0.5
-"""Fine-tuning averages the weights of this last share of the run (steadier than its end)."""
 VALIDATION_SHARE = 0.1
 """Under a time budget, epochs are validated while validation has taken less than this share
 of the time: with small images an epoch is one step, and validating each would eat the budget."""
@@ -104,40 +97,16 @@ def train(
     images: Data,
     masks: Data,
     *,
-    target: Target = "instances",
-    representation: Representation | None = None,
+    options: TrainOptions | None = None,
+    validation: tuple[Data, Data] | None = None,
     base_model: str | os.PathLike[str] | Model | None = None,
     architecture: UNetConfig | dict[str, Any] | None = None,
-    epochs: int | None = None,
-    minutes: float | None = None,
-    patch_shape: int | Sequence[int] | None = None,
-    batch_size: int = 8,
-    val_fraction: float = 0.2,
-    validation: tuple[Data, Data] | None = None,
-    learning_rate: float | None = None,
-    loss: LossName = "ce+dice",
-    weight_map: bool | None = None,
-    sparse: bool = False,
-    augment: bool | Augmenter = True,
-    seed: int = 0,
-    device: str = "auto",
-    precision: str = "auto",
     checkpoint_dir: str | os.PathLike[str] | None = None,
-    resume: bool = False,
-    name: str = "my-model",
-    progress: Callable[[TrainingProgress], None] | None = None,
-    cancel: CancelToken | None = None,
-    steps_per_epoch: int | None = None,
-    class_names: Sequence[str] | None = None,
-    normalization: dict[str, Any] | None = None,
-    checkpoint_interval_s: float = 300.0,
-    average_weights: float | None = None,
-    calibrate: bool | None = None,
-    freeze_encoder: bool | None = None,
-    holdout_objects: float | None = None,
     unlabelled_images: Data | None = None,
     rehearsal: tuple[Data, Data] | None = None,
-    rehearsal_share: float = 0.25,
+    progress: Callable[[TrainingProgress], None] | None = None,
+    cancel: CancelToken | None = None,
+    **changes: Any,
 ) -> Model:
     """Train a U-Net on image/mask pairs; return its best validation epoch (or its mean).
 
@@ -234,105 +203,115 @@ def train(
     ``metrics["fine_tuning"]`` and description, warning when the result is worse.
     """
     started = time.monotonic()  # a time budget covers the whole call
-    if minutes is not None and not minutes > 0:
-        raise ValueError(f"minutes must be a positive time budget, not {minutes}")
-    if calibrate and sparse:
-        raise ValueError(
-            "calibrate=True needs fully labelled masks: with sparse masks, objects found where "
-            "nothing was painted would count as false"
-        )
-    torch.manual_seed(seed)  # first, so that a new network's initial weights are reproducible
-    train_pairs, val_pairs = read_split(images, masks, validation, val_fraction, seed, target)
+    options = with_train_options(options, changes)  # every option checked before any work
+    torch.manual_seed(options.seed)  # first, so that a new network's weights are reproducible
+    train_pairs, val_pairs = read_split(
+        images, masks, validation, options.val_fraction, options.seed, options.target
+    )
     base = None if base_model is None else load_model(base_model)
+    options = options.for_run(fine_tuning=base is not None, validating=bool(val_pairs[0]))
     labelled_pairs = train_pairs  # as given: held-out objects make the training masks sparse
     train_pairs, check_masks = _held_out_objects(
-        train_pairs, bool(val_pairs[0]), target, sparse, base is not None, holdout_objects, seed
+        train_pairs, bool(val_pairs[0]), options, base is not None
     )
-    sparse_training = sparse or check_masks is not None  # held-out objects leave gaps
-    model = initial_model(
-        base, architecture, target, train_pairs[1], sparse, class_names, name, representation
-    )
-    fine_tuning = base is not None
-    if weight_map is None:
-        weight_map = fine_tuning
-    if average_weights is None:
-        average_weights = FINE_TUNE_AVERAGE if fine_tuning else 0.0
-    if calibrate is None:
-        # thresholds tuned on the very images trained on do not carry over to other images
-        # (docs/training.md): only held-out labels re-tune them by default
-        calibrate = fine_tuning and target == "instances" and not sparse and bool(val_pairs[0])
-    calibrate = calibrate and target == "instances"
-    augmenter = augment if isinstance(augment, Augmenter) else None
-    if augment is True:
-        augmenter = Augmenter(zoom_range=FINE_TUNE_ZOOM if fine_tuning else 1.0)
-    for weight in model.network.encoders.parameters():
-        weight.requires_grad_(not (fine_tuning if freeze_encoder is None else freeze_encoder))
-    if normalization is not None:
-        check_normalization(normalization)
-        # a new model takes these settings; a fine-tuned one changes only the keys given
-        kept = {} if base is None else model.description.normalization
-        model.description.normalization = {**kept, **normalization}
+    model = _starting_model(base, architecture, train_pairs[1], options)
     data = TrainingData.build(
         train_pairs,
         val_pairs,
         model.description,
         model.network,
-        target=target,
-        sparse=sparse_training,
-        weight_map=weight_map,
-        augmenter=augmenter,
-        patch_shape=patch_shape,
-        batch_size=batch_size,
-        steps_per_epoch=steps_per_epoch,
-        **_added_sources(
-            unlabelled_images, rehearsal, rehearsal_share, target, model, average_weights
-        ),
+        **_data_options(options, check_masks is not None),
+        **_added_sources(unlabelled_images, rehearsal, options, model),
     )
     check = _check_data(data, validation is not None, train_pairs[0], check_masks, model)
-    if learning_rate is None:
-        learning_rate = NEW_MODEL_LEARNING_RATE if base is None else FINE_TUNE_LEARNING_RATE
-    schedule = Schedule(
-        epochs if epochs is not None else (50 if minutes is None else 1_000_000),
-        data.steps_per_epoch,
-        None if minutes is None else 60.0 * minutes,
-        started=started,
-        closing=ClosingWork(
-            averaging=average_weights > 0,
-            # the averaged network's validation; calibration predicts again, then searches
-            validations=(int(average_weights > 0) + 2 * int(calibrate)) * bool(data.validating),
-            checks=int(check is not None and not check.validation),
-        ),
-    )
-    loop = _Loop(model, data, schedule, loss, learning_rate, seed, device, precision, progress)
-    report = None if base is None else _base_report(base, target, check, loop)
-    checkpointer = Checkpointer(checkpoint_dir, checkpoint_interval_s)
-    result = loop.run(checkpointer, resume, average_weights, cancel)
+    schedule = _schedule(options, data, started, check)
+    loop = _Loop(model, data, schedule, options, progress)
+    report = None if base is None else _base_report(base, options.target, check, loop)
+    checkpointer = Checkpointer(checkpoint_dir, options.checkpoint_interval_s)
+    result = loop.run(checkpointer, options.resume, options.average_weights, cancel)
     if report is not None and check is not None:
         report.score = _checked_score(result, check, loop)
         report.warn_if_worse()
-    if calibrate:
+    if options.calibrate:
         loop.announce("calibrating thresholds")
         tuning = val_pairs if val_pairs[0] else labelled_pairs
         result.description.postprocess = tune_instance_postprocess(
-            result, *tuning, str(loop.device)
+            result, *tuning, device=str(loop.device)
         )
-    _describe(result, base, train_pairs[1], sparse_training, report)
+    _describe(result, base, train_pairs[1], options.sparse or check_masks is not None, report)
     loop.announce("saving")  # the checkpoint's best model, then the caller's own save
     if checkpointer.folder is not None:
         save_model(result, checkpointer.folder / BEST_DIR, overwrite=True)
     return result
 
 
+def _starting_model(
+    base: Model | None,
+    architecture: UNetConfig | dict[str, Any] | None,
+    masks: list[np.ndarray],
+    options: TrainOptions,
+) -> Model:
+    """Build the network to train: new, or the base model's copy; frozen, normalised as asked."""
+    model = initial_model(
+        base,
+        architecture,
+        options.target,
+        masks,
+        options.sparse,
+        options.class_names,
+        options.name,
+        options.representation,
+    )
+    for weight in model.network.encoders.parameters():
+        weight.requires_grad_(not options.freeze_encoder)
+    if options.normalization is not None:
+        check_normalization(options.normalization)
+        # a new model takes these settings; a fine-tuned one changes only the keys given
+        kept = {} if base is None else model.description.normalization
+        model.description.normalization = {**kept, **options.normalization}
+    return model
+
+
+def _data_options(options: TrainOptions, objects_held_out: bool) -> dict[str, Any]:
+    """How ``TrainingData`` samples patches, from the run's options."""
+    return {
+        "target": options.target,
+        "sparse": options.sparse or objects_held_out,  # held-out objects leave gaps
+        "weight_map": options.weight_map,
+        "augmenter": options.augment or None,
+        "patch_shape": options.patch_shape,
+        "batch_size": options.batch_size,
+        "steps_per_epoch": options.steps_per_epoch,
+    }
+
+
+def _schedule(
+    options: TrainOptions, data: TrainingData, started: float, check: CheckData | None
+) -> Schedule:
+    """Plan the epochs and the time budget, keeping time back for the phases after them."""
+    averaging = bool(options.average_weights)
+    return Schedule(
+        options.epochs,
+        data.steps_per_epoch,
+        None if options.minutes is None else 60.0 * options.minutes,
+        started=started,
+        closing=ClosingWork(
+            averaging=averaging,
+            # the averaged network's validation; calibration predicts again, then searches
+            validations=(int(averaging) + 2 * int(options.calibrate)) * bool(data.validating),
+            checks=int(check is not None and not check.validation),
+        ),
+    )
+
+
 def _added_sources(
     unlabelled: Data | None,
     rehearsal: tuple[Data, Data] | None,
-    share: float,
-    target: Target,
+    options: TrainOptions,
     model: Model,
-    average_weights: float,
 ) -> dict[str, Any]:
     """Read the unlabelled images and the rehearsal data, for ``TrainingData.build``."""
-    if unlabelled is not None and not average_weights:
+    if unlabelled is not None and not options.average_weights:
         raise ValueError(
             "unlabelled_images set the batch-norm statistics of averaged weights; "
             "give average_weights > 0 (the fine-tuning default) to use them"
@@ -340,25 +319,20 @@ def _added_sources(
     dims = model.network.spatial_dims
     return {
         "unlabelled": () if unlabelled is None else read_unlabelled(unlabelled, dims),
-        "rehearsal": None if rehearsal is None else read_rehearsal(rehearsal, target),
-        "rehearsal_share": share,
+        "rehearsal": None if rehearsal is None else read_rehearsal(rehearsal, options.target),
+        "rehearsal_share": options.rehearsal_share,
     }
 
 
 def _held_out_objects(
-    pairs: Pairs,
-    has_validation: bool,
-    target: Target,
-    sparse: bool,
-    fine_tuning: bool,
-    share: float | None,
-    seed: int,
+    pairs: Pairs, has_validation: bool, options: TrainOptions, fine_tuning: bool
 ) -> tuple[Pairs, list[np.ndarray] | None]:
     """Keep painted objects back to check a fine-tune that has no validation images.
 
     Returns the pairs to train on (sparse-convention masks when objects were held out) and
     the masks of the held-out objects, or ``None`` when nothing is held out.
     """
+    share, target = options.holdout_objects, options.target
     if share is None:
         wanted = fine_tuning and target == "instances" and not has_validation
         share = HOLD_OUT_SHARE if wanted else 0.0
@@ -369,7 +343,7 @@ def _held_out_objects(
             "holdout_objects keeps painted objects back from an instance model's training "
             "images; with validation images or semantic masks, validation images do the check"
         )
-    training, checking = hold_out_objects(pairs[1], sparse, share, seed)
+    training, checking = hold_out_objects(pairs[1], options.sparse, share, options.seed)
     if not any(mask.any() for mask in checking):
         return pairs, None
     return (pairs[0], training), checking
@@ -450,13 +424,11 @@ class _Loop:
         model: Model,
         data: TrainingData,
         schedule: Schedule,
-        loss: LossName,
-        learning_rate: float,
-        seed: int,
-        device: str,
-        precision: str,
+        options: TrainOptions,
         progress: Callable[[TrainingProgress], None] | None,
     ) -> None:
+        loss, learning_rate = options.loss, options.learning_rate
+        device, precision = options.device, options.precision
         self.description = model.description
         self.progress = progress
         self.validation_spent_s = 0.0
@@ -483,7 +455,7 @@ class _Loop:
             optimizer,
             torch.optim.lr_scheduler.LambdaLR(optimizer, schedule.factor),
             torch.amp.GradScaler("cuda", enabled=self.dtype == torch.float16),
-            np.random.default_rng(seed),
+            np.random.default_rng(options.seed),
             None,
         )
         self.run_state = RunState()

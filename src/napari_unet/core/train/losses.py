@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 import torch.nn.functional as F
 
 from napari_unet.core.models.model_types import FLOW_SCALE
 from napari_unet.core.train.targets import IGNORE_INDEX
-
-LossName = Literal["ce", "dice", "ce+dice"]
-LOSSES: tuple[str, ...] = ("ce", "dice", "ce+dice")
+from napari_unet.names import LOSSES, LossName
 
 
 def weighted_cross_entropy(
