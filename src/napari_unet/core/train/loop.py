@@ -115,6 +115,10 @@ def train(
     images, masks
         Lists of arrays (``YX``, ``YXC`` colour, or ``ZYX`` for a 3D architecture) or two
         folders of TIFF files with the same names.
+    options
+        A :class:`~.options.TrainOptions`; any of its fields may also be given as a keyword
+        (on top of ``options``): those below from ``target`` to ``holdout_objects``, and
+        ``rehearsal_share``. Every value is checked before any work.
     target
         ``"instances"``: masks hold one label per object, the model learns background,
         interior and boundary. ``"semantic"``: masks hold a class index per pixel.
