@@ -31,6 +31,7 @@ _API = {
     "train": "napari_unet.core.train.loop",
     "Augmenter": "napari_unet.core.train.augment",
     "TrainingProgress": "napari_unet.core.train.loop",
+    "TrainOptions": "napari_unet.core.train.options",
     "evaluate": "napari_unet.core.evaluate",
     "export_bioimageio": "napari_unet.core.bioimageio.export",
     "load_bioimageio": "napari_unet.core.bioimageio.load",
@@ -57,3 +58,4 @@ if TYPE_CHECKING:
     from napari_unet.core.progress import Cancelled, CancelToken
     from napari_unet.core.train.augment import Augmenter
     from napari_unet.core.train.loop import TrainingProgress, train
+    from napari_unet.core.train.options import TrainOptions

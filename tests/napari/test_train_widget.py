@@ -196,3 +196,15 @@ def test_a_worse_fine_tune_is_saved_with_a_plain_warning_and_not_chosen(
     assert "nuclei 0.627, fine-tuned 0.572: WORSE than nuclei" in train.status.value
     assert len(shown) == 1 and "worse-model is worse than nuclei" in shown[0]
     assert "worse-model" in segment.model.choices and segment.model.value == chosen
+
+
+def test_the_dock_is_explained_by_the_training_option_table(painted) -> None:
+    import dataclasses
+
+    from napari_unet.core.train.options import TrainOptions
+
+    *_, widget = painted
+    table = {option.name: option.metadata for option in dataclasses.fields(TrainOptions)}
+    for field in ("target", "sparse", "minutes"):
+        assert getattr(widget, field).tooltip.startswith(table[field]["help"]), field
+    assert widget.target.choices == table["target"]["choices"]

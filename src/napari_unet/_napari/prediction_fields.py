@@ -1,4 +1,4 @@
-"""The Segment dock's prediction fields, labelled and explained by the engine's option table.
+"""The docks' option fields, labelled and explained by the engine's option tables.
 
 Each field's label is its CLI flag's word and its tooltip the option's help, both read from
 :class:`~napari_unet.core.predict.options.PredictOptions`' field metadata, as ``napari-unet
@@ -9,7 +9,8 @@ its one ``PredictOptions`` (:func:`prediction_options`).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from dataclasses import Field
 from typing import Any
 
 from magicgui.widgets import ComboBox, SpinBox, Widget
@@ -19,41 +20,54 @@ from napari_unet.core.predict.options import PredictOptions, option_fields
 DIAMETER_NOTE = "0 uses the image as it is"
 AS_THE_CARD_SAYS = [("as the model's card says", None), ("on", True), ("off", False)]
 """An on/off option left to the model: ``None`` takes its card's choice."""
-UNITS = {"PX": "px"}
+Table = Iterable[Field[Any]]
+"""An options class's fields, with each option's flag and help in their metadata."""
+UNITS = {"PX": "px", "MIN": "min"}
 """How a metavar reads as a unit in a field's label (``--tile PX``: ``tile (px)``)."""
 
 
-def option_metadata(name: str) -> Mapping[str, Any]:
-    """Return the table's entry for option ``name`` (flag, help, metavar, choices)."""
-    for option in option_fields():
+def option_metadata(name: str, table: Table | None = None) -> Mapping[str, Any]:
+    """Return the table's entry for option ``name`` (flag, help, metavar, choices).
+
+    ``table`` is an options class's fields (the Train dock's: ``TrainOptions``); by default
+    the prediction options.
+    """
+    for option in option_fields() if table is None else table:
         if option.name == name:
             return option.metadata
-    raise KeyError(f"PredictOptions has no option {name!r}")
+    raise KeyError(f"the option table has no option {name!r}")
 
 
-def option_label(name: str, zero: str | None = None) -> str:
+def option_label(name: str, zero: str | None = None, table: Table | None = None) -> str:
     """Label a field with its flag's word and unit: ``tile (px, 0 = auto)``."""
-    meta = option_metadata(name)
+    meta = option_metadata(name, table)
     notes = [UNITS[meta["metavar"]]] if meta.get("metavar") in UNITS else []
     notes += [f"0 = {zero}"] if zero else []
     word = meta["flag"].removeprefix("--")
     return f"{word} ({', '.join(notes)})" if notes else word
 
 
-def option_tooltip(name: str, note: str = "") -> str:
+def option_tooltip(name: str, note: str = "", table: Table | None = None) -> str:
     """Return the option's help, with what the dock adds after it."""
-    text = option_metadata(name)["help"]
+    text = option_metadata(name, table)["help"]
     return f"{text}; {note}" if note else text
 
 
 def option_field(
-    name: str, widget: type[Widget], *, zero: str | None = None, note: str = "", **kwargs: Any
+    name: str,
+    widget: type[Widget],
+    *,
+    zero: str | None = None,
+    note: str = "",
+    table: Table | None = None,
+    **kwargs: Any,
 ) -> Widget:
     """Make the field of option ``name``: its label and tooltip (and choices) from the table."""
-    choices = option_metadata(name).get("choices")
+    choices = option_metadata(name, table).get("choices")
     if choices and "choices" not in kwargs:
         kwargs["choices"] = list(choices)
-    return widget(label=option_label(name, zero), tooltip=option_tooltip(name, note), **kwargs)
+    label, tooltip = option_label(name, zero, table), option_tooltip(name, note, table)
+    return widget(label=label, tooltip=tooltip, **kwargs)
 
 
 def prediction_fields(channel_choices: Any, device_choices: Any) -> dict[str, Widget]:

@@ -9,6 +9,7 @@ model, draws the loss and validation score live, and the Segment dock lists the 
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,8 +22,9 @@ from qtpy.QtWidgets import QMessageBox, QSizePolicy
 from napari_unet._napari.job_widget import JobWidget
 from napari_unet._napari.loss_plot import LossPlot
 from napari_unet._napari.model_choices import models_changed, saved_models
+from napari_unet._napari.prediction_fields import option_field
 from napari_unet._napari.training_layers import train_on_layers
-from napari_unet.names import TARGETS
+from napari_unet.core.train.options import TrainOptions
 
 if TYPE_CHECKING:
     import napari
@@ -76,6 +78,10 @@ def painting_problem(labels: np.ndarray, target: str, sparse: bool) -> str | Non
     return None
 
 
+TRAIN_TABLE = dataclasses.fields(TrainOptions)
+"""The training options' table: the dock's fields take their labels and help from it."""
+
+
 class TrainWidget(JobWidget):
     """Train (or fine-tune) a U-Net on an image and the labels painted over it."""
 
@@ -96,15 +102,14 @@ class TrainWidget(JobWidget):
             choices=self.layer_choices(Labels),
             tooltip="the Labels layer painted over the image",
         )
-        self.target = ComboBox(
-            label="target",
-            choices=list(TARGETS),
-            tooltip="instances: one label per object; semantic: one label per class",
-        )
-        self.sparse = CheckBox(
+        self.target = option_field("target", ComboBox, table=TRAIN_TABLE)
+        self.sparse = option_field(
+            "sparse",
+            CheckBox,
+            table=TRAIN_TABLE,
+            note="train on what is painted only, so a few objects are enough",
             text="sparse: unpainted pixels are not annotated",
             value=True,
-            tooltip="train on what is painted only, so a few objects are enough",
         )
         self.convention = Label(value="")
         # the help line wraps, and its width never widens the dock (and shrinks the canvas)
@@ -115,14 +120,15 @@ class TrainWidget(JobWidget):
         self.base_model = ComboBox(
             label="start from", choices=self._start_choices, tooltip=START_FROM_TIP
         )
-        self.minutes = FloatSpinBox(
-            label="minutes",
+        self.minutes = option_field(
+            "minutes",
+            FloatSpinBox,
+            table=TRAIN_TABLE,
+            note="a new network needs hours",
             min=0.05,
             max=24 * 60,
             step=0.5,
             value=5.0,
-            tooltip="how long the whole run takes, saving included; 5 minutes fine-tune a "
-            "built-in model on 1-3 painted images, a new network needs hours",
         )
         self.model_name = LineEdit(
             label="save as", value="my-model", tooltip="name of the trained model in model lists"
@@ -225,6 +231,13 @@ class TrainWidget(JobWidget):
         ):
             self.refuse(f"not started: {name!r} is kept; choose another name")
             return
+        try:  # the engine's checks, before any work
+            options = TrainOptions(
+                target=self.target.value, sparse=self.sparse.value, minutes=self.minutes.value
+            )
+        except ValueError as error:
+            self.refuse(f"cannot run: {error}")
+            return
         self.plot.clear()
         self.launch(
             train_on_layers,
@@ -232,9 +245,7 @@ class TrainWidget(JobWidget):
             labels,
             name=name,
             base_model=self.base_model.value,
-            target=self.target.value,
-            sparse=self.sparse.value,
-            minutes=self.minutes.value,
+            options=options,
             progress=self._show_training,
             done=self._saved,
             message=f"training {name} on {labels.name}...",
