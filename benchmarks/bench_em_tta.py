@@ -36,7 +36,7 @@ def scores(model: Any, enabled: bool) -> tuple[dict[str, Any], float]:
     images, masks = isbi_split("val")
     started = time.perf_counter()
     with augmented(enabled):
-        results = evaluate(model, images, masks, groups=[f"slice {z}" for z in SLICES])
+        results = evaluate(images, masks, model, groups=[f"slice {z}" for z in SLICES])
     return results, time.perf_counter() - started
 
 

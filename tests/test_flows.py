@@ -130,3 +130,15 @@ def test_a_block_labels_an_object_its_edge_cuts_as_one_object_for_stitching():
     left = finish(logits[:, np.newaxis, :, :72], "instances", description)[0]
     # the middle disc is cut by the block's edge: its pixels there still form one object
     assert len(np.unique(left[mask[:, :72] == 2])) == 1
+
+
+def test_tuning_a_flows_model_searches_its_own_settings():
+    from napari_unet.core.evaluate import TUNING_GRID, tune_instance_postprocess
+    from napari_unet.core.models.registry import Model
+
+    description = flows_description()
+    description.architecture = UNetConfig(out_channels=5, depth=1, base_channels=4)
+    images, masks = touching_discs()
+    tuned = tune_instance_postprocess(Model.create(description), [images], [masks], "cpu")
+    assert set(tuned) == {"foreground_threshold", "flow_steps", "min_size"}
+    assert tuned["flow_steps"] in TUNING_GRID["flow_steps"]

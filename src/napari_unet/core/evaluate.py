@@ -119,7 +119,7 @@ def tune_instance_postprocess(
     """Pick the instance thresholds with the best mean AP@0.5 (then mAP) on labelled images.
 
     Foreground and seed thresholds are searched together (flows models have no seeds: their
-    foreground threshold alone), then the minimum object size;
+    foreground threshold alone, then how far pixels follow the flows), then the minimum size;
     class-balanced training tends to widen the foreground, so high thresholds are included.
     Probabilities are computed in fp32, so the choice does not depend on the hardware.
     """
@@ -131,13 +131,16 @@ def tune_instance_postprocess(
         summary = _instance_summary(tuned, probabilities, list(masks))
         return summary["ap50"], summary["map"]
 
-    seeds = TUNING_GRID["seed"] if "seed_threshold" in object_labeller(model.description)[1] else ()
+    defaults = object_labeller(model.description)[1]
+    seeds = TUNING_GRID["seed"] if "seed_threshold" in defaults else ()
     thresholds = [
         {"foreground_threshold": foreground, "min_size": 16}
         | ({"seed_threshold": seed} if seed is not None else {})
         for foreground, seed in itertools.product(TUNING_GRID["foreground"], seeds or (None,))
     ]
     best = max(thresholds, key=quality)
+    if "flow_steps" in defaults:  # about the objects' radius: it depends on the images
+        best = max(({**best, "flow_steps": n} for n in TUNING_GRID["flow_steps"]), key=quality)
     sizes = [{**best, "min_size": size} for size in TUNING_GRID["min_size"]]
     return max(sizes, key=quality)
 
@@ -178,6 +181,7 @@ TUNING_GRID = {
     "foreground": (0.5, 0.6, 0.7, 0.8, 0.9),
     "seed": (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9),
     "min_size": (8, 16, 32, 48, 64),
+    "flow_steps": (25, 50, 100),
 }
 
 
