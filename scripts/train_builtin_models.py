@@ -214,6 +214,17 @@ RECIPES = {
             "augment": Augmenter.robust(),
         },
     },
+    # ... and with the acquisition changes only (no copy-paste, zoom as the defaults: none).
+    "unseen-distance-acquisition": {
+        "data": dsb_without_unseen_kind,
+        "architecture": {**NETWORK, "base_channels": 16},
+        "train": {
+            **NUCLEI_TRAINING,
+            "epochs": 18,
+            "representation": "distance",
+            "augment": Augmenter.robust(zoom_range=1.0, paste_probability=0.0),
+        },
+    },
 }
 
 
