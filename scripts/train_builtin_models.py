@@ -202,6 +202,12 @@ RECIPES = {
         "architecture": {**NETWORK, "base_channels": 16},
         "train": {**NUCLEI_TRAINING, "epochs": 18, "representation": "distance"},
     },
+    # Flows vs distance (issue 24): the same run and seed with cellpose-style flows.
+    "unseen-flows": {
+        "data": dsb_without_unseen_kind,
+        "architecture": {**NETWORK, "base_channels": 16},
+        "train": {**NUCLEI_TRAINING, "epochs": 18, "representation": "flows"},
+    },
     # The robustness augmentation (issue 24): the same run and seed, with blur, coarser pixels,
     # photon noise, 0.5-2x zoom, wider gamma and contrast, stain variants and copy-paste.
     "unseen-distance-robust": {
