@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
+from distill_em import augmented
 from train_builtin_models import (
     RUNS,
     UNSEEN_KIND,
@@ -134,6 +135,11 @@ def main() -> None:
         metavar=("A", "B"),
         help="unseen: the two runs compared (e.g. unseen-distance unseen-distance-robust)",
     )
+    parser.add_argument(
+        "--tta",
+        action="store_true",
+        help="unseen: B averages over the eight flips and transposes (A = B: with and without)",
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
@@ -141,15 +147,19 @@ def main() -> None:
     if args.comparison == "unseen":
         _, (tune_images, tune_masks) = dsb_without_unseen_kind()
         models = {}
-        for name in args.runs:
+        for index, name in enumerate(args.runs):
             model = load_model(RUNS / name / "best")
-            model.description.postprocess = tune_instance_postprocess(
-                model, tune_images, tune_masks
-            )
+            model.description.test_time_augmentation = args.tta and index == 1
+            with augmented(None):
+                model.description.postprocess = tune_instance_postprocess(
+                    model, tune_images, tune_masks
+                )
             print(f"{name}: thresholds {json.dumps(model.description.postprocess)}", flush=True)
-            models[name.removeprefix("unseen-")] = model
+            label = name.removeprefix("unseen-")
+            models[f"{label} +tta" if model.description.test_time_augmentation else label] = model
         groups = unseen_groups()
-        results = compare(models, groups)
+        with augmented(None):
+            results = compare(models, groups)
         unseen = groups[f"{UNSEEN_KIND} (unseen kind)"][0]
         for name, model in models.items():
             speed = postprocess_seconds_per_megapixel(model, unseen)

@@ -89,16 +89,19 @@ STUDENT_RUN = "em-distilled"
 
 
 @contextmanager
-def augmented(enabled: bool) -> Iterator[None]:
+def augmented(enabled: bool | None) -> Iterator[None]:
     """Every Predictor made inside averages over the eight symmetries when ``enabled``.
 
-    Stands in for the Predictor's own option until it has one; the card's flag is the default.
+    ``None``: when its model's card asks for it (``test_time_augmentation``). Stands in for
+    the Predictor's own option until it has one.
     """
     plain = Predictor.settings
 
     def settings(self: Predictor, kind: str, device: str | None = None) -> RunSettings:
         run = plain(self, kind, device)
-        run.augmentation = symmetry_averaging(self.model.description, enabled)
+        card = self.model.description
+        wanted = card.test_time_augmentation if enabled is None else enabled
+        run.augmentation = symmetry_averaging(card, wanted)
         return run
 
     Predictor.settings = settings  # type: ignore[method-assign]
