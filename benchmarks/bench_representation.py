@@ -32,7 +32,6 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
-from distill_em import augmented
 from train_builtin_models import (
     RUNS,
     UNSEEN_KIND,
@@ -150,16 +149,14 @@ def main() -> None:
         for index, name in enumerate(args.runs):
             model = load_model(RUNS / name / "best")
             model.description.test_time_augmentation = args.tta and index == 1
-            with augmented(None):
-                model.description.postprocess = tune_instance_postprocess(
-                    model, tune_images, tune_masks
-                )
+            model.description.postprocess = tune_instance_postprocess(
+                model, tune_images, tune_masks
+            )
             print(f"{name}: thresholds {json.dumps(model.description.postprocess)}", flush=True)
             label = name.removeprefix("unseen-")
             models[f"{label} +tta" if model.description.test_time_augmentation else label] = model
         groups = unseen_groups()
-        with augmented(None):
-            results = compare(models, groups)
+        results = compare(models, groups)
         unseen = groups[f"{UNSEEN_KIND} (unseen kind)"][0]
         for name, model in models.items():
             speed = postprocess_seconds_per_megapixel(model, unseen)

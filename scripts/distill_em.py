@@ -17,8 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -30,7 +29,6 @@ from train_builtin_models import EM_TRAINING, PACKAGE_MODELS, RUNS, isbi_split, 
 from napari_unet.core.device import autocast
 from napari_unet.core.evaluate import calibrate_binary_decision
 from napari_unet.core.models import Model, load_model, save_model
-from napari_unet.core.predict.inference import RunSettings, symmetry_averaging
 from napari_unet.core.predict.predictor import Predictor
 from napari_unet.core.train import TrainingProgress, train
 from napari_unet.core.train.augment import Augmenter
@@ -88,29 +86,6 @@ STUDENT = {"epochs": 15, "steps_per_epoch": 40, "batch_size": 4, "patch_shape": 
 STUDENT_RUN = "em-distilled"
 
 
-@contextmanager
-def augmented(enabled: bool | None) -> Iterator[None]:
-    """Every Predictor made inside averages over the eight symmetries when ``enabled``.
-
-    ``None``: when its model's card asks for it (``test_time_augmentation``). Stands in for
-    the Predictor's own option until it has one.
-    """
-    plain = Predictor.settings
-
-    def settings(self: Predictor, kind: str, device: str | None = None) -> RunSettings:
-        run = plain(self, kind, device)
-        card = self.model.description
-        wanted = card.test_time_augmentation if enabled is None else enabled
-        run.augmentation = symmetry_averaging(card, wanted)
-        return run
-
-    Predictor.settings = settings  # type: ignore[method-assign]
-    try:
-        yield
-    finally:
-        Predictor.settings = plain  # type: ignore[method-assign]
-
-
 def calibrated_member(seed: int, images: list, masks: list) -> Model:
     """A member's best weights with the shipped model's decision calibration."""
     member = load_model(RUNS / f"em-member-{seed}" / BEST_DIR)
@@ -125,11 +100,11 @@ def soft_targets(seeds: list[int]) -> np.ndarray:
         return np.load(cache)
     (images, masks), _ = isbi_train_val()
     total = np.zeros((len(images), *images[0].shape), np.float32)
-    with augmented(True):
-        for seed in seeds:
-            predictor = Predictor(calibrated_member(seed, images, masks), precision="fp32")
-            for index, image in enumerate(images):
-                total[index] += predictor.predict(image, axes="YX", output="probabilities")[1]
+    for seed in seeds:
+        member = calibrated_member(seed, images, masks)
+        predictor = Predictor(member, precision="fp32", test_time_augmentation=True)
+        for index, image in enumerate(images):
+            total[index] += predictor.predict(image, axes="YX", output="probabilities")[1]
     cache.parent.mkdir(parents=True, exist_ok=True)
     np.save(cache, total / len(seeds))
     return total / len(seeds)
