@@ -32,7 +32,7 @@ from napari_unet._napari.placement import (
     layer_placement,
     plane_through,
 )
-from napari_unet.core.io.omezarr import OmeZarrImage
+from napari_unet.core.io import OmeZarrImage
 from napari_unet.core.predict.options import PredictOptions, with_options
 from napari_unet.core.progress import CancelToken, ProgressCallback
 from napari_unet.core.provenance import KEY as PROVENANCE_KEY
@@ -42,7 +42,7 @@ from napari_unet.names import DEFAULT_MODEL, Output, image_stem
 if TYPE_CHECKING:
     from napari.layers import Image
 
-    from napari_unet.core.io.images import ImageFile
+    from napari_unet.core.io import ImageFile
     from napari_unet.core.models.registry import Model, ModelDescription
 
 LayerDataTuple = tuple[Any, dict[str, Any], str]
@@ -235,7 +235,7 @@ def segment_into_pyramid(
     and the pyramid is built one chunk at a time, so memory stays bounded at any image size.
     ``provenance`` goes into the label image's attributes, as the CLI writes it.
     """
-    from napari_unet.core.io.omezarr import create_labels
+    from napari_unet.core.io import create_labels
     from napari_unet.core.predict.predictor import segment
 
     axes = run["axes"]

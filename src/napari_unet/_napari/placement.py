@@ -15,7 +15,7 @@ import numpy as np
 if TYPE_CHECKING:
     from napari.layers import Image
 
-    from napari_unet.core.io.images import ImageFile
+    from napari_unet.core.io import ImageFile
 
 Mode = Literal["2D", "3D"]
 

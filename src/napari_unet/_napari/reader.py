@@ -15,8 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from napari_unet._napari.layer_data import LayerDataTuple, image_file_layer
-from napari_unet.core.io.images import read_image
-from napari_unet.core.io.omezarr import is_ome_zarr, label_images
+from napari_unet.core.io import is_ome_zarr, label_images, read_image
 from napari_unet.names import TIFF_SUFFIXES
 
 PathOrPaths = str | list[str]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from napari_unet._napari.layer_data import LayerDataTuple, image_file_layer
 from napari_unet._napari.model_choices import SUGGESTED_MODEL
-from napari_unet.core.io.images import read_image
+from napari_unet.core.io import read_image
 
 SAMPLES_DIR = Path(__file__).resolve().parent.parent / "samples"
 

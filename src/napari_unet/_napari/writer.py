@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from napari_unet._napari.placement import axes_from_labels
-from napari_unet.core.io.images import write_labels as write_labels_file
+from napari_unet.core.io import write_labels as write_labels_file
 from napari_unet.core.provenance import KEY, sidecar_path, write_sidecar
 
 SPACE_AXES = "ZYX"

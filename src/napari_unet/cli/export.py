@@ -42,7 +42,7 @@ def run_export(args: argparse.Namespace) -> int:
 
     sample = None
     if args.sample is not None:
-        from napari_unet.core.io.images import read_image
+        from napari_unet.core.io import read_image
 
         image = read_image(args.sample)
         sample = image.data if "C" not in image.axes else _channels_first(image)

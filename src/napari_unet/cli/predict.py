@@ -159,7 +159,7 @@ def _predict_all(
     args: argparse.Namespace, predictor: Any, inputs: list[Path], outputs: list[Path]
 ) -> None:
     """Segment each input into its output, one lazily read image at a time."""
-    from napari_unet.core.io.images import read_image
+    from napari_unet.core.io import read_image
     from napari_unet.core.io.results import result_file
     from napari_unet.core.provenance import provenance_record
 
@@ -277,7 +277,7 @@ def register_info(subparsers: Any) -> None:
 
 def run_info(args: argparse.Namespace) -> int:
     """Print what the engine reads from a file's header."""
-    from napari_unet.core.io.images import describe_file
+    from napari_unet.core.io import describe_file
 
     info = describe_file(args.file)
     sizes = ", ".join(f"{axis} {size:g} µm" for axis, size in info["pixel_size_um"].items())

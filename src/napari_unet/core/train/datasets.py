@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage as ndi
 
-from napari_unet.core.io.images import read_image
+from napari_unet.core.io import read_image
 from napari_unet.core.models.registry import ModelDescription
 from napari_unet.core.normalize import model_input
 from napari_unet.core.predict.postprocess import instance_source

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from scipy import ndimage as ndi
 
-from napari_unet.core.io.images import read_image
+from napari_unet.core.io import read_image
 from napari_unet.core.models.network import UNet
 from napari_unet.core.models.registry import ModelDescription
 from napari_unet.core.normalize import model_input
