@@ -241,20 +241,21 @@ def test_weight_formats_napari_unet_cannot_run_are_named(tiny_package: Path) -> 
         load_bioimageio(tiny_package, weight_format="onnx")
 
 
-def test_distance_models_export_logits_that_the_reference_tools_reproduce(
-    tmp_path: Path, blobs: np.ndarray
+@pytest.mark.parametrize("kind", ["distance", "flows"])
+def test_distance_and_flows_models_export_logits_that_the_reference_tools_reproduce(
+    tmp_path: Path, blobs: np.ndarray, kind: str
 ) -> None:
     from bioimageio.core import test_model
 
-    model = make_model(output_kind="distance")
-    with pytest.warns(UserWarning, match="distance output"):
-        package = export_bioimageio(model, tmp_path / "distance.zip")
+    model = make_model(output_kind=kind)
+    with pytest.warns(UserWarning, match=f"{kind} output"):
+        package = export_bioimageio(model, tmp_path / f"{kind}.zip")
     described = load_description(package)
     assert described.validation_summary.status == "valid-format"
     assert [p.id for p in described.outputs[0].postprocessing if p.id != "ensure_dtype"] == []
     assert test_model(package).status == "passed"
     loaded = load_model(package)
-    assert loaded.description.class_names[-1] == "distance"
+    assert loaded.description.class_names == model.description.class_names
     probabilities = _probabilities(loaded, blobs)
     np.testing.assert_array_equal(probabilities, _probabilities(model, blobs))
     np.testing.assert_allclose(probabilities[:3].sum(axis=0), 1.0, rtol=1e-5)

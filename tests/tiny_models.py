@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from napari_unet.core.models.model_types import DISTANCE_CHANNEL, FLOW_CHANNELS, INSTANCE_CLASSES
 from napari_unet.core.models.network import UNetConfig
 from napari_unet.core.models.registry import Model, ModelDescription
 
@@ -20,15 +21,16 @@ def make_model(
 ) -> Model:
     """A small untrained model whose outputs still vary with the input.
 
-    ``output_kind`` is ``"semantic"``, ``"instances"`` (three classes) or ``"distance"`` (an
-    instance model with the distance output).
+    ``output_kind`` is ``"semantic"``, ``"instances"`` (three classes), ``"distance"`` (an
+    instance model with the distance output) or ``"flows"`` (with one flow per spatial axis).
     """
     torch.manual_seed(seed)
     classes = {
-        "instances": ["background", "interior", "boundary"],
-        "distance": ["background", "interior", "boundary", "distance"],
+        "instances": [*INSTANCE_CLASSES],
+        "distance": [*INSTANCE_CLASSES, DISTANCE_CHANNEL],
+        "flows": [*INSTANCE_CLASSES, *FLOW_CHANNELS[-spatial_dims:]],
     }.get(output_kind)
-    if output_kind == "distance":
+    if output_kind in ("distance", "flows"):
         output_kind = "instances"
     config = UNetConfig(
         spatial_dims=spatial_dims,

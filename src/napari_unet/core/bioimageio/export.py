@@ -29,6 +29,7 @@ from napari_unet.core.axes import CanonicalView
 from napari_unet.core.bioimageio import CONFIG_KEY, require_bioimageio
 from napari_unet.core.bioimageio.scripted import script_unet
 from napari_unet.core.io.files import atomic_write, new_folders_removed_on_failure
+from napari_unet.core.models.model_types import FLOW_SCALE
 from napari_unet.core.models.network import UNet
 from napari_unet.core.models.registry import CARD_FILE, WEIGHTS_FILE, Model, load_model, save_model
 from napari_unet.core.normalize import fit_normalizer
@@ -168,7 +169,8 @@ def _warn_what_the_package_cannot_say(model: Model) -> None:
         )
     if _softmax_free(description):
         warnings.warn(
-            f"model {model.name!r} has a distance output next to its class logits; a bioimage.io "
+            f"model {model.name!r} has a {instance_source(description)} output next to its class "
+            "logits; a bioimage.io "
             "postprocessing step cannot apply a softmax to part of a tensor, so the package "
             "outputs logits (napari-unet re-imports it with the right activations)",
             UserWarning,
@@ -360,6 +362,12 @@ def _reference_output(model: Model, test_input: np.ndarray) -> np.ndarray:
 def _output_words(description: Any) -> str:
     """Say what the output channels hold, for the package's documentation."""
     names = ", ".join(description.class_names)
+    if instance_source(description) == "flows":
+        return (
+            f"The output is {names}: a softmax over the first three channels gives class "
+            f"probabilities; the others, divided by {FLOW_SCALE:g}, are unit vectors pointing to "
+            "each object's centre (cellpose-style flows)"
+        )
     if _softmax_free(description):
         return (
             f"The output is logits of {names}: a softmax over all but the last channel gives "
@@ -370,8 +378,8 @@ def _output_words(description: Any) -> str:
 
 
 def _softmax_free(description: Any) -> bool:
-    """Whether the outputs are left as logits: a distance channel cannot share the softmax."""
-    return instance_source(description) == "distance"
+    """Whether outputs stay logits: distance or flow channels cannot share the softmax."""
+    return instance_source(description) in ("distance", "flows")
 
 
 def _write_files(
@@ -493,7 +501,8 @@ def _output_descr(v0_5: Any, network: UNet, description: Any, files: dict[str, P
             axes.append(v0_5.SpaceOutputAxis(id=axis, size=size))
     if _softmax_free(description):
         what, postprocessing = (
-            "logits: softmax the class channels, sigmoid the distance channel",
+            "logits: softmax the class channels; sigmoid a distance channel, or divide flow "
+            f"channels by {FLOW_SCALE:g}",
             [],
         )
     else:
