@@ -26,7 +26,6 @@ from napari_unet.core.train.datasets import semantic_class_count
 from napari_unet.names import (
     DEFAULT_PERCENTILES,
     REPRESENTATIONS,
-    TARGETS,
     Representation,
     Target,
 )
@@ -63,58 +62,82 @@ def initial_model(
     name: str,
     representation: Representation | None = None,
 ) -> Model:
-    """Choose the model to start from: a copy of ``base_model`` renamed, or a fresh network."""
-    if target not in TARGETS:
-        raise ValueError(f"target must be one of {TARGETS}, not {target!r}")
-    if representation is not None and representation not in REPRESENTATIONS:
-        raise ValueError(f"representation must be one of {REPRESENTATIONS}, not {representation!r}")
+    """Choose the model to start from: a copy of ``base_model`` renamed, or a fresh network.
+
+    ``target`` and ``representation`` come checked (:class:`~.options.TrainOptions`).
+    """
     base = load_model(base_model) if base_model is not None else None
-    if target == "instances":
-        if representation is None:  # the base model's, else the better one in-domain
-            inherited = instance_source(base.description) if base is not None else None
-            representation = inherited if inherited in REPRESENTATIONS else "boundaries"
-        names = [*INSTANCE_CLASSES, *representation_channels(representation, masks[0].ndim)]
-    elif class_names is not None:
-        names = list(class_names)
-        needed = semantic_class_count(masks, sparse)
-        if needed > len(names):
-            raise ValueError(
-                f"the masks hold {needed} classes but class_names names {len(names)}: {names}"
-            )
-    else:
-        n_classes = semantic_class_count(masks, sparse)
-        inherited = base.description.class_names if base is not None else []
-        names = (
-            inherited if len(inherited) >= n_classes else [f"class {k}" for k in range(n_classes)]
-        )
+    if base is not None and target == "instances" and base.description.output_kind != "instances":
+        raise ValueError(f"base model {base.name!r} is semantic; it cannot learn instances")
+    if target == "instances" and representation is None:
+        # the base model's, else the better one in-domain
+        inherited = instance_source(base.description) if base is not None else None
+        representation = inherited if inherited in REPRESENTATIONS else "boundaries"
+    names = _output_names(base, target, masks, sparse, class_names, representation)
     if base is not None:
-        if target == "instances" and base.description.output_kind != "instances":
-            raise ValueError(f"base model {base.name!r} is semantic; it cannot learn instances")
-        card = ModelDescription.from_dict(base.description.to_dict())
-        state = base.network.state_dict()
-        if card.architecture.out_channels != len(names):
-            # other outputs: keep the learned features and the outputs both models share
-            # (the classes of a boundary model that gains a distance), start the rest afresh
-            common = min(len(card.class_names), len(names))
-            shared = target == "instances" and card.class_names[:common] == names[:common]
-            card.architecture = UNetConfig.from_dict(
-                {**card.architecture.to_dict(), "out_channels": len(names)}
+        return _fine_tuning_copy(base, target, names, name)
+    return _new_model(architecture, target, masks, names, name, representation)
+
+
+def _output_names(
+    base: Model | None,
+    target: Target,
+    masks: list[np.ndarray],
+    sparse: bool,
+    class_names: Sequence[str] | None,
+    representation: Representation | None,
+) -> list[str]:
+    """Name the outputs: instance classes and their representation's, or semantic classes."""
+    if target == "instances":
+        assert representation is not None
+        return [*INSTANCE_CLASSES, *representation_channels(representation, masks[0].ndim)]
+    needed = semantic_class_count(masks, sparse)
+    if class_names is not None:
+        if needed > len(class_names):
+            raise ValueError(
+                f"the masks hold {needed} classes but class_names names {len(class_names)}: "
+                f"{list(class_names)}"
             )
-            kept_head = {
-                k: v[:common] for k, v in state.items() if k.startswith("head.") and shared
-            }
-            state = {k: v for k, v in state.items() if not k.startswith("head.")}
-        else:
-            kept_head = {}
-        card.class_names = names
-        network = UNet(card.architecture)
-        network.load_state_dict(state, strict=False)
-        with torch.no_grad():
-            for key, value in kept_head.items():
-                network.get_parameter(key)[: len(value)] = value
-        card.name, card.metrics = name, {}
-        card.provenance = {**card.provenance, "fine_tuned_from": base.name}
-        return Model(card, network)
+        return list(class_names)
+    inherited = base.description.class_names if base is not None else []
+    return list(inherited) if len(inherited) >= needed else [f"class {k}" for k in range(needed)]
+
+
+def _fine_tuning_copy(base: Model, target: Target, names: list[str], name: str) -> Model:
+    """Copy ``base`` under ``name``; outputs that change start afresh, shared ones are kept."""
+    card = ModelDescription.from_dict(base.description.to_dict())
+    state = base.network.state_dict()
+    kept_head: dict[str, Any] = {}
+    if card.architecture.out_channels != len(names):
+        # other outputs: keep the learned features and the outputs both models share
+        # (the classes of a boundary model that gains a distance), start the rest afresh
+        common = min(len(card.class_names), len(names))
+        shared = target == "instances" and card.class_names[:common] == names[:common]
+        card.architecture = UNetConfig.from_dict(
+            {**card.architecture.to_dict(), "out_channels": len(names)}
+        )
+        kept_head = {k: v[:common] for k, v in state.items() if k.startswith("head.") and shared}
+        state = {k: v for k, v in state.items() if not k.startswith("head.")}
+    card.class_names = names
+    network = UNet(card.architecture)
+    network.load_state_dict(state, strict=False)
+    with torch.no_grad():
+        for key, value in kept_head.items():
+            network.get_parameter(key)[: len(value)] = value
+    card.name, card.metrics = name, {}
+    card.provenance = {**card.provenance, "fine_tuned_from": base.name}
+    return Model(card, network)
+
+
+def _new_model(
+    architecture: UNetConfig | dict[str, Any] | None,
+    target: Target,
+    masks: list[np.ndarray],
+    names: list[str],
+    name: str,
+    representation: Representation | None,
+) -> Model:
+    """Build a fresh network: depth 4 (3 in 3D), 16 base channels, same padding, batch norm."""
     spatial_dims = 3 if masks[0].ndim == 3 else 2
     defaults = {
         "spatial_dims": spatial_dims,
