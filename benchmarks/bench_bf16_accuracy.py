@@ -47,7 +47,7 @@ def main() -> None:
             ("last", final_model(name)),
         ):
             calibrate_binary_decision(model, *training)
-            scores = evaluate(model, *validation)["overall"]
+            scores = evaluate(*validation, model)["overall"]
             print(
                 f"{name:<24} {precision:<10} {epoch:<6}"
                 + "".join(f"{scores[c]:>13.4f}" for c in COLUMNS),
