@@ -154,7 +154,8 @@ def train(
     augment
         Random flips, rotations, elastic deformation and intensity changes (on by default),
         and zoom by up to 1.25x when fine-tuning; an :class:`~.augment.Augmenter`
-        sets the ranges.
+        sets the ranges, and ``Augmenter.robust()`` adds blur, coarser pixels, photon noise,
+        stain variants and copy-paste (measured in docs/training.md, issue 24).
     precision
         ``"auto"`` (bf16 autocast on CPUs with bf16 hardware and on CUDA, else fp32),
         ``"fp32"``, ``"bf16"`` or ``"fp16"`` (CUDA, with a gradient scaler).
