@@ -287,9 +287,9 @@ def run_export(name: str, threads: int, last: bool = False) -> None:
     if name == "nuclei":
         images, masks, modalities = dsb_split("val")
         model.description.postprocess = tune_instance_postprocess(model, images, masks)
-        metrics = evaluate(model, images, masks, groups=modalities)
+        metrics = evaluate(images, masks, model, groups=modalities)
     else:
-        metrics = evaluate(model, *isbi_split("val"))
+        metrics = evaluate(*isbi_split("val"), model)
     model.description.metrics = {"validation": metrics}
     model.description.description = DESCRIPTIONS[name]
     model.description.provenance = {
