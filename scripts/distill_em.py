@@ -15,22 +15,27 @@ at prediction. Run from the repository root; ``NAPARI_UNET_RUNS`` moves ``runs/`
 from __future__ import annotations
 
 import argparse
-import json
 import time
-from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from train_builtin_models import EM_TRAINING, PACKAGE_MODELS, RUNS, isbi_split, isbi_train_val
+from train_builtin_models import (
+    EM_TRAINING,
+    PACKAGE_MODELS,
+    RUNS,
+    isbi_split,
+    isbi_train_val,
+    printed_progress,
+)
 
 from napari_unet.core.device import autocast
 from napari_unet.core.evaluate import calibrate_binary_decision
 from napari_unet.core.models import Model, load_model, save_model
 from napari_unet.core.predict.predictor import Predictor
-from napari_unet.core.train import TrainingProgress, train
+from napari_unet.core.train import train
 from napari_unet.core.train.augment import Augmenter
 from napari_unet.core.train.averaging import WeightAverage, first_averaged_epoch
 from napari_unet.core.train.checkpoint import BEST_DIR, CHECKPOINT_FILE
@@ -46,22 +51,6 @@ MEMBER_TRAINING = {
     "average_weights": 0.67,
 }
 """A member: the shipped model fine-tuned briefly, its last two thirds' weights averaged."""
-
-
-def printed_progress(started: float) -> Callable[[TrainingProgress], None]:
-    """A progress callback that prints every tenth step and every validation."""
-
-    def report(update: TrainingProgress) -> None:
-        if update.val_metrics or update.step % 10 == 0:
-            minutes = (time.monotonic() - started) / 60
-            print(
-                f"[{minutes:6.1f} min] epoch {update.epoch}/{update.epochs} step "
-                f"{update.step}/{update.steps_per_epoch} loss {update.train_loss:.4f} "
-                f"{json.dumps(update.val_metrics) if update.val_metrics else ''}",
-                flush=True,
-            )
-
-    return report
 
 
 def train_member(seed: int) -> None:

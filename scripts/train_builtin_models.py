@@ -18,6 +18,7 @@ import json
 import os
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -234,11 +235,8 @@ RECIPES = {
 }
 
 
-def run_training(name: str, threads: int) -> None:
-    torch.set_num_threads(threads)
-    recipe = RECIPES[name]
-    (images, masks), validation = recipe["data"]()
-    started = time.monotonic()
+def printed_progress(started: float) -> Callable[[TrainingProgress], None]:
+    """A progress callback that prints every tenth step and every validation."""
 
     def report(update: TrainingProgress) -> None:
         if update.val_metrics or update.step % 10 == 0:
@@ -250,6 +248,13 @@ def run_training(name: str, threads: int) -> None:
                 flush=True,
             )
 
+    return report
+
+
+def run_training(name: str, threads: int) -> None:
+    torch.set_num_threads(threads)
+    recipe = RECIPES[name]
+    (images, masks), validation = recipe["data"]()
     base_model = final_model(recipe["from"]) if "from" in recipe else None
     widening = recipe.get("widen")
     if base_model is not None and widening is not None:
@@ -263,7 +268,7 @@ def run_training(name: str, threads: int) -> None:
         name=name,
         checkpoint_dir=RUNS / name,
         resume=True,
-        progress=report,
+        progress=printed_progress(time.monotonic()),
         **recipe["train"],
     )
 

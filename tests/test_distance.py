@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from instance_helpers import TINY, touching_discs, trained_on_touching_discs
 from napari_unet.core.metrics import instance_scores
 from napari_unet.core.models.network import UNetConfig
 from napari_unet.core.models.registry import ModelDescription
@@ -15,22 +16,6 @@ from napari_unet.core.train.targets import center_distance
 from tiny_models import make_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-TINY = {"depth": 2, "base_channels": 8}
-
-
-def touching_discs(size: int = 64, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Pairs of discs that touch, on a noisy background: the case distance models are for."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[:size, :size]
-    mask = np.zeros((size, size), np.uint16)
-    label = 0
-    for cy, cx in rng.integers(12, size - 22, size=(2, 2)):
-        for dx in (0, 11):
-            label += 1
-            mask[((yy - cy) ** 2 + (xx - cx - dx) ** 2 < 36) & (mask == 0)] = label
-    image = (mask > 0) * 100.0 + rng.normal(0, 10, mask.shape)
-    return image.astype(np.float32), mask
 
 
 def test_center_distance_peaks_at_each_centre_and_dips_between_touching_objects():
@@ -74,22 +59,7 @@ def test_activation_softmaxes_the_classes_and_squashes_the_distance():
 
 
 def test_a_distance_model_learns_to_separate_touching_objects():
-    pairs = [touching_discs(seed=seed) for seed in range(4)]
-    images, masks = [p[0] for p in pairs], [p[1] for p in pairs]
-    model = train(
-        images[:3],
-        masks[:3],
-        representation="distance",
-        architecture=TINY,
-        epochs=12,
-        steps_per_epoch=10,
-        batch_size=4,
-        patch_shape=48,
-        learning_rate=3e-3,
-        val_fraction=0,
-        seed=1,
-        precision="fp32",  # the same steps on every CPU, with or without bf16 hardware
-    )
+    model, images, masks = trained_on_touching_discs("distance")
     assert model.description.class_names[-1] == "distance"
     predictor = Predictor(model, device="cpu", precision="fp32")
     probabilities = predictor.predict(images[3], axes="YX", output="probabilities")

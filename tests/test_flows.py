@@ -4,16 +4,15 @@ import numpy as np
 import pytest
 import torch
 
+from instance_helpers import touching_discs, trained_on_touching_discs
 from napari_unet.core.metrics import instance_scores
 from napari_unet.core.models.model_types import FLOW_SCALE
 from napari_unet.core.models.network import UNetConfig
 from napari_unet.core.models.registry import ModelDescription
 from napari_unet.core.predict.postprocess import activate, flow_instances, instance_source
 from napari_unet.core.predict.predictor import Predictor
-from napari_unet.core.train.loop import train
 from napari_unet.core.train.losses import flow_loss, potential_flows
 from napari_unet.core.train.targets import center_potential
-from test_distance import TINY, touching_discs
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -93,22 +92,7 @@ def test_activation_softmaxes_the_classes_and_scales_the_flows_to_unit_length():
 
 
 def test_a_flows_model_learns_to_separate_touching_objects():
-    pairs = [touching_discs(seed=seed) for seed in range(4)]
-    images, masks = [p[0] for p in pairs], [p[1] for p in pairs]
-    model = train(
-        images[:3],
-        masks[:3],
-        representation="flows",
-        architecture=TINY,
-        epochs=12,
-        steps_per_epoch=10,
-        batch_size=4,
-        patch_shape=48,
-        learning_rate=3e-3,
-        val_fraction=0,
-        seed=1,
-        precision="fp32",
-    )
+    model, images, masks = trained_on_touching_discs("flows")
     assert model.description.class_names[3:] == ["flow_y", "flow_x"]
     assert set(model.description.postprocess) == {"foreground_threshold", "min_size", "flow_steps"}
     predictor = Predictor(model, device="cpu", precision="fp32")

@@ -66,3 +66,15 @@ def blobs() -> np.ndarray:
         image[(yy - cy) ** 2 + (xx - cx) ** 2 < 100] = 200
     rng = np.random.default_rng(0)
     return (image + rng.normal(0, 10, image.shape)).clip(0, 255).astype(np.uint8)
+
+
+@pytest.fixture
+def viewer_and_widget(make_napari_viewer, tiny_model):
+    """A viewer with the Segment dock, its model the tiny one."""
+    from napari_unet._napari.segment_widget import SegmentWidget
+
+    viewer = make_napari_viewer()
+    _, widget = viewer.window.add_plugin_dock_widget("napari-unet-segment", "Segment")
+    assert isinstance(widget, SegmentWidget)
+    widget.model.value = tiny_model
+    return viewer, widget

@@ -7,6 +7,7 @@ import dataclasses
 from types import SimpleNamespace
 
 import pytest
+from dock_helpers import run
 
 import napari_unet
 from napari_unet._napari import prediction_fields
@@ -26,22 +27,8 @@ FIELDS = {
 """The dock's fields of engine options, and the option each one sets."""
 
 
-@pytest.fixture
-def dock(make_napari_viewer, tiny_model):
-    viewer = make_napari_viewer()
-    _, widget = viewer.window.add_plugin_dock_widget("napari-unet-segment", "Segment")
-    assert isinstance(widget, SegmentWidget)
-    widget.model.value = tiny_model
-    return viewer, widget
-
-
-def run(widget: SegmentWidget, qtbot) -> None:
-    widget.run_button.clicked.emit()
-    qtbot.waitUntil(lambda: not widget.running, timeout=60_000)
-
-
-def test_option_fields_are_labelled_and_explained_by_the_option_table(dock) -> None:
-    _, widget = dock
+def test_option_fields_are_labelled_and_explained_by_the_option_table(viewer_and_widget) -> None:
+    _, widget = viewer_and_widget
     table = {option.name: option.metadata for option in option_fields()}
     for field, option in FIELDS.items():
         shown, meta = getattr(widget, field), table[option]
@@ -70,9 +57,9 @@ def test_a_changed_option_table_changes_the_dock(make_napari_viewer, monkeypatch
 
 
 def test_an_option_the_model_cannot_take_ends_the_job_with_the_engine_message(
-    dock, tiny_model, blobs, qtbot, monkeypatch
+    viewer_and_widget, tiny_model, blobs, qtbot, monkeypatch
 ) -> None:
-    viewer, widget = dock
+    viewer, widget = viewer_and_widget
     viewer.add_image(blobs, name="blobs")
     widget.tile_size.value = 1
     shown = []
@@ -85,8 +72,10 @@ def test_an_option_the_model_cannot_take_ends_the_job_with_the_engine_message(
     assert [layer.name for layer in viewer.layers] == ["blobs"]
 
 
-def test_an_option_the_engine_refuses_is_refused_before_the_job(dock, blobs, monkeypatch) -> None:
-    viewer, widget = dock
+def test_an_option_the_engine_refuses_is_refused_before_the_job(
+    viewer_and_widget, blobs, monkeypatch
+) -> None:
+    viewer, widget = viewer_and_widget
     viewer.add_image(blobs, name="blobs")
     # the pickers offer only valid values; a field holding another one stands for a future field
     monkeypatch.setitem(widget.prediction, "precision", SimpleNamespace(value="fp8"))
@@ -101,9 +90,9 @@ def test_an_option_the_engine_refuses_is_refused_before_the_job(dock, blobs, mon
 
 
 def test_a_result_layer_carries_its_provenance_with_the_dock_options(
-    dock, tiny_model, blobs, qtbot
+    viewer_and_widget, tiny_model, blobs, qtbot
 ) -> None:
-    viewer, widget = dock
+    viewer, widget = viewer_and_widget
     viewer.add_image(blobs, name="blobs")
     widget.device.value, widget.tile_size.value, widget.overlap.value = "cpu", 64, 8
     widget.tta.value = True

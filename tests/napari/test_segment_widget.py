@@ -5,6 +5,7 @@ import threading
 import numpy as np
 import pytest
 import tifffile
+from dock_helpers import run
 from napari.layers import Image, Labels
 from qtpy.QtCore import QTimer
 
@@ -17,20 +18,6 @@ from napari_unet.core.predict.predictor import segment
 from tiny_models import make_model
 
 TINY_CLASSES = ("background", "interior", "boundary")
-
-
-@pytest.fixture
-def viewer_and_widget(make_napari_viewer, tiny_model):
-    viewer = make_napari_viewer()
-    _, widget = viewer.window.add_plugin_dock_widget("napari-unet-segment", "Segment")
-    assert isinstance(widget, SegmentWidget)
-    widget.model.value = tiny_model
-    return viewer, widget
-
-
-def run(widget: SegmentWidget, qtbot) -> None:
-    widget.run_button.clicked.emit()
-    qtbot.waitUntil(lambda: not widget.running, timeout=60_000)
 
 
 def test_run_adds_labels_layer_over_the_image(viewer_and_widget, tiny_model, blobs, qtbot) -> None:

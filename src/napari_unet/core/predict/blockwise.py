@@ -97,7 +97,7 @@ class BlockPlan:
 
 def block_halo(engine: Engine, instances: bool) -> tuple[int, int, int]:
     """Post-processing context per side of a block: objects need some, per-pixel outputs none."""
-    return tuple(h if instances else 0 for h in (engine.halo or DEFAULT_HALO))  # type: ignore[return-value]
+    return tuple(h if instances else 0 for h in (engine.options.halo or DEFAULT_HALO))  # type: ignore[return-value]
 
 
 def check_block_shape(engine: Engine, spatial_shape: tuple[int, ...], kind: str) -> None:
@@ -106,23 +106,24 @@ def check_block_shape(engine: Engine, spatial_shape: tuple[int, ...], kind: str)
     Its maps alone must fit the memory (``memory_limit``, else all the free memory), and
     objects joined across a Z split need blocks at least as deep as the seam slab.
     """
-    if engine.block_shape is None:
+    block = engine.options.block_shape
+    if block is None:
         return
-    core = tuple(min(b, n) for b, n in zip(engine.block_shape, spatial_shape, strict=True))
+    core = tuple(min(b, n) for b, n in zip(block, spatial_shape, strict=True))
     config = engine.model.description.architecture
     needed = math.prod(core) * post_bytes_per_pixel(config, kind)
     room = (engine.memory_limit or reachable_bytes()) - process_rss_bytes()
     if needed > room:
         source = MEMORY_OPTION if engine.memory_limit else "the free memory"
         raise ValueError(
-            f"{BLOCK_OPTION} {engine.block_shape} needs at least {format_bytes(needed)} for "
+            f"{BLOCK_OPTION} {block} needs at least {format_bytes(needed)} for "
             f"one block of this image; {source} leaves {format_bytes(max(0, room))}: give "
             "a smaller block, or leave it out to size blocks to the memory"
         )
     slab = min(SLAB_WIDTH, block_halo(engine, True)[0])
     if kind == "instances" and core[0] < min(slab, spatial_shape[0]):
         raise ValueError(
-            f"{BLOCK_OPTION} {engine.block_shape}: objects are joined across blocks in Z "
+            f"{BLOCK_OPTION} {block}: objects are joined across blocks in Z "
             f"through {slab} slices on each side, so blocks need at least {slab} slices"
         )
 
@@ -144,10 +145,10 @@ def plan_blocks(
         AxisGeometry(context, multiple, halo[2]),
     ]
     three_d = volume_model or (instances and shape[0] > 1)
-    if engine.block_shape is not None:  # whole chunks, so no two blocks write one chunk
+    if engine.options.block_shape is not None:  # whole chunks, so no two blocks write one chunk
         core = tuple(
             -(-size // step) * step
-            for size, step in zip(engine.block_shape, align or (1, 1, 1), strict=False)
+            for size, step in zip(engine.options.block_shape, align or (1, 1, 1), strict=False)
         )
     else:
         memory = plan_memory(

@@ -25,8 +25,6 @@ class Engine(Protocol):
 
     model: Model
     options: PredictOptions
-    block_shape: tuple[int, int, int] | None
-    halo: tuple[int, int, int] | None
     memory_limit: int | None
 
     def settings(self, kind: str, device: str | None = None) -> RunSettings:

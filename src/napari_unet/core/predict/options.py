@@ -19,17 +19,11 @@ from typing import Any
 import numpy as np
 
 from napari_unet.core.memory import parse_memory
+from napari_unet.core.option_table import check_choice, describe_option, is_number, with_changes
 from napari_unet.core.predict.blocks import MIN_BLOCK_EDGE
 from napari_unet.names import OUTPUTS, Output
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-
-
-def describe_option(
-    flag: str, help: str, metavar: str | None = None, **extra: Any
-) -> dict[str, Any]:
-    """Describe an option once: its CLI flag, help and metavar (and choices, sizes)."""
-    return {"flag": flag, "help": help, "metavar": metavar, **extra}
 
 
 @dataclass(frozen=True)
@@ -126,8 +120,8 @@ class PredictOptions:
 
     def __post_init__(self) -> None:
         checked = {
-            "output": _choice(self.output, OUTPUTS, "output/--output"),
-            "precision": _choice(self.precision, PRECISIONS, "precision/--precision"),
+            "output": check_choice(self.output, OUTPUTS, "output/--output"),
+            "precision": check_choice(self.precision, PRECISIONS, "precision/--precision"),
             "device": _device_name(self.device),
             "channel": _channel(self.channel),
             "diameter": _diameter(self.diameter),
@@ -145,11 +139,7 @@ class PredictOptions:
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> PredictOptions:
         """Rebuild from :meth:`as_dict` (a provenance record, a dask worker's copy)."""
-        known = {option.name for option in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown prediction options: {', '.join(unknown)}")
-        return cls(**values)
+        return with_changes(cls, None, values, "prediction")
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready values (tuples as lists), as written beside every output."""
@@ -166,8 +156,7 @@ def option_fields() -> Iterator[Field[Any]]:
 
 def with_options(options: PredictOptions | None, changes: dict[str, Any]) -> PredictOptions:
     """``options`` (or the defaults) with the keywords a call gave on top, checked again."""
-    base = options.as_dict() if options is not None else {}
-    return PredictOptions.from_dict({**base, **changes})
+    return with_changes(PredictOptions, options, changes, "prediction")
 
 
 TILE_OPTION, OVERLAP_OPTION = "tile_shape/--tile", "overlap/--overlap"
@@ -210,23 +199,13 @@ def per_axis(value: int | tuple[int, ...] | None, count: int, name: str) -> tupl
     return value
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool | np.bool_)
-
-
 def _whole(value: Any, name: str) -> int:
     """One whole number of ``name``; one line naming the option for anything else."""
-    if _is_number(value) and (
+    if is_number(value) and (
         isinstance(value, numbers.Integral) or (math.isfinite(value) and value == int(value))
     ):
         return int(value)
     raise ValueError(f"{name} takes whole numbers of pixels; {reprlib.repr(value)} is not one")
-
-
-def _choice(value: Any, choices: tuple[str, ...], name: str) -> str:
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {', '.join(choices)}; not {reprlib.repr(value)}")
-    return value
 
 
 def _device_name(value: Any) -> str:
@@ -249,7 +228,7 @@ def _channel(value: Any) -> int | None:
 def _diameter(value: Any) -> float | None:
     if value is None:
         return None
-    if not _is_number(value) or not math.isfinite(value) or value <= 0:
+    if not is_number(value) or not math.isfinite(value) or value <= 0:
         raise ValueError(
             f"diameter/--diameter must be a positive number of pixels; not {reprlib.repr(value)}"
         )

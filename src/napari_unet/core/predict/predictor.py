@@ -132,23 +132,24 @@ class Predictor:
         """The checked options (a dask worker builds the same Predictor from them)."""
         self.model = load_model(model)
         self.device = resolve_device(self.options.device)
-        self.precision = self.options.precision
         dims = self.model.description.spatial_dims
         self.tile_shape = per_axis(self.options.tile_shape, dims, TILE_OPTION)
         _check_tile_minimum(self.tile_shape, self.model)
         self.overlap = per_axis(self.options.overlap, dims, OVERLAP_OPTION)
-        self.batch_size = self.options.batch_size
         augment = self.options.test_time_augmentation
         self.test_time_augmentation = (
             self.model.description.test_time_augmentation if augment is None else augment
         )
         """Whether tiles are averaged over the 8 symmetries of the plane (option, else card)."""
-        self.block_shape = self.options.block_shape
-        self.halo = self.options.halo
         limit = self.options.memory_limit
         self.memory_limit = None if limit is None else check_memory_limit(limit)
-        self._autocast_dtype = resolve_precision(self.precision, self.device)
+        self._autocast_dtype = resolve_precision(self.options.precision, self.device)
         self.network = inference_network(self.model.network, self.device)
+
+    @property
+    def batch_size(self) -> int | None:
+        """Tiles per forward pass as asked (``None``: as many as fit the memory)."""
+        return self.options.batch_size
 
     # -- what to do ---------------------------------------------------------------------------
 
@@ -222,7 +223,7 @@ class Predictor:
             device, network, autocast_dtype = self.device, self.network, self._autocast_dtype
         else:
             network = inference_network(self.model.network, device)
-            autocast_dtype = resolve_precision(self.precision, device)
+            autocast_dtype = resolve_precision(self.options.precision, device)
         half = autocast_dtype is not None
         if device == "cpu":
             forward = plan_memory(self.memory_limit, config, half, kind).forward_pixels
@@ -233,7 +234,7 @@ class Predictor:
             network,
             autocast_dtype,
             self.tile_shape,
-            self.batch_size,
+            self.options.batch_size,
             max(1, forward),
             symmetry_averaging(self.model.description, self.test_time_augmentation),
         )

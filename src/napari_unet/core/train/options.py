@@ -13,10 +13,11 @@ from __future__ import annotations
 import math
 import numbers
 import reprlib
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from napari_unet.core.predict.options import PRECISIONS, describe_option, whole_numbers
+from napari_unet.core.option_table import check_choice, describe_option, is_number, with_changes
+from napari_unet.core.predict.options import PRECISIONS, whole_numbers
 from napari_unet.names import LOSSES, REPRESENTATIONS, TARGETS, LossName, Representation, Target
 
 if TYPE_CHECKING:
@@ -182,10 +183,10 @@ class TrainOptions:
 
     def __post_init__(self) -> None:
         checks = {
-            "target": _choice(self.target, TARGETS, "target"),
+            "target": check_choice(self.target, TARGETS, "target"),
             "representation": None
             if self.representation is None
-            else _choice(self.representation, REPRESENTATIONS, "representation"),
+            else check_choice(self.representation, REPRESENTATIONS, "representation"),
             "epochs": _count(self.epochs, "epochs", minimum=0),  # 0: the starting model
             "minutes": _positive(self.minutes, "minutes"),
             "steps_per_epoch": _count(self.steps_per_epoch, "steps_per_epoch"),
@@ -193,11 +194,11 @@ class TrainOptions:
             "batch_size": _count(self.batch_size, "batch_size"),
             "val_fraction": _share(self.val_fraction, "val_fraction", closed=False),
             "learning_rate": _positive(self.learning_rate, "learning_rate"),
-            "loss": _choice(self.loss, LOSSES, "loss"),
+            "loss": check_choice(self.loss, LOSSES, "loss"),
             "average_weights": _share(self.average_weights, "average_weights"),
             "holdout_objects": _share(self.holdout_objects, "holdout_objects", closed=False),
             "rehearsal_share": _share(self.rehearsal_share, "rehearsal_share", closed=False),
-            "precision": _choice(self.precision, PRECISIONS, "precision"),
+            "precision": check_choice(self.precision, PRECISIONS, "precision"),
             "checkpoint_interval_s": _positive(self.checkpoint_interval_s, "checkpoint_interval_s"),
             "class_names": None if self.class_names is None else tuple(self.class_names),
         }
@@ -212,10 +213,7 @@ class TrainOptions:
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainOptions:
         """Build from keywords, refusing names that are not options (a typo is not ignored)."""
-        unknown = sorted(set(values) - {option.name for option in fields(cls)})
-        if unknown:
-            raise ValueError(f"unknown training options: {', '.join(unknown)}")
-        return cls(**values)
+        return with_changes(cls, None, values, "training")
 
     def for_run(self, fine_tuning: bool, validating: bool) -> TrainOptions:
         """Fill in the defaults that depend on the run: fine-tuning, and validation images.
@@ -252,22 +250,7 @@ class TrainOptions:
 
 def with_train_options(options: TrainOptions | None, changes: dict[str, Any]) -> TrainOptions:
     """``options`` (or the defaults) with the keywords a call gave on top, checked again."""
-    if options is None:
-        return TrainOptions.from_dict(changes)
-    unknown = sorted(set(changes) - {option.name for option in fields(TrainOptions)})
-    if unknown:
-        raise ValueError(f"unknown training options: {', '.join(unknown)}")
-    return replace(options, **changes)
-
-
-def _choice(value: Any, choices: tuple[str, ...], name: str) -> Any:
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {', '.join(choices)}; not {reprlib.repr(value)}")
-    return value
-
-
-def _number(value: Any) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+    return with_changes(TrainOptions, options, changes, "training")
 
 
 def _count(value: Any, name: str, minimum: int = 1) -> int | None:
@@ -285,7 +268,7 @@ def _positive(value: Any, name: str) -> float | None:
     """Check a finite number above 0, or ``None``."""
     if value is None:
         return None
-    if not _number(value) or not math.isfinite(value) or value <= 0:
+    if not is_number(value) or not math.isfinite(value) or value <= 0:
         raise ValueError(f"{name} must be a positive number; not {reprlib.repr(value)}")
     return float(value)
 
@@ -294,7 +277,7 @@ def _share(value: Any, name: str, closed: bool = True) -> float | None:
     """Check a share from 0 to 1 (below 1 unless ``closed``), or ``None``."""
     if value is None:
         return None
-    if not _number(value) or not (0 <= value <= 1) or (not closed and value == 1):
+    if not is_number(value) or not (0 <= value <= 1) or (not closed and value == 1):
         bound = "1" if closed else "below 1"
         raise ValueError(f"{name} must be a share from 0 to {bound}; not {reprlib.repr(value)}")
     return float(value)

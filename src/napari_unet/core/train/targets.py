@@ -14,6 +14,8 @@ which the loss skips, so a few painted objects are enough to train on. The rules
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 from scipy import ndimage as ndi
 
@@ -60,12 +62,8 @@ def center_distance(mask: np.ndarray, sparse: bool = False) -> np.ndarray:
     objects' sizes (the normalisation makes every object's core reach 1). This is the regression
     target of *distance* instance models, next to the three boundary classes.
     """
-    labels = mask.astype(np.int64, copy=False)
-    objects = np.where(labels >= 2, labels, 0) if sparse else labels
     distance = np.zeros(mask.shape, dtype=np.float32)
-    for index, box in enumerate(ndi.find_objects(objects), start=1):
-        if box is None:
-            continue
+    for index, box, objects in _each_object(mask, sparse):
         grown = tuple(
             slice(max(0, s.start - 1), min(n, s.stop + 1))
             for s, n in zip(box, objects.shape, strict=True)
@@ -87,12 +85,8 @@ def center_potential(mask: np.ndarray, sparse: bool = False) -> np.ndarray:
     and deformations move it like an image, and its gradient is taken after them.
     Every object's value is at least 1 on its own pixels, about 1 on its outline.
     """
-    labels = mask.astype(np.int64, copy=False)
-    objects = np.where(labels >= 2, labels, 0) if sparse else labels
     potential = np.zeros(mask.shape, dtype=np.float32)
-    for index, box in enumerate(ndi.find_objects(objects), start=1):
-        if box is None:
-            continue
+    for index, box, objects in _each_object(mask, sparse):
         inside = objects[box] == index
         depth = ndi.distance_transform_edt(np.pad(inside, 1))[(slice(1, -1),) * inside.ndim]
         centre = np.unravel_index(int(np.argmax(depth)), inside.shape)
@@ -102,6 +96,17 @@ def center_potential(mask: np.ndarray, sparse: bool = False) -> np.ndarray:
         local = from_centre[inside].max() + 1 - from_centre
         potential[box][inside] = local[inside]
     return potential
+
+
+def _each_object(
+    mask: np.ndarray, sparse: bool
+) -> Iterator[tuple[int, tuple[slice, ...], np.ndarray]]:
+    """Yield each object's label, bounding box and the object labels (sparse: labels >= 2)."""
+    labels = mask.astype(np.int64, copy=False)
+    objects = np.where(labels >= 2, labels, 0) if sparse else labels
+    for index, box in enumerate(ndi.find_objects(objects), start=1):
+        if box is not None:
+            yield index, box, objects
 
 
 def _label_edges(labels: np.ndarray, width: int) -> np.ndarray:
