@@ -6,9 +6,7 @@ fine-tune must say, with figures on labels it did not train on, whether it beat 
 
 from __future__ import annotations
 
-import csv
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,27 +17,7 @@ from napari_unet.core.evaluate import validation_metrics
 from napari_unet.core.models.registry import load_model
 from napari_unet.core.train.datasets import LabelledImage
 from napari_unet.core.train.loop import train
-
-
-def dsb_images(root: Path, modality: str, count: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """The first ``count`` validation images of a modality with 20 to 80 nuclei, and masks."""
-    with open(root / "dsb2018" / "index.csv", newline="") as table:
-        rows = [
-            row
-            for row in csv.DictReader(table)
-            if row["split"] == "val"
-            and row["modality"] == modality
-            and 20 <= int(row["n_nuclei"]) <= 80
-            and int(row["height"]) <= 360
-        ]
-    folder = root / "dsb2018" / "val"
-    return [
-        (
-            tifffile.imread(folder / "images" / f"{row['id']}.tif"),
-            tifffile.imread(folder / "masks" / f"{row['id']}.tif"),
-        )
-        for row in rows[:count]
-    ]
+from real_data import dsb_images
 
 
 def test_a_one_minute_fine_tune_takes_one_minute_end_to_end(shared_data, tmp_path, capsys):
